@@ -1,0 +1,154 @@
+"""Pure functions: the pairs a judgment implies, their aggregation across annotators, and Krippendorff's alpha.
+
+No Django imports: the services and selectors feed these with plain tuples, and the tests check them by hand.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from itertools import combinations
+
+PREFERRED, NON_PREFERRED, NEUTRAL = "preferred", "non_preferred", "neutral"
+LABELLED = "labelled"
+MODE_LABELS, MODE_BEST_WORST, MODE_RANKING = "labels", "best_worst", "ranking"
+
+# Ordinal value of a candidate label (higher is better), used for alpha and pairwise agreement.
+LABEL_VALUE = {NON_PREFERRED: 0, NEUTRAL: 1, PREFERRED: 2}
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    candidate_id: int
+    label: str
+    rank: int | None = None
+
+
+def implied_pairs(*, outcome: str, mode: str, labels: Iterable[LabelRow]) -> set[tuple[int, int]]:
+    """Every (winner, loser) the judgment implies. Ties, "all equally good", "all bad" and skips imply none.
+
+    - labels: each preferred x each non-preferred;
+    - best_worst: best > every other, every other > worst (so best > worst);
+    - ranking: every candidate > each candidate ranked below it."""
+    if outcome != LABELLED:
+        return set()
+    labels = list(labels)
+    if mode == MODE_RANKING:
+        ranked = sorted((lab.rank, lab.candidate_id) for lab in labels if lab.rank is not None)
+        return {(a, b) for (ra, a), (rb, b) in combinations(ranked, 2) if ra < rb}
+    preferred = [lab.candidate_id for lab in labels if lab.label == PREFERRED]
+    non_preferred = [lab.candidate_id for lab in labels if lab.label == NON_PREFERRED]
+    pairs = {(w, lo) for w in preferred for lo in non_preferred}
+    if mode == MODE_BEST_WORST:
+        others = [lab.candidate_id for lab in labels if lab.label == NEUTRAL]
+        pairs |= {(w, o) for w in preferred for o in others} | {(o, lo) for o in others for lo in non_preferred}
+    return pairs
+
+
+@dataclass(frozen=True)
+class AggregatedPair:
+    chosen: int
+    rejected: int
+    votes_for: int
+    votes_against: int
+    n_annotators: int
+    judgment_ids: tuple[int, ...]
+
+    @property
+    def agreement(self) -> float:
+        """Share of the group's (non-skipped) annotators who imply this order."""
+        return self.votes_for / self.n_annotators if self.n_annotators else 0.0
+
+    @property
+    def weight(self) -> float:
+        """Confidence in [0, 1]: the net margin of votes over the annotators."""
+        return max(self.votes_for - self.votes_against, 0) / self.n_annotators if self.n_annotators else 0.0
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    pairs: list[AggregatedPair]
+    n_annotators: int
+    conflicts: list[tuple[int, int]]  # unordered pairs whose majority is below the threshold
+
+    @property
+    def disagreement(self) -> bool:
+        return bool(self.conflicts)
+
+
+def aggregate(*, judgments: Iterable[tuple[int, set[tuple[int, int]], bool]], min_majority: float) -> Aggregate:
+    """``judgments``: (judgment id, implied pairs, counts as an annotator (not skipped)).
+
+    A pair is stored in its majority direction; an exact tie stores nothing; both directions voted with the majority
+    holding less than ``min_majority`` of the votes on that pair is a conflict."""
+    votes: dict[tuple[int, int], list[int]] = defaultdict(list)
+    n = 0
+    for judgment_id, pairs, counts in judgments:
+        n += 1 if counts else 0
+        for pair in pairs:
+            votes[pair].append(judgment_id)
+    out, conflicts, seen = [], [], set()
+    for a, b in sorted(votes):
+        key = (min(a, b), max(a, b))
+        if key in seen:
+            continue
+        seen.add(key)
+        ab, ba = votes.get((a, b), []), votes.get((b, a), [])
+        if ab and ba and max(len(ab), len(ba)) / (len(ab) + len(ba)) < min_majority:
+            conflicts.append(key)
+        if len(ab) == len(ba):
+            continue
+        (w, lo, win, lose) = (a, b, ab, ba) if len(ab) > len(ba) else (b, a, ba, ab)
+        out.append(AggregatedPair(w, lo, len(win), len(lose), n, tuple(sorted(win))))
+    return Aggregate(out, n, conflicts)
+
+
+# -- Krippendorff's alpha ---------------------------------------------------------------------------------------------
+def krippendorff_alpha(units: dict[Hashable, list[float]], *, level: str = "nominal") -> float | None:
+    """Krippendorff's alpha for ``units`` (unit -> the values its coders gave; missing values simply absent).
+
+    Coincidence-matrix form (Krippendorff 2011, "Computing Krippendorff's alpha-reliability"): units with fewer than two
+    values are not pairable and ignored; ``level`` is "nominal" or "ordinal". None when it is undefined (fewer than two
+    pairable values, or a single value used throughout)."""
+    if level not in ("nominal", "ordinal"):
+        raise ValueError(f"level must be 'nominal' or 'ordinal', not {level!r}")
+    coincidences: Counter = Counter()
+    for values in units.values():
+        m = len(values)
+        if m < 2:
+            continue
+        for i, c in enumerate(values):
+            for j, k in enumerate(values):
+                if i != j:
+                    coincidences[(c, k)] += 1.0 / (m - 1)
+    categories = sorted({c for c, _ in coincidences})
+    n_c = {c: sum(v for (a, _), v in coincidences.items() if a == c) for c in categories}
+    n = sum(n_c.values())
+    if n < 2 or len(categories) < 2:
+        return None
+
+    def delta(c, k) -> float:
+        if c == k:
+            return 0.0
+        if level == "nominal":
+            return 1.0
+        lo, hi = (c, k) if c < k else (k, c)
+        between = sum(n_c[g] for g in categories if lo <= g <= hi)
+        return (between - (n_c[lo] + n_c[hi]) / 2.0) ** 2
+
+    observed = sum(v * delta(c, k) for (c, k), v in coincidences.items())
+    expected = sum(n_c[c] * n_c[k] * delta(c, k) for c in categories for k in categories) / (n - 1)
+    if expected == 0:
+        return None
+    return 1.0 - observed / expected
+
+
+def pairwise_agreement(units: dict[Hashable, list[float]]) -> float | None:
+    """Percent agreement: over every unit and every pair of its coders, the share of pairs that gave the same value."""
+    agree = total = 0
+    for values in units.values():
+        for a, b in combinations(values, 2):
+            total += 1
+            agree += a == b
+    return agree / total if total else None

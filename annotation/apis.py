@@ -1,0 +1,416 @@
+"""The DRF API: thin ``<Entity><Action>Api`` views with nested input/output serializers; the work is in services and
+selectors. Token or session auth (settings.REST_FRAMEWORK); OpenAPI through drf-spectacular (/api/docs/)."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import permissions
+from annotation.models import CandidateLabel, Judgment, PreferencePair, Prompt, PromptSet
+from annotation.permissions import IsAnnotator, IsResearcher
+from annotation.selectors.groups import group_page_for_assignments
+from annotation.selectors.stats import annotator_stats
+from annotation.services.assignments import AnnotatorPausedError, assignments_for_annotator
+from annotation.services.judgments import FlawInput, JudgmentError, LabelInput, judgment_submit
+from annotation.services.prompt_edits import (
+    PromptError,
+    category_by_slug,
+    prompt_delete,
+    prompt_update,
+    validation_message,
+)
+from annotation.services.prompts import prompt_create, prompts_import
+
+ERR_STATS_FORBIDDEN = "You can only see your own statistics."
+ERR_LABEL_TARGET = "Each label names a candidate by 'position' (0-based, as shown) or by 'candidate' id."
+
+
+def _error(message: str, code: int) -> Response:
+    return Response({"detail": message}, status=code)
+
+
+class IdCursorPagination(CursorPagination):
+    """Keyset pagination (no COUNT, constant time per page whatever the table size)."""
+
+    ordering = "-id"
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "limit"
+
+
+class ShownCandidateSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    number = serializers.IntegerField()
+    video_url = serializers.CharField()
+    poster_url = serializers.CharField()
+    fps = serializers.FloatField()
+    duration_s = serializers.FloatField(allow_null=True)
+
+
+class GroupNextApi(APIView):
+    """The caller's current group (reserving one when needed); blind: no seed, checkpoint or round."""
+
+    permission_classes = [IsAuthenticated, IsAnnotator]
+
+    class OutputSerializer(serializers.Serializer):
+        assignment = serializers.IntegerField(source="assignment_id")
+        prompt = serializers.CharField(source="prompt_text")
+        mode = serializers.CharField()
+        require_full_playback = serializers.BooleanField()
+        guidelines_html = serializers.CharField()
+        candidates = ShownCandidateSerializer(many=True)
+        prefetch = ShownCandidateSerializer(many=True)
+
+    @extend_schema(responses={200: OutputSerializer, 204: OpenApiResponse(description="Nothing to judge now."),
+                              403: OpenApiResponse(description="Paused or not an annotator.")})
+    def get(self, request):
+        try:
+            page = group_page_for_assignments(assignments=assignments_for_annotator(annotator=request.user))
+        except AnnotatorPausedError as exc:
+            return _error(str(exc), status.HTTP_403_FORBIDDEN)
+        if page is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(self.OutputSerializer(page).data)
+
+
+class JudgmentOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    assignment = serializers.IntegerField(source="assignment_id")
+    outcome = serializers.CharField()
+    skip_reason = serializers.CharField()
+    time_spent_ms = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class JudgmentSubmitApi(APIView):
+    """Submit the answer for one reserved group. Repeating a submit returns the first result (200)."""
+
+    permission_classes = [IsAuthenticated, IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        class LabelSerializer(serializers.Serializer):
+            class FlawSerializer(serializers.Serializer):
+                tag = serializers.CharField(max_length=64)
+                time_s = serializers.FloatField(required=False, allow_null=True, min_value=0)
+
+            position = serializers.IntegerField(required=False, min_value=0)
+            candidate = serializers.IntegerField(required=False)
+            label = serializers.CharField(required=False, default=CandidateLabel.Label.NEUTRAL, max_length=32)
+            rank = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+            playback_coverage = serializers.FloatField(required=False, default=0.0, min_value=0, max_value=1)
+            flaws = FlawSerializer(many=True, required=False, default=list)
+
+        assignment = serializers.IntegerField()
+        outcome = serializers.CharField(max_length=32)
+        skip_reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+        time_spent_ms = serializers.IntegerField(required=False, default=0, min_value=0)
+        labels = LabelSerializer(many=True, required=False, default=list)
+
+    @extend_schema(request=InputSerializer, responses={201: JudgmentOutputSerializer, 200: JudgmentOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        labels = []
+        for lab in d["labels"]:
+            if ("position" in lab) == ("candidate" in lab):
+                return _error(ERR_LABEL_TARGET, status.HTTP_400_BAD_REQUEST)
+            labels.append(
+                LabelInput(candidate_id=lab.get("candidate"), position=lab.get("position"), label=lab["label"],
+                           rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
+                           flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
+            )
+        try:
+            judgment, created = judgment_submit(
+                annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
+                skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
+            )
+        except JudgmentError as exc:
+            return _error(exc.message, exc.status)
+        return Response(JudgmentOutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class JudgmentListApi(APIView):
+    """Judgments with their labels: researchers and reviewers see all (filter by round, annotator), annotators
+    only their own."""
+
+    permission_classes = [IsAuthenticated]
+
+    class FilterSerializer(serializers.Serializer):
+        round = serializers.IntegerField(required=False)
+        annotator = serializers.IntegerField(required=False)
+
+    class OutputSerializer(serializers.Serializer):
+        class LabelSerializer(serializers.Serializer):
+            candidate = serializers.IntegerField(source="candidate_id")
+            label = serializers.CharField()
+            rank = serializers.IntegerField(allow_null=True)
+            shown_position = serializers.IntegerField()
+            playback_coverage = serializers.FloatField()
+            flaws = serializers.SerializerMethodField()
+
+            def get_flaws(self, obj) -> list[dict]:
+                return [{"tag": f.tag.slug, "time_s": f.time_s} for f in obj.flaws.all()]
+
+        id = serializers.IntegerField()
+        group = serializers.IntegerField(source="group_id")
+        annotator = serializers.IntegerField(source="annotator_id")
+        outcome = serializers.CharField()
+        skip_reason = serializers.CharField()
+        time_spent_ms = serializers.IntegerField()
+        created_at = serializers.DateTimeField()
+        labels = LabelSerializer(many=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer(many=True)})
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = Judgment.objects.prefetch_related("labels__flaws__tag")
+        if not permissions.is_reviewer(request.user):
+            qs = qs.filter(annotator=request.user)
+        elif "annotator" in filters.validated_data:
+            qs = qs.filter(annotator_id=filters.validated_data["annotator"])
+        if "round" in filters.validated_data:
+            qs = qs.filter(group__round_id=filters.validated_data["round"])
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+
+class PairListApi(APIView):
+    """Aggregated preference pairs (researchers)."""
+
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    class FilterSerializer(serializers.Serializer):
+        round = serializers.IntegerField(required=False)
+        min_agreement = serializers.FloatField(required=False, min_value=0, max_value=1)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        round = serializers.IntegerField(source="round_id")
+        group = serializers.IntegerField(source="group_id")
+        prompt = serializers.CharField(source="group.prompt.text")
+        chosen = serializers.IntegerField(source="chosen_id")
+        rejected = serializers.IntegerField(source="rejected_id")
+        weight = serializers.FloatField()
+        agreement = serializers.FloatField()
+        votes_for = serializers.IntegerField()
+        votes_against = serializers.IntegerField()
+        n_annotators = serializers.IntegerField()
+        source = serializers.CharField()
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer(many=True)})
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = PreferencePair.objects.select_related("group__prompt")
+        if "round" in filters.validated_data:
+            qs = qs.filter(round_id=filters.validated_data["round"])
+        if "min_agreement" in filters.validated_data:
+            qs = qs.filter(agreement__gte=filters.validated_data["min_agreement"])
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+
+class PromptOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+    language = serializers.CharField()
+    category = serializers.CharField(source="category.slug", allow_null=True)
+    prompt_set = serializers.CharField(source="prompt_set.name", allow_null=True)
+    source = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    is_active = serializers.BooleanField()
+    is_held_out = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+class PromptInputSerializer(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=True)
+    category = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    prompt_set = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    language = serializers.ChoiceField(choices=Prompt.Language.choices, required=False)
+    source = serializers.ChoiceField(choices=Prompt.Source.choices, required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    is_held_out = serializers.BooleanField(required=False)
+
+
+class PromptListApi(APIView):
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    class FilterSerializer(serializers.Serializer):
+        category = serializers.CharField(required=False)
+        is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: PromptOutputSerializer(many=True)})
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = Prompt.objects.select_related("category", "prompt_set")
+        if filters.validated_data.get("category"):
+            qs = qs.filter(category__slug=filters.validated_data["category"])
+        if filters.validated_data.get("is_active") is not None:
+            qs = qs.filter(is_active=filters.validated_data["is_active"])
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(PromptOutputSerializer(page, many=True).data)
+
+
+class PromptCreateApi(APIView):
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    @extend_schema(request=PromptInputSerializer, responses={201: PromptOutputSerializer})
+    def post(self, request):
+        data = PromptInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = dict(data.validated_data)
+        try:
+            d["category"] = category_by_slug(d.get("category"))
+            d["prompt_set"] = PromptSet.objects.get_or_create(name=d["prompt_set"])[0] if d.get("prompt_set") else None
+            held_out = d.pop("is_held_out", False)
+            prompt = prompt_create(**d)
+        except PromptError as exc:
+            return _error(exc.message, exc.status)
+        except ValidationError as exc:
+            return _error(validation_message(exc), status.HTTP_400_BAD_REQUEST)
+        if held_out:
+            prompt = prompt_update(prompt=prompt, is_held_out=True)
+        return Response(PromptOutputSerializer(prompt).data, status=status.HTTP_201_CREATED)
+
+
+class PromptDetailApi(APIView):
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    @extend_schema(responses={200: PromptOutputSerializer})
+    def get(self, request, prompt_id: int):
+        prompt = get_object_or_404(Prompt.objects.select_related("category", "prompt_set"), pk=prompt_id)
+        return Response(PromptOutputSerializer(prompt).data)
+
+
+class PromptUpdateApi(APIView):
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    class InputSerializer(PromptInputSerializer):
+        text = serializers.CharField(required=False)
+        is_active = serializers.BooleanField(required=False)
+
+    @extend_schema(request=InputSerializer, responses={200: PromptOutputSerializer})
+    def post(self, request, prompt_id: int):
+        prompt = get_object_or_404(Prompt, pk=prompt_id)
+        data = self.InputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        try:
+            prompt = prompt_update(prompt=prompt, **data.validated_data)
+        except PromptError as exc:
+            return _error(exc.message, exc.status)
+        return Response(PromptOutputSerializer(prompt).data)
+
+
+class PromptDeleteApi(APIView):
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request, prompt_id: int):
+        prompt = get_object_or_404(Prompt, pk=prompt_id)
+        try:
+            prompt_delete(prompt=prompt)
+        except PromptError as exc:
+            return _error(exc.message, exc.status)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PromptBulkImportApi(APIView):
+    """Import a JSON list of prompts (objects like the create input, or plain strings): all or nothing when an item
+    is invalid (400 with a per-item report; ``line`` = 1-based item number); prompts already in the pool are skipped."""
+
+    permission_classes = [IsAuthenticated, IsResearcher]
+
+    class InputSerializer(serializers.Serializer):
+        prompt_set = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+        prompts = serializers.ListField(child=serializers.JSONField(), allow_empty=False, max_length=100_000)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: inline_serializer("PromptImportResult", {
+            "total": serializers.IntegerField(), "created": serializers.IntegerField(),
+            "duplicates": serializers.IntegerField(), "rejected": serializers.ListField(child=serializers.DictField()),
+            "ok": serializers.BooleanField(), "ids": serializers.ListField(child=serializers.IntegerField())})},
+    )
+    def post(self, request):
+        body = {"prompts": request.data} if isinstance(request.data, list) else request.data
+        data = self.InputSerializer(data=body)
+        data.is_valid(raise_exception=True)
+        items = []
+        for index, item in enumerate(data.validated_data["prompts"]):
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, dict):
+                return _error(f"Item {index}: expected an object or a string.", status.HTTP_400_BAD_REQUEST)
+            items.append(item)
+        name = data.validated_data.get("prompt_set")
+        prompt_set = PromptSet.objects.get_or_create(name=name)[0] if name else None
+        jsonl = "\n".join(json.dumps(item, ensure_ascii=False) for item in items).encode()
+        report = prompts_import(data=jsonl, fmt="jsonl", prompt_set=prompt_set)
+        body = {**report.as_dict(), "ids": report.created_ids}
+        return Response(body, status=status.HTTP_201_CREATED if report.ok else status.HTTP_400_BAD_REQUEST)
+
+
+class AnnotatorStatsApi(APIView):
+    """Per-annotator statistics: your own, or anyone's for reviewers and researchers."""
+
+    permission_classes = [IsAuthenticated]
+
+    class OutputSerializer(serializers.Serializer):
+        judgments = serializers.IntegerField()
+        today = serializers.IntegerField()
+        skipped = serializers.IntegerField()
+        median_time_s = serializers.FloatField(allow_null=True)
+        mean_coverage = serializers.FloatField(allow_null=True)
+        gold_n = serializers.IntegerField()
+        gold_accuracy = serializers.FloatField(allow_null=True)
+        peer_n = serializers.IntegerField()
+        peer_agreement = serializers.FloatField(allow_null=True)
+        position_n = serializers.IntegerField()
+        position_bias = serializers.FloatField(allow_null=True)
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, user_id: int | None = None):
+        if user_id is not None and user_id != request.user.pk:
+            if not permissions.is_reviewer(request.user):
+                raise PermissionDenied(ERR_STATS_FORBIDDEN)
+            get_object_or_404(get_user_model(), pk=user_id)
+        stats = annotator_stats(annotator_id=user_id or request.user.pk)
+        return Response(self.OutputSerializer(stats).data)
+
+
+def _name_nested_serializers() -> None:
+    """Unique OpenAPI component names for the nested serializers (``<Entity><Action><Role>``)."""
+    import inspect
+
+    for api_name, api in list(globals().items()):
+        if not (inspect.isclass(api) and api_name.endswith("Api")):
+            continue
+        stack = [(api_name.removesuffix("Api"), api)]
+        while stack:
+            prefix, owner = stack.pop()
+            for attr, value in list(vars(owner).items()):
+                if inspect.isclass(value) and issubclass(value, serializers.Serializer):
+                    name = prefix + attr.removesuffix("Serializer")
+                    value.Meta = type("Meta", (), {"ref_name": name})
+                    stack.append((name, value))
+
+
+_name_nested_serializers()

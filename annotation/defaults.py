@@ -1,0 +1,36 @@
+"""Default reference data, created by data migration 0002 (editable afterwards in the admin)."""
+
+# The 11 categories of Step-Video-T2V-Eval.
+CATEGORIES = [
+    ("sports", "Sports"),
+    ("food", "Food"),
+    ("scenery", "Scenery"),
+    ("animals", "Animals"),
+    ("festivals", "Festivals"),
+    ("combination-concepts", "Combination concepts"),
+    ("surreal", "Surreal"),
+    ("people", "People"),
+    ("3d-animation", "3D animation"),
+    ("cinematography", "Cinematography"),
+    ("artistic-style", "Artistic style"),
+]
+
+FLAW_TAGS = [
+    ("distorted-face", "Distorted face"),
+    ("distorted-hands", "Distorted hands"),
+    ("flicker", "Flicker"),
+    ("morphing", "Morphing"),
+    ("physics", "Implausible physics"),
+    ("prompt-mismatch", "Prompt mismatch"),
+    ("text-rendering", "Text rendering"),
+    ("static", "Static / no motion"),
+    ("artifacts", "Artifacts"),
+]
+
+# Role -> the model permissions (app label "annotation") its group gets.
+ROLE_PERMISSIONS = {
+    "annotator": [],
+    "reviewer": ["view_judgment", "view_candidatelabel", "view_reviewitem", "change_reviewitem", "view_candidategroup"],
+    "researcher": "__all_annotation__",
+    "admin": "__all__",
+}

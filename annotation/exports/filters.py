@@ -1,0 +1,128 @@
+"""The export filter: parsed from a form, the API or the command line, validated, stored canonically in
+``Export.filter`` (so two exports with the same filter store the same JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+from annotation.models import Export, PreferencePair, Round
+
+ERR_UNKNOWN_KEYS = "Unknown filter field(s): {keys}. Allowed: rounds, min_agreement, min_annotators, source, date_from, date_to."
+ERR_ROUNDS = "rounds must be a list of round ids (integers)."
+ERR_UNKNOWN_ROUNDS = "Unknown round id(s): {ids}."
+ERR_MIN_AGREEMENT = "min_agreement must be a number between 0 and 1."
+ERR_MIN_ANNOTATORS = "min_annotators must be a whole number of at least 1."
+ERR_SOURCE = "source must be one or more of: " + ", ".join(PreferencePair.Source.values) + "."
+ERR_DATE = "{name} must be a date (YYYY-MM-DD)."
+ERR_DATE_ORDER = "date_from ({date_from}) is after date_to ({date_to})."
+ERR_NOT_FOR_RAW = "{name} applies to preference pairs, not to raw judgments: remove it for the raw format."
+
+ALLOWED_KEYS = ("rounds", "min_agreement", "min_annotators", "source", "date_from", "date_to")
+
+
+class ExportFilterError(ValueError):
+    """A filter the user must fix; the message says what."""
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    rounds: list[int] = field(default_factory=list)
+    min_agreement: float | None = None
+    min_annotators: int | None = None
+    source: list[str] = field(default_factory=list)
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+    def as_json(self) -> dict:
+        """Canonical JSON: only the fields that are set, dates as ISO strings, lists sorted."""
+        out = {}
+        for key, value in asdict(self).items():
+            if value in (None, [], ""):
+                continue
+            out[key] = value.isoformat() if isinstance(value, dt.date) else value
+        return out
+
+    def describe(self) -> str:
+        parts = []
+        if self.rounds:
+            parts.append("rounds " + ", ".join(map(str, self.rounds)))
+        if self.min_agreement is not None:
+            parts.append(f"agreement >= {self.min_agreement:g}")
+        if self.min_annotators is not None:
+            parts.append(f"annotators >= {self.min_annotators}")
+        if self.source:
+            parts.append("source " + "/".join(self.source))
+        if self.date_from or self.date_to:
+            parts.append(f"dates {self.date_from or '...'} to {self.date_to or '...'}")
+        return "; ".join(parts) or "everything"
+
+
+def _as_list(value) -> list:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple, set)):
+        return list(value)
+    return [value]
+
+
+def _date(name: str, value) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ExportFilterError(ERR_DATE.format(name=name)) from exc
+
+
+def filter_parse(data: dict | None, *, format: str | None = None) -> ExportFilter:
+    """Validate ``data`` (JSON-ish values, strings from forms accepted) into an ExportFilter; raises
+    ExportFilterError with a message for the user. Round ids are checked against the database."""
+    data = {k: v for k, v in (data or {}).items() if v not in (None, "", [])}
+    unknown = sorted(set(data) - set(ALLOWED_KEYS))
+    if unknown:
+        raise ExportFilterError(ERR_UNKNOWN_KEYS.format(keys=", ".join(unknown)))
+    try:
+        rounds = sorted({int(r) for r in _as_list(data.get("rounds"))})
+    except (TypeError, ValueError) as exc:
+        raise ExportFilterError(ERR_ROUNDS) from exc
+    if rounds:
+        known = set(Round.objects.filter(id__in=rounds).values_list("id", flat=True))
+        missing = [r for r in rounds if r not in known]
+        if missing:
+            raise ExportFilterError(ERR_UNKNOWN_ROUNDS.format(ids=", ".join(map(str, missing))))
+    min_agreement = data.get("min_agreement")
+    if min_agreement is not None:
+        try:
+            min_agreement = float(min_agreement)
+        except (TypeError, ValueError) as exc:
+            raise ExportFilterError(ERR_MIN_AGREEMENT) from exc
+        if not 0.0 <= min_agreement <= 1.0:
+            raise ExportFilterError(ERR_MIN_AGREEMENT)
+    min_annotators = data.get("min_annotators")
+    if min_annotators is not None:
+        try:
+            if isinstance(min_annotators, float) and not min_annotators.is_integer():
+                raise ValueError
+            min_annotators = int(min_annotators)
+        except (TypeError, ValueError) as exc:
+            raise ExportFilterError(ERR_MIN_ANNOTATORS) from exc
+        if min_annotators < 1:
+            raise ExportFilterError(ERR_MIN_ANNOTATORS)
+    source = sorted({str(s) for s in _as_list(data.get("source"))})
+    if any(s not in PreferencePair.Source.values for s in source):
+        raise ExportFilterError(ERR_SOURCE)
+    date_from, date_to = _date("date_from", data.get("date_from")), _date("date_to", data.get("date_to"))
+    if date_from and date_to and date_from > date_to:
+        raise ExportFilterError(ERR_DATE_ORDER.format(date_from=date_from, date_to=date_to))
+    if format == Export.Format.RAW:
+        for name, value in (("min_agreement", min_agreement), ("source", source)):
+            if value not in (None, []):
+                raise ExportFilterError(ERR_NOT_FOR_RAW.format(name=name))
+    return ExportFilter(rounds, min_agreement, min_annotators, source, date_from, date_to)

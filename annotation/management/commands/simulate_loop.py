@@ -1,0 +1,169 @@
+"""Run R full rounds of the loop on the CPU through real worker processes, with a scripted annotator.
+
+    python manage.py simulate_loop --rounds 2 --prompts 4 --seeds 4
+
+Each round: generate K seeds per prompt with the current checkpoint (the same seeds every round, so the same initial
+noise) -> a scripted annotator with a fixed taste (it prefers the brighter video, judged on the decoded MP4) labels
+every group through the real assignment and judgment services -> preference pairs -> a DPO run on queue ``train`` ->
+the new checkpoint generates the next round. Prints, per round, the scripted reward (mean brightness) of fresh
+samples and the win rate against round 0 on the same (prompt, seed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from tqdm import tqdm
+
+from annotation import storage
+from annotation.models import Candidate, DPORun, Prompt, Round
+from annotation.services.accounts import user_create
+from annotation.services.assignments import assignment_reserve_next
+from annotation.services.demo import demo_checkpoint_ensure
+from annotation.services.dpo_runs import dpo_run_create
+from annotation.services.judgments import LabelInput, judgment_submit
+from annotation.services.prompts import prompts_import
+from annotation.services.reference_data import reference_data_ensure
+from annotation.services.rounds import round_create
+from webapp.env import database_url_from_settings
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def brightness(candidate: Candidate) -> float:
+    """The scripted taste: mean luma of the decoded video in [0, 255]."""
+    from generation_workers.video import decode_frames
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = storage.object_download(key=storage.key_from_uri(candidate.video_uri), path=Path(tmp) / "v.mp4")
+        frames = decode_frames(path).astype(np.float32)
+    return float((0.299 * frames[..., 0] + 0.587 * frames[..., 1] + 0.114 * frames[..., 2]).mean())
+
+
+class Command(BaseCommand):
+    help = __doc__.splitlines()[0]
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rounds", type=int, default=2, help="DPO rounds (R + 1 generations)")
+        parser.add_argument("--prompts", type=int, default=4)
+        parser.add_argument("--seeds", type=int, default=4)
+        parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the tiny preset's)")
+        parser.add_argument("--train-config", default="{}", help="JSON overrides of the tiny-cpu trainer preset")
+        parser.add_argument("--no-worker", action="store_true", help="use already running workers")
+        parser.add_argument("--timeout", type=float, default=1800)
+
+    def handle(self, *args, rounds: int, prompts: int, seeds: int, steps: int | None, train_config: str,
+               no_worker: bool, timeout: float, **options):
+        tag = uuid.uuid4().hex[:6]
+        self.deadline = time.monotonic() + timeout
+        reference_data_ensure()
+        annotator = user_create(username="sim-annotator", password=uuid.uuid4().hex, roles=["annotator"])
+        if Prompt.objects.filter(is_active=True, is_held_out=False).count() < prompts:
+            data = (REPO / "annotation" / "fixtures" / "demo_prompts.jsonl").read_bytes()
+            prompts_import(data=data, fmt="jsonl")
+        prompt_ids = list(Prompt.objects.filter(is_active=True, is_held_out=False).order_by("id").values_list("id", flat=True)[:prompts])
+        checkpoint = demo_checkpoint_ensure(root=Path(settings.VIDEODPO["MODEL_CACHE_DIR"]).parent / "checkpoints" / "tiny-base")
+        worker = None if no_worker else self._start_worker()
+        results = []
+        try:
+            base: dict[tuple[int, int], float] = {}
+            for r in range(rounds + 1):
+                round = round_create(name=f"sim-{tag}-r{r}", policy_checkpoint=checkpoint, prompt_ids=prompt_ids,
+                                     seeds_per_prompt=seeds, base_seed=1000, num_steps=steps, annotators_per_group=1,
+                                     max_annotators_per_group=1, require_full_playback=False, exclude_flagged=False,
+                                     launch=True)
+                self._wait_generation(round)
+                rewards = {(c.group.prompt_id, c.seed): brightness(c)
+                           for c in Candidate.objects.filter(group__round=round, status="ready").select_related("group")}
+                if r == 0:
+                    base = rewards
+                shared = [k for k in rewards if k in base]
+                wins = [1.0 if rewards[k] > base[k] else 0.5 if rewards[k] == base[k] else 0.0 for k in shared]
+                line = {"round": r, "checkpoint": checkpoint.name, "reward": round_mean(rewards.values()),
+                        "win_rate_vs_round0": round_mean(wins) if r else 0.5, "candidates": len(rewards)}
+                results.append(line)
+                self.stdout.write(json.dumps(line))
+                if r == rounds:
+                    break
+                judged = self._annotate(annotator, round)
+                run = dpo_run_create(name=f"sim-{tag}-dpo{r + 1}", round_ids=[round.id], init_checkpoint=checkpoint,
+                                     config_preset="tiny-cpu", config_overrides=json.loads(train_config))
+                self.stdout.write(f"round {r}: {judged} groups judged, {run.pairs_count} pairs -> DPO run {run.name}")
+                checkpoint = self._wait_run(run).output_checkpoint
+        finally:
+            if worker is not None:
+                worker.terminate()
+                worker.wait(30)
+        self.stdout.write(json.dumps({"rounds": rounds, "reward": [x["reward"] for x in results],
+                                      "win_rate": results[-1]["win_rate_vs_round0"] if len(results) > 1 else None}))
+
+    # -- steps -------------------------------------------------------------------------------------------------------
+    def _start_worker(self) -> subprocess.Popen:
+        log = open(Path(tempfile.gettempdir()) / f"simulate-loop-worker-{os.getpid()}.log", "wb")
+        self.stdout.write(f"starting a worker (log: {log.name})")
+        env = {**os.environ, "DATABASE_URL": database_url_from_settings(connection.settings_dict),
+               "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "webapp.settings.local")}
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "gpu,train,default",
+                                 "--pool=solo", "-n", f"simulate-{os.getpid()}@%h"], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    def _check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise CommandError("simulate_loop timed out (see --timeout)")
+
+    def _wait_generation(self, round: Round) -> None:
+        total = Candidate.objects.filter(group__round=round).count()
+        with tqdm(total=total, desc=f"generate {round.name}", unit="video") as bar:
+            while True:
+                round.refresh_from_db()
+                done = Candidate.objects.filter(group__round=round, status__in=["ready", "failed", "cancelled"]).count()
+                bar.update(done - bar.n)
+                if round.status != Round.Status.GENERATING:
+                    break
+                self._check_time()
+                time.sleep(1)
+        failed = Candidate.objects.filter(group__round=round, status="failed").first()
+        if failed is not None:
+            raise CommandError(f"candidate {failed.id} failed: {failed.error}")
+
+    def _annotate(self, annotator, round: Round) -> int:
+        judged = 0
+        while (assignment := assignment_reserve_next(annotator=annotator)) is not None:
+            candidates = {c.id: c for c in Candidate.objects.filter(id__in=assignment.shown_order)}
+            scores = {cid: brightness(c) for cid, c in candidates.items()}
+            best, worst = max(scores, key=scores.get), min(scores, key=scores.get)
+            labels = [LabelInput(candidate_id=cid, playback_coverage=1.0,
+                                 label="preferred" if cid == best else "non_preferred" if cid == worst else "neutral")
+                      for cid in candidates]
+            outcome = "labelled" if best != worst else "all_good"
+            judgment_submit(annotator=annotator, assignment_id=assignment.id, outcome=outcome, labels=labels, time_spent_ms=1000)
+            judged += 1
+        return judged
+
+    def _wait_run(self, run: DPORun) -> DPORun:
+        with tqdm(total=run.progress_total or None, desc=f"train {run.name}", unit="step") as bar:
+            while True:
+                run.refresh_from_db()
+                bar.update(run.progress_step - bar.n)
+                if run.status in (DPORun.Status.DONE, DPORun.Status.FAILED, DPORun.Status.CANCELLED):
+                    break
+                self._check_time()
+                time.sleep(1)
+        if run.status != DPORun.Status.DONE:
+            raise CommandError(f"DPO run {run.name} {run.status}: {run.error}")
+        return run
+
+
+def round_mean(values) -> float:
+    values = list(values)
+    return round(sum(values) / len(values), 4) if values else float("nan")

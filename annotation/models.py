@@ -1,0 +1,501 @@
+"""The domain model of the whole loop. Invariants are database constraints; no business logic here
+(it lives in ``services``), so every model is a plain record with its indexes."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import F, Q
+
+
+class TimeStamped(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Prompt pool
+# --------------------------------------------------------------------------------------------------------------------
+class Category(models.Model):
+    """A prompt category; the 11 of Step-Video-T2V-Eval are created by a data migration."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PromptSet(TimeStamped):
+    """A named set of prompts with its annotation guidelines (markdown)."""
+
+    name = models.CharField(max_length=128, unique=True)
+    guidelines_md = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(TimeStamped):
+    class Language(models.TextChoices):
+        EN = "en", "English"
+        ZH = "zh", "Chinese"
+        MIXED = "mixed", "Mixed"
+
+    class Source(models.TextChoices):
+        TRAINING_CAPTION = "training_caption", "Sampled from training captions"
+        HAND_WRITTEN = "hand_written", "Hand-written"
+
+    text = models.TextField()
+    # sha256 of the normalized text (NFKC, casefold, collapsed whitespace): the dedupe key.
+    text_hash = models.CharField(max_length=64, unique=True)
+    language = models.CharField(max_length=8, choices=Language.choices, default=Language.EN)
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts")
+    prompt_set = models.ForeignKey(PromptSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts")
+    source = models.CharField(max_length=32, choices=Source.choices, default=Source.HAND_WRITTEN)
+    tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_held_out = models.BooleanField(default=False, help_text="Reserved for evaluation rounds, never trained on.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["is_active", "category"], name="prompt_active_category"),
+            GinIndex(fields=["tags"], name="prompt_tags_gin"),
+        ]
+        constraints = [models.CheckConstraint(condition=~Q(text=""), name="prompt_text_not_empty")]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Checkpoints and rounds
+# --------------------------------------------------------------------------------------------------------------------
+class Checkpoint(TimeStamped):
+    class Kind(models.TextChoices):
+        BASE = "base", "Base"
+        DPO = "dpo", "DPO"
+        AVERAGED = "averaged", "Averaged"
+
+    name = models.CharField(max_length=128, unique=True)
+    uri = models.CharField(max_length=1024, help_text="Model root in the official layout (local path, file:// or s3://).")
+    preset = models.CharField(max_length=64, default="tiny")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BASE)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    reference = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    averaged_from = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="averaged_into")
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(parent=F("id")), name="checkpoint_not_own_parent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Round(TimeStamped):
+    class Kind(models.TextChoices):
+        GENERATION = "generation", "Generation (K seeds of one checkpoint)"
+        EVALUATION = "evaluation", "Evaluation (policy vs reference, same noise)"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        GENERATING = "generating", "Generating"
+        ANNOTATING = "annotating", "Annotating"
+        TRAINING = "training", "Training"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Mode(models.TextChoices):
+        LABELS = "labels", "Preferred / non-preferred / neutral per candidate"
+        BEST_WORST = "best_worst", "Best and worst"
+        RANKING = "ranking", "Full ranking"
+
+    name = models.CharField(max_length=128, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.GENERATION)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    policy_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="policy_rounds")
+    reference_checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="reference_rounds"
+    )
+    # Sampler settings (the preset's defaults unless overridden).
+    preset = models.CharField(max_length=64, default="tiny")
+    num_steps = models.PositiveIntegerField()
+    cfg_scale = models.FloatField()
+    shift = models.FloatField()
+    height = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    num_frames = models.PositiveIntegerField()
+    fps = models.PositiveIntegerField(default=25)
+    seeds_per_prompt = models.PositiveSmallIntegerField(default=4)
+    base_seed = models.BigIntegerField(default=0)
+    # Annotation settings.
+    annotators_per_group = models.PositiveSmallIntegerField(default=3)
+    max_annotators_per_group = models.PositiveSmallIntegerField(default=5, help_text="Adaptive cap on disagreement.")
+    gold_rate = models.FloatField(default=0.0)
+    annotation_mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.LABELS)
+    require_full_playback = models.BooleanField(default=True)
+    exclude_flagged = models.BooleanField(default=True, help_text="Hide candidates flagged by automatic screening.")
+    config = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(seeds_per_prompt__gte=2), name="round_at_least_two_seeds"),
+            models.CheckConstraint(condition=Q(annotators_per_group__gte=1), name="round_at_least_one_annotator"),
+            models.CheckConstraint(
+                condition=Q(max_annotators_per_group__gte=F("annotators_per_group")), name="round_cap_above_k"
+            ),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="round_gold_rate_0_1"),
+            models.CheckConstraint(condition=Q(height__gt=0) & Q(width__gt=0) & Q(num_frames__gt=0), name="round_size_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RoundEvent(models.Model):
+    """One guarded status transition of a round: who, when, from, to."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    note = models.TextField(blank=True, default="")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["round", "at"], name="roundevent_round_at")]
+
+
+class CandidateGroup(TimeStamped):
+    """The unit of annotation work: one prompt's candidates in one round."""
+
+    class Status(models.TextChoices):
+        GENERATING = "generating", "Generating"
+        READY = "ready", "Ready for annotation"
+        DONE = "done", "Enough judgments"
+        REVIEW = "review", "In review"
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="groups")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="groups")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.GENERATING)
+    is_gold = models.BooleanField(default=False)
+    gold_answer = models.JSONField(default=dict, blank=True, help_text="{'preferred': [cand ids], 'non_preferred': [...]}")
+    # Denormalised counters kept by services (so "next group" never counts rows).
+    target_judgments = models.PositiveSmallIntegerField(default=3)
+    active_reservations = models.PositiveSmallIntegerField(default=0)
+    judgments_count = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["round", "prompt"], name="group_unique_round_prompt")]
+        indexes = [
+            # the annotator queue: ready groups of a round that still need judgments, oldest first
+            models.Index(fields=["status", "round", "id"], name="group_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return f"group {self.pk} (round {self.round_id})"
+
+
+class Candidate(TimeStamped):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        ENCODED = "encoded", "Encoded"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    group = models.ForeignKey(CandidateGroup, on_delete=models.CASCADE, related_name="candidates")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="candidates")
+    seed = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    video_uri = models.CharField(max_length=1024, blank=True, default="")
+    poster_uri = models.CharField(max_length=1024, blank=True, default="")
+    sprite_uri = models.CharField(max_length=1024, blank=True, default="")
+    latent_uri = models.CharField(max_length=1024, blank=True, default="")
+    text_embedding_uri = models.CharField(max_length=1024, blank=True, default="")
+    duration_s = models.FloatField(null=True, blank=True)
+    num_frames = models.PositiveIntegerField(null=True, blank=True)
+    fps = models.FloatField(null=True, blank=True)
+    screening_flags = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    screening_metrics = models.JSONField(default=dict, blank=True)
+    prompt_truncated = models.BooleanField(default=False)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # one seed per group and checkpoint (an evaluation group holds the same seed for two checkpoints)
+            models.UniqueConstraint(fields=["group", "checkpoint", "seed"], name="candidate_unique_seed"),
+            models.CheckConstraint(
+                condition=~Q(status="ready") | ~Q(video_uri=""), name="candidate_ready_has_video"
+            ),
+        ]
+        indexes = [models.Index(fields=["group", "status"], name="candidate_group_status")]
+
+    def __str__(self) -> str:
+        return f"candidate {self.pk} (seed {self.seed})"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Annotation
+# --------------------------------------------------------------------------------------------------------------------
+class AnnotatorProfile(models.Model):
+    """Per-user annotation state: a stable pseudonym for exports, and the automatic pause."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile")
+    pseudonym = models.CharField(max_length=32, unique=True)
+    is_paused = models.BooleanField(default=False)
+    paused_reason = models.TextField(blank=True, default="")
+    paused_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.pseudonym
+
+
+class FlawTag(models.Model):
+    """The admin-editable flaw taxonomy (defaults created by a data migration)."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=128)
+    description = models.TextField(blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        RESERVED = "reserved", "Reserved"
+        SUBMITTED = "submitted", "Submitted"
+        EXPIRED = "expired", "Expired"
+
+    group = models.ForeignKey(CandidateGroup, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RESERVED)
+    shown_order = ArrayField(models.BigIntegerField(), help_text="Candidate ids in the order shown (position bias).")
+    reserved_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # never the same group twice to one annotator
+            models.UniqueConstraint(fields=["group", "annotator"], name="assignment_unique_group_annotator"),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "status"], name="assignment_annotator_status"),
+            models.Index(fields=["status", "expires_at"], name="assignment_expiry"),
+        ]
+
+
+class Judgment(models.Model):
+    class Outcome(models.TextChoices):
+        LABELLED = "labelled", "Labelled"
+        ALL_GOOD = "all_good", "All equally good"
+        ALL_BAD = "all_bad", "All bad"
+        SKIPPED = "skipped", "Skipped"
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgment")
+    group = models.ForeignKey(CandidateGroup, on_delete=models.CASCADE, related_name="judgments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    skip_reason = models.TextField(blank=True, default="")
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    reviewer_decision = models.BooleanField(default=False, help_text="Entered by a reviewer in the review queue.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(outcome="skipped") | ~Q(skip_reason=""), name="judgment_skip_has_reason"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "created_at"], name="judgment_annotator_time"),
+            models.Index(fields=["group"], name="judgment_group"),
+        ]
+
+
+class CandidateLabel(models.Model):
+    class Label(models.TextChoices):
+        PREFERRED = "preferred", "Preferred"
+        NON_PREFERRED = "non_preferred", "Non-preferred"
+        NEUTRAL = "neutral", "Neutral"
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="labels")
+    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="labels")
+    label = models.CharField(max_length=16, choices=Label.choices, default=Label.NEUTRAL)
+    rank = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 = best (full-ranking mode).")
+    shown_position = models.PositiveSmallIntegerField()
+    playback_coverage = models.FloatField(default=0.0, help_text="Fraction of the clip played, 0..1.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["judgment", "candidate"], name="label_unique_candidate"),
+            models.CheckConstraint(
+                condition=Q(playback_coverage__gte=0) & Q(playback_coverage__lte=1), name="label_coverage_0_1"
+            ),
+        ]
+        indexes = [models.Index(fields=["candidate"], name="label_candidate")]
+
+
+class FlawMark(models.Model):
+    label = models.ForeignKey(CandidateLabel, on_delete=models.CASCADE, related_name="flaws")
+    tag = models.ForeignKey(FlawTag, on_delete=models.PROTECT, related_name="+")
+    time_s = models.FloatField(null=True, blank=True, help_text="Optional time in the clip (seconds).")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(time_s__isnull=True) | Q(time_s__gte=0), name="flaw_time_positive")]
+
+
+class PreferencePair(TimeStamped):
+    class Source(models.TextChoices):
+        HUMAN = "human", "Annotators"
+        REVIEWER = "reviewer", "Reviewer decision"
+        MODEL = "model", "Scripted / model annotator"
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="pairs")
+    group = models.ForeignKey(CandidateGroup, on_delete=models.CASCADE, related_name="pairs")
+    chosen = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="pairs_chosen")
+    rejected = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="pairs_rejected")
+    weight = models.FloatField(default=1.0)
+    agreement = models.FloatField(default=1.0, help_text="Fraction of the group's annotators who imply this order.")
+    votes_for = models.PositiveSmallIntegerField(default=0)
+    votes_against = models.PositiveSmallIntegerField(default=0)
+    n_annotators = models.PositiveSmallIntegerField(default=0)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.HUMAN)
+    source_judgments = models.ManyToManyField(Judgment, blank=True, related_name="pairs")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(chosen=F("rejected")), name="pair_chosen_not_rejected"),
+            models.UniqueConstraint(fields=["chosen", "rejected"], name="pair_unique_order"),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="pair_weight_nonnegative"),
+            models.CheckConstraint(condition=Q(agreement__gte=0) & Q(agreement__lte=1), name="pair_agreement_0_1"),
+        ]
+        indexes = [models.Index(fields=["round", "agreement"], name="pair_round_agreement")]
+
+
+class ReviewItem(TimeStamped):
+    """A group whose annotators disagree; a reviewer decides."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    group = models.OneToOneField(CandidateGroup, on_delete=models.CASCADE, related_name="review")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    reason = models.TextField(blank=True, default="")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Exports and DPO runs
+# --------------------------------------------------------------------------------------------------------------------
+class Export(TimeStamped):
+    class Format(models.TextChoices):
+        TRL = "trl", "TRL preference (JSONL)"
+        TRL_PARQUET = "trl_parquet", "TRL preference (Parquet)"
+        PICKAPIC = "pickapic", "Pick-a-Pic / Diffusion-DPO (Parquet)"
+        VIDEOALIGN = "videoalign", "VideoAlign CSV"
+        VIDEODPO = "videodpo", "VideoDPO metadata.json + pair.json"
+        HF_DATASETS = "hf_datasets", "Hugging Face datasets layout"
+        RAW = "raw", "Raw judgments (JSONL)"
+        MANIFEST = "manifest", "DPO trainer manifest (Parquet)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    format = models.CharField(max_length=16, choices=Format.choices)
+    filter = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    version = models.PositiveIntegerField(default=1)
+    progress = models.FloatField(default=0.0)
+    row_count = models.PositiveBigIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, blank=True, default="")
+    uri = models.CharField(max_length=1024, blank=True, default="")
+    datasheet = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["format", "version"], name="export_unique_version")]
+
+
+class DPORun(TimeStamped):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    name = models.CharField(max_length=128, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    init_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="dpo_runs_init")
+    reference_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="dpo_runs_reference")
+    output_checkpoint = models.OneToOneField(
+        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
+    )
+    data_rounds = models.ManyToManyField(Round, blank=True, related_name="dpo_runs")
+    pair_filter = models.JSONField(default=dict, blank=True)
+    pairs_count = models.PositiveIntegerField(default=0)
+    config = models.JSONField(default=dict, blank=True)
+    metrics_summary = models.JSONField(default=dict, blank=True)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    output_uri = models.CharField(max_length=1024, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DPOMetric(models.Model):
+    """One logged training step (TRL metric names in ``values``); the run page draws curves from these."""
+
+    run = models.ForeignKey(DPORun, on_delete=models.CASCADE, related_name="metric_rows")
+    step = models.PositiveIntegerField()
+    values = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="dpometric_unique_step")]
+        ordering = ["step"]

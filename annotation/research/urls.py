@@ -1,0 +1,8 @@
+"""URLs of the researcher's loop; each feature module contributes its own ``urlpatterns``."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("annotation.research.urls_loop")),
+    path("", include("annotation.research.urls_exports")),
+]

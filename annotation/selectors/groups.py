@@ -1,0 +1,109 @@
+"""What the annotator page shows for a reservation: blind (no seed, checkpoint, round or object key), in the stored
+shown order, with time-limited media links. A fixed number of queries whatever the size of the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.urls import reverse
+from markdown_it import MarkdownIt
+
+from annotation.conf import conf
+from annotation.media import assignment_media_token
+from annotation.models import Assignment, Candidate, FlawTag, PromptSet
+
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+
+
+def guidelines_html(markdown_text: str) -> str:
+    """Markdown rendered safely: raw HTML is escaped and javascript:/data: links are refused (markdown-it defaults)."""
+    return _markdown.render(markdown_text or "")
+
+
+@dataclass
+class ShownCandidate:
+    position: int  # 0-based shown position
+    number: int  # 1-based, the digit key
+    video_url: str
+    poster_url: str
+    fps: float
+    duration_s: float | None
+
+
+@dataclass
+class GroupPage:
+    assignment_id: int
+    prompt_text: str
+    mode: str
+    require_full_playback: bool
+    candidates: list[ShownCandidate]
+    guidelines_html: str = ""
+    prefetch: list[ShownCandidate] = field(default_factory=list)
+
+    @property
+    def columns(self) -> int:
+        return 2 if len(self.candidates) <= 4 else 3
+
+
+def _media_url(assignment: Assignment, position: int, kind: str) -> str:
+    expires = int(assignment.reserved_at.timestamp()) + conf("MEDIA_URL_TTL_S")
+    token = assignment_media_token(assignment_id=assignment.pk, position=position, kind=kind, expires=expires)
+    return reverse("assignment-media", kwargs={"token": token})
+
+
+def _shown(assignment: Assignment, candidates: dict[int, Candidate]) -> list[ShownCandidate]:
+    out = []
+    for position, cid in enumerate(assignment.shown_order):
+        cand = candidates.get(cid)
+        if cand is None:
+            continue
+        out.append(
+            ShownCandidate(
+                position=position,
+                number=position + 1,
+                video_url=_media_url(assignment, position, "v"),
+                poster_url=_media_url(assignment, position, "p") if cand.poster_uri else "",
+                fps=cand.fps or float(assignment.group.round.fps or 25),
+                duration_s=cand.duration_s,
+            )
+        )
+    return out
+
+
+def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | None:
+    """The page of the first reservation, with the next one's media listed for prefetching (assignments come from
+    ``assignments_for_annotator`` with group, round, prompt and prompt set already joined)."""
+    if not assignments:
+        return None
+    ids = [cid for a in assignments[:2] for cid in a.shown_order]
+    candidates = {
+        c.pk: c for c in Candidate.objects.filter(pk__in=ids).only("id", "poster_uri", "fps", "duration_s", "video_uri")
+    }
+    current = assignments[0]
+    group = current.group
+    prompt_set: PromptSet | None = group.prompt.prompt_set
+    return GroupPage(
+        assignment_id=current.pk,
+        prompt_text=group.prompt.text,
+        mode=group.round.annotation_mode,
+        require_full_playback=group.round.require_full_playback,
+        candidates=_shown(current, candidates),
+        guidelines_html=guidelines_html(prompt_set.guidelines_md) if prompt_set else "",
+        prefetch=_shown(assignments[1], candidates) if len(assignments) > 1 else [],
+    )
+
+
+def flaw_tags_active() -> list[FlawTag]:
+    return list(FlawTag.objects.filter(is_active=True).order_by("order", "name"))
+
+
+def media_key_for_token(*, assignment_id: int, position: int, kind: str) -> str | None:
+    """The object key behind a blind media link (two primary-key lookups); None when there is none."""
+    from annotation.media import MEDIA_KINDS
+    from annotation.storage import key_from_uri
+
+    order = Assignment.objects.filter(pk=assignment_id).values_list("shown_order", flat=True).first()
+    if not order or not 0 <= position < len(order):
+        return None
+    uri = Candidate.objects.filter(pk=order[position]).values_list(MEDIA_KINDS[kind], flat=True).first()
+    return key_from_uri(uri) if uri else None

@@ -1,0 +1,254 @@
+"""Submitting a judgment: validate everything first, then write everything in one transaction (or nothing).
+
+Idempotent: a second submit for an assignment returns the first judgment unchanged. After the write the group's
+pairs are re-aggregated; a disagreement adds one more annotator (adaptive k) up to the round's cap, and at the cap
+opens a review item. Gold judgments feed the annotator's quality check (automatic pause)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotation.agreement import MODE_BEST_WORST, MODE_LABELS, MODE_RANKING
+from annotation.conf import conf
+from annotation.models import (
+    Assignment,
+    CandidateGroup,
+    CandidateLabel,
+    FlawMark,
+    FlawTag,
+    Judgment,
+    ReviewItem,
+)
+
+ERR_ASSIGNMENT_NOT_YOURS = "This group is not assigned to you."
+ERR_RESERVATION_EXPIRED = "Your reservation of this group expired; its slot went back to the queue. Load the next group."
+ERR_UNKNOWN_OUTCOME = "Unknown answer {value!r}: expected one of labelled, all_good, all_bad, skipped."
+ERR_UNKNOWN_LABEL = "Unknown label {value!r}: expected preferred, non_preferred or neutral."
+ERR_UNKNOWN_FLAW_TAG = "Unknown flaw tag {value!r}."
+ERR_CANDIDATE_NOT_IN_ASSIGNMENT = "Candidate {value} is not part of this group."
+ERR_DUPLICATE_CANDIDATE = "Candidate {value} is labelled twice."
+ERR_SKIP_REASON_REQUIRED = "Give a reason to skip this group."
+ERR_CONTRADICTORY_LABELS = "Contradictory answer: {detail}."
+ERR_NOTHING_IMPLIED = (
+    "Mark at least one candidate preferred and one non-preferred, or answer 'all equally good' or 'all bad'."
+)
+ERR_BEST_WORST = "Pick exactly one best and one worst candidate (and they must differ)."
+ERR_RANKING = "Rank every candidate once, 1 = best, with no ties or gaps."
+ERR_PLAYBACK_INCOMPLETE = "Play every video once before submitting ({missing} not played to the end yet)."
+ERR_BAD_NUMBER = "Invalid {name}: {value!r}."
+
+
+class JudgmentError(Exception):
+    """A refused submit; ``status`` is the HTTP status views and APIs answer with."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+
+class JudgmentForbidden(JudgmentError):
+    status = 403
+
+
+class JudgmentExpired(JudgmentError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class FlawInput:
+    tag: str
+    time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class LabelInput:
+    """One candidate's answer, naming the candidate by id or by its shown position (0-based; what the page uses)."""
+
+    candidate_id: int | None = None
+    label: str = CandidateLabel.Label.NEUTRAL
+    rank: int | None = None
+    playback_coverage: float = 0.0
+    flaws: tuple[FlawInput, ...] = field(default_factory=tuple)
+    position: int | None = None
+
+
+def _resolve_positions(*, assignment: Assignment, labels: list[LabelInput]) -> list[LabelInput]:
+    out = []
+    for lab in labels:
+        if lab.candidate_id is None:
+            pos = lab.position
+            if pos is None or not 0 <= pos < len(assignment.shown_order):
+                raise JudgmentError(ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value=f"at position {pos}"))
+            lab = replace(lab, candidate_id=assignment.shown_order[pos])
+        out.append(lab)
+    return out
+
+
+def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput], skip_reason: str) -> dict[str, FlawTag]:
+    if outcome not in Judgment.Outcome.values:
+        raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=outcome))
+    shown = set(assignment.shown_order)
+    seen: set[int] = set()
+    slugs: set[str] = set()
+    for lab in labels:
+        if lab.candidate_id not in shown:
+            raise JudgmentError(ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value=lab.candidate_id))
+        if lab.candidate_id in seen:
+            raise JudgmentError(ERR_DUPLICATE_CANDIDATE.format(value=lab.candidate_id))
+        seen.add(lab.candidate_id)
+        if lab.label not in CandidateLabel.Label.values:
+            raise JudgmentError(ERR_UNKNOWN_LABEL.format(value=lab.label))
+        if not 0.0 <= lab.playback_coverage <= 1.0:
+            raise JudgmentError(ERR_BAD_NUMBER.format(name="playback coverage", value=lab.playback_coverage))
+        for flaw in lab.flaws:
+            if flaw.time_s is not None and not flaw.time_s >= 0:
+                raise JudgmentError(ERR_BAD_NUMBER.format(name="flaw time", value=flaw.time_s))
+            slugs.add(flaw.tag)
+    tags = {t.slug: t for t in FlawTag.objects.filter(slug__in=slugs, is_active=True)} if slugs else {}
+    for slug in sorted(slugs - set(tags)):
+        raise JudgmentError(ERR_UNKNOWN_FLAW_TAG.format(value=slug))
+
+    by_label = {value: [lab for lab in labels if lab.label == value] for value in CandidateLabel.Label.values}
+    ranked = [lab for lab in labels if lab.rank is not None]
+    marked = by_label["preferred"] + by_label["non_preferred"]
+    if outcome == Judgment.Outcome.SKIPPED:
+        if not skip_reason.strip():
+            raise JudgmentError(ERR_SKIP_REASON_REQUIRED)
+        if marked or ranked:
+            raise JudgmentError(ERR_CONTRADICTORY_LABELS.format(detail="a skipped group cannot carry preferences"))
+    elif outcome in (Judgment.Outcome.ALL_GOOD, Judgment.Outcome.ALL_BAD):
+        if marked or ranked:
+            raise JudgmentError(
+                ERR_CONTRADICTORY_LABELS.format(detail=f"'{outcome}' cannot also mark candidates better or worse")
+            )
+    else:
+        mode = assignment.group.round.annotation_mode
+        if mode == MODE_LABELS:
+            if ranked:
+                raise JudgmentError(ERR_CONTRADICTORY_LABELS.format(detail="ranks are not used in this round"))
+            if not by_label["preferred"] or not by_label["non_preferred"]:
+                raise JudgmentError(ERR_NOTHING_IMPLIED)
+        elif mode == MODE_BEST_WORST:
+            if ranked or len(by_label["preferred"]) != 1 or len(by_label["non_preferred"]) != 1:
+                raise JudgmentError(ERR_BEST_WORST)
+        elif mode == MODE_RANKING:
+            if marked:
+                raise JudgmentError(ERR_CONTRADICTORY_LABELS.format(detail="use ranks, not labels, in this round"))
+            if sorted(lab.rank for lab in ranked) != list(range(1, len(shown) + 1)):
+                raise JudgmentError(ERR_RANKING)
+    if outcome != Judgment.Outcome.SKIPPED and assignment.group.round.require_full_playback:
+        coverage = {lab.candidate_id: lab.playback_coverage for lab in labels}
+        minimum = conf("FULL_PLAYBACK_MIN_COVERAGE")
+        missing = [pos + 1 for pos, cid in enumerate(assignment.shown_order) if coverage.get(cid, 0.0) < minimum]
+        if missing:
+            names = ", ".join(f"video {n}" for n in missing)
+            raise JudgmentError(ERR_PLAYBACK_INCOMPLETE.format(missing=names))
+    return tags
+
+
+def _store(*, assignment, outcome, labels, skip_reason, time_spent_ms, tags, now) -> Judgment:
+    judgment = Judgment(
+        assignment=assignment,
+        group_id=assignment.group_id,
+        annotator_id=assignment.annotator_id,
+        outcome=outcome,
+        skip_reason=skip_reason.strip() if outcome == Judgment.Outcome.SKIPPED else "",
+        time_spent_ms=max(0, min(int(time_spent_ms), 24 * 3600 * 1000)),
+    )
+    judgment.save()
+    given = {lab.candidate_id: lab for lab in labels}
+    rows, flaws_per_row = [], []
+    for position, cid in enumerate(assignment.shown_order):
+        lab = given.get(cid) or LabelInput(candidate_id=cid)
+        rows.append(
+            CandidateLabel(
+                judgment=judgment, candidate_id=cid, label=lab.label, rank=lab.rank, shown_position=position,
+                playback_coverage=lab.playback_coverage,
+            )
+        )
+        flaws_per_row.append(lab.flaws)
+    rows = CandidateLabel.objects.bulk_create(rows)
+    marks = [
+        FlawMark(label=row, tag=tags[f.tag], time_s=f.time_s) for row, flaws in zip(rows, flaws_per_row, strict=True) for f in flaws
+    ]
+    if marks:
+        FlawMark.objects.bulk_create(marks)
+    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.SUBMITTED, submitted_at=now)
+    assignment.status, assignment.submitted_at = Assignment.Status.SUBMITTED, now
+    return judgment
+
+
+def _group_advance(*, group: CandidateGroup) -> None:
+    """After a judgment: re-aggregate pairs; on enough judgments close the group, add an annotator, or open a review."""
+    from annotation.services.pairs import group_pairs_aggregate
+
+    if group.is_gold:
+        return  # gold groups stay served (every annotator sees each once) and are scored, not aggregated
+    result = group_pairs_aggregate(group=group)
+    if group.judgments_count < group.target_judgments:
+        return
+    if not result.disagreement:
+        group.status = CandidateGroup.Status.DONE
+    elif group.target_judgments < group.round.max_annotators_per_group:
+        group.target_judgments += 1  # adaptive: one more annotator
+    else:
+        group.status = CandidateGroup.Status.REVIEW
+        conflicts = ", ".join(f"{a}~{b}" for a, b in result.conflicts)
+        ReviewItem.objects.update_or_create(
+            group=group,
+            defaults={"status": ReviewItem.Status.OPEN, "reason": f"Annotators disagree on candidate pairs {conflicts}."},
+        )
+    CandidateGroup.objects.filter(pk=group.pk).update(status=group.status, target_judgments=group.target_judgments)
+
+
+@transaction.atomic
+def judgment_submit(
+    *,
+    annotator,
+    assignment_id: int,
+    outcome: str,
+    labels: list[LabelInput],
+    skip_reason: str = "",
+    time_spent_ms: int = 0,
+    now=None,
+) -> tuple[Judgment, bool]:
+    """Store one annotator's answer for one reserved group. Returns (judgment, created): a repeated submit of the
+    same assignment returns the first judgment with created=False. Raises ``JudgmentError`` (4xx) and stores nothing."""
+    now = now or timezone.now()
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("group__round")
+        .filter(pk=assignment_id)
+        .first()
+    )
+    if assignment is None or assignment.annotator_id != annotator.pk:
+        raise JudgmentForbidden(ERR_ASSIGNMENT_NOT_YOURS)
+    if assignment.status == Assignment.Status.SUBMITTED:
+        return Judgment.objects.get(assignment=assignment), False
+    if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
+        raise JudgmentExpired(ERR_RESERVATION_EXPIRED)
+    labels = _resolve_positions(assignment=assignment, labels=labels)
+    tags = _validate(assignment=assignment, outcome=outcome, labels=labels, skip_reason=skip_reason)
+    judgment = _store(
+        assignment=assignment, outcome=outcome, labels=labels, skip_reason=skip_reason, time_spent_ms=time_spent_ms,
+        tags=tags, now=now,
+    )
+    group = CandidateGroup.objects.select_for_update(of=("self",)).select_related("round").get(pk=assignment.group_id)
+    counters = {"judgments_count": F("judgments_count") + 1}
+    if group.active_reservations > 0:
+        counters["active_reservations"] = F("active_reservations") - 1
+    CandidateGroup.objects.filter(pk=group.pk).update(**counters)
+    group.judgments_count += 1
+    group.active_reservations = max(group.active_reservations - 1, 0)
+    _group_advance(group=group)
+    if group.is_gold:
+        from annotation.services.quality import annotator_quality_check
+
+        annotator_quality_check(annotator=annotator)
+    return judgment, True

@@ -1,0 +1,68 @@
+"""Editing single prompts from the API (the pool's create/import live in ``services.prompts``, reused here)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotation.models import Category, Prompt, PromptSet
+from annotation.services.prompts import ERR_EMPTY, ERR_UNKNOWN_CATEGORY, prompt_hash
+
+ERR_PROMPT_DUPLICATE = "This prompt already exists (prompt {id})."
+ERR_PROMPT_IN_USE = "Prompt {id} has candidate groups; retire it (is_active=false) instead of deleting it."
+
+
+class PromptError(Exception):
+    status = 400
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+
+def validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def category_by_slug(slug: str | None) -> Category | None:
+    if not slug:
+        return None
+    category = Category.objects.filter(slug=slug).first()
+    if category is None:
+        raise PromptError(ERR_UNKNOWN_CATEGORY.format(value=slug))
+    return category
+
+
+@transaction.atomic
+def prompt_update(*, prompt: Prompt, **fields) -> Prompt:
+    if "text" in fields:
+        prompt.text = (fields.pop("text") or "").strip()
+        if not prompt.text:
+            raise PromptError(ERR_EMPTY)
+        prompt.text_hash = prompt_hash(prompt.text)
+        clash = Prompt.objects.filter(text_hash=prompt.text_hash).exclude(pk=prompt.pk).values_list("id", flat=True).first()
+        if clash:
+            raise PromptError(ERR_PROMPT_DUPLICATE.format(id=clash))
+    if "category" in fields:
+        prompt.category = category_by_slug(fields.pop("category"))
+    if "prompt_set" in fields:
+        name = fields.pop("prompt_set")
+        prompt.prompt_set = PromptSet.objects.get_or_create(name=name)[0] if name else None
+    for name in ("language", "source", "tags", "is_active", "is_held_out"):
+        if name in fields:
+            setattr(prompt, name, fields.pop(name))
+    try:
+        prompt.full_clean()
+    except ValidationError as exc:
+        raise PromptError(validation_message(exc)) from exc
+    prompt.save()
+    return prompt
+
+
+@transaction.atomic
+def prompt_delete(*, prompt: Prompt) -> None:
+    if prompt.groups.exists():
+        raise PromptError(ERR_PROMPT_IN_USE.format(id=prompt.pk))
+    prompt.delete()

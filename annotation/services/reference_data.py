@@ -1,0 +1,30 @@
+"""Reference data every deployment needs: role groups, the 11 eval categories, the flaw taxonomy.
+
+Migration 0002 creates them; this service re-creates whatever is missing (a flushed test database, a restored dump)
+and is idempotent."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+
+from annotation.defaults import CATEGORIES, FLAW_TAGS, ROLE_PERMISSIONS
+from annotation.models import Category, FlawTag
+
+
+@transaction.atomic
+def reference_data_ensure() -> None:
+    for role, perms in ROLE_PERMISSIONS.items():
+        group, created = Group.objects.get_or_create(name=role)
+        if not created:
+            continue
+        if perms == "__all__":
+            group.permissions.set(Permission.objects.all())
+        elif perms == "__all_annotation__":
+            group.permissions.set(Permission.objects.filter(content_type__app_label__in=["annotation", "django_celery_results"]))
+        else:
+            group.permissions.set(Permission.objects.filter(content_type__app_label="annotation", codename__in=perms))
+    for slug, name in CATEGORIES:
+        Category.objects.get_or_create(slug=slug, defaults={"name": name})
+    for order, (slug, name) in enumerate(FLAW_TAGS):
+        FlawTag.objects.get_or_create(slug=slug, defaults={"name": name, "order": order})

@@ -1,0 +1,129 @@
+"""Rounds: creation with prompt selection and validation, and the guarded status machine.
+
+    draft -> generating -> annotating -> training -> done
+    (generating | annotating | training) -> failed ; any non-final -> cancelled ; failed -> generating (relaunch)
+    annotating -> generating (more prompts) ; training -> annotating (a failed/cancelled DPO run)
+
+Every transition is recorded (RoundEvent: from, to, actor, time, note); an illegal one raises ValidationError."""
+
+from __future__ import annotations
+
+import random
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Checkpoint, Prompt, Round, RoundEvent
+
+ERR_ILLEGAL_TRANSITION = "Round {round!r} cannot go from {from_status} to {to_status} (allowed: {allowed})."
+ERR_NO_PROMPTS_SELECTED = "No active prompt matches the selection (category {category!r}, tags {tags}, search {search!r})."
+ERR_NAME_TAKEN = "A round named {name!r} already exists."
+
+TRANSITIONS: dict[str, set[str]] = {
+    Round.Status.DRAFT: {Round.Status.GENERATING, Round.Status.CANCELLED},
+    Round.Status.GENERATING: {Round.Status.ANNOTATING, Round.Status.FAILED, Round.Status.CANCELLED},
+    Round.Status.ANNOTATING: {Round.Status.TRAINING, Round.Status.DONE, Round.Status.GENERATING, Round.Status.CANCELLED},
+    Round.Status.TRAINING: {Round.Status.DONE, Round.Status.ANNOTATING, Round.Status.FAILED, Round.Status.CANCELLED},
+    Round.Status.FAILED: {Round.Status.GENERATING, Round.Status.CANCELLED},
+    Round.Status.DONE: set(),
+    Round.Status.CANCELLED: set(),
+}
+
+
+def round_transition_apply(*, round: Round, to_status: str, actor=None, note: str = "") -> bool:
+    """Apply a guarded transition to a row the caller has locked; False when already there (idempotent)."""
+    if round.status == to_status:
+        return False
+    allowed = TRANSITIONS.get(round.status, set())
+    if to_status not in allowed:
+        raise ValidationError(ERR_ILLEGAL_TRANSITION.format(
+            round=round.name, from_status=round.status, to_status=to_status,
+            allowed=", ".join(sorted(allowed)) or "none (final)"))
+    RoundEvent.objects.create(round=round, from_status=round.status, to_status=to_status, actor=actor, note=note)
+    now = timezone.now()
+    round.status = to_status
+    fields = ["status", "updated_at"]
+    if to_status == Round.Status.GENERATING and round.started_at is None:
+        round.started_at = now
+        fields.append("started_at")
+    if to_status in (Round.Status.DONE, Round.Status.FAILED, Round.Status.CANCELLED):
+        round.finished_at = now
+        fields.append("finished_at")
+    round.save(update_fields=fields)
+    return True
+
+
+@transaction.atomic
+def round_transition(*, round_id: int, to_status: str, actor=None, note: str = "") -> Round:
+    round = Round.objects.select_for_update().get(id=round_id)
+    round_transition_apply(round=round, to_status=to_status, actor=actor, note=note)
+    return round
+
+
+def prompts_select(*, category: str = "", tags: list[str] | None = None, search: str = "", sample_size: int = 0,
+                   sample_seed: int = 0, exclude_held_out: bool = True, held_out_only: bool = False) -> list[int]:
+    """Active prompt ids matching a filter, optionally a seeded random sample of them (reproducible)."""
+    qs = Prompt.objects.filter(is_active=True)
+    if category:
+        qs = qs.filter(category__slug=category)
+    if tags:
+        qs = qs.filter(tags__contains=tags)
+    if search:
+        qs = qs.filter(text__icontains=search)
+    if held_out_only:
+        qs = qs.filter(is_held_out=True)
+    elif exclude_held_out:
+        qs = qs.filter(is_held_out=False)
+    ids = list(qs.order_by("id").values_list("id", flat=True))
+    if sample_size and sample_size < len(ids):
+        ids = sorted(random.Random(sample_seed).sample(ids, sample_size))
+    return ids
+
+
+@transaction.atomic
+def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[int], actor=None,
+                 kind: str = Round.Kind.GENERATION, reference_checkpoint: Checkpoint | None = None,
+                 preset: str | None = None, num_steps: int | None = None, cfg_scale: float | None = None,
+                 shift: float | None = None, height: int | None = None, width: int | None = None,
+                 num_frames: int | None = None, fps: int | None = None, seeds_per_prompt: int = 4, base_seed: int = 0,
+                 annotators_per_group: int = 3, max_annotators_per_group: int | None = None, gold_rate: float = 0.0,
+                 annotation_mode: str = Round.Mode.LABELS, require_full_playback: bool = True,
+                 exclude_flagged: bool = True, launch: bool = False) -> Round:
+    """Create a draft round (sampler settings default to the preset's); validated in full before anything is saved.
+    With ``launch=True`` its generation is queued on commit. Raises ValidationError, creating nothing."""
+    from annotation.services.candidates import round_generation_enqueue, round_generation_validate
+    from model.presets import PRESET_NAMES, get_preset
+
+    preset = preset or policy_checkpoint.preset
+    defaults = get_preset(preset) if preset in PRESET_NAMES else None
+    if Round.objects.filter(name=name).exists():
+        raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
+
+    def pick(value, default_attr: str, fallback):
+        if value is not None:
+            return value
+        return getattr(defaults, default_attr, fallback) if defaults is not None else fallback
+
+    sampler = defaults.sampler if defaults is not None else None
+    round = Round(
+        name=name, kind=kind, policy_checkpoint=policy_checkpoint, reference_checkpoint=reference_checkpoint,
+        preset=preset,
+        num_steps=num_steps if num_steps is not None else getattr(sampler, "num_steps", 50),
+        cfg_scale=cfg_scale if cfg_scale is not None else getattr(sampler, "cfg_scale", 9.0),
+        shift=shift if shift is not None else getattr(sampler, "shift", 13.0),
+        height=pick(height, "height", 544), width=pick(width, "width", 992), num_frames=pick(num_frames, "num_frames", 204),
+        fps=pick(fps, "fps", 25), seeds_per_prompt=seeds_per_prompt, base_seed=base_seed,
+        annotators_per_group=annotators_per_group,
+        max_annotators_per_group=max_annotators_per_group or max(annotators_per_group + 2, annotators_per_group),
+        gold_rate=gold_rate, annotation_mode=annotation_mode, require_full_playback=require_full_playback,
+        exclude_flagged=exclude_flagged, created_by=actor, config={"prompt_ids": list(prompt_ids)},
+    )
+    round_generation_validate(round=round, prompt_ids=prompt_ids)
+    round.full_clean()
+    round.save()
+    RoundEvent.objects.create(round=round, from_status="", to_status=Round.Status.DRAFT, actor=actor, note="created")
+    if launch:
+        round_generation_enqueue(round_id=round.id, actor=actor)
+        round.refresh_from_db()
+    return round

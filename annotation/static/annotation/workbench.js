@@ -1,0 +1,264 @@
+/* The annotator workbench: one clock for every video of the group, the keyboard flow, playback coverage.
+   Dependency-free; htmx swaps each next group into #workbench and this file re-initialises on htmx:load. */
+(function () {
+  "use strict";
+  var BUCKETS = 50;
+  var wb = null; // state of the current group
+
+  function $(sel, root) { return (root || document).querySelector(sel); }
+  function $all(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+
+  // -- the clock ------------------------------------------------------------------------------------------------------
+  function Clock(videos, fps) {
+    this.videos = videos; this.master = videos[0]; this.fps = fps || 25;
+    this.playing = false; this.loop = true; this.rate = 1; this.seeking = false;
+    this.coverage = videos.map(function () { return new Uint8Array(BUCKETS); });
+    this.prev = videos.map(function () { return null; });
+    var self = this;
+    videos.forEach(function (v) { v.loop = false; v.muted = true; });
+    this.master.addEventListener("ended", function () { self.onEnded(); });
+    videos.forEach(function (v, i) {
+      v.addEventListener("ended", function () { self.mark(i, self.prev[i] == null ? 0 : self.prev[i], self.duration()); });
+    });
+  }
+  Clock.prototype.duration = function () {
+    var d = 0;
+    this.videos.forEach(function (v) { if (isFinite(v.duration) && v.duration > d) d = v.duration; });
+    return d;
+  };
+  Clock.prototype.time = function () { return this.master.currentTime; };
+  Clock.prototype.play = function () {
+    var t = this.time(), self = this;
+    if (this.duration() && t >= this.duration() - 0.5 / this.fps) t = 0;
+    this.videos.forEach(function (v, i) { v.currentTime = t; v.playbackRate = self.rate; self.prev[i] = t; });
+    this.playing = true;
+    this.videos.forEach(function (v) { var p = v.play(); if (p && p.catch) p.catch(function () {}); });
+    render();
+  };
+  Clock.prototype.pause = function () {
+    this.playing = false;
+    var self = this;
+    this.videos.forEach(function (v) { v.pause(); });
+    var t = this.time();
+    this.videos.forEach(function (v, i) { if (v !== self.master) v.currentTime = t; self.prev[i] = null; });
+    render();
+  };
+  Clock.prototype.toggle = function () { if (this.playing) this.pause(); else this.play(); };
+  Clock.prototype.seek = function (t) {
+    var d = this.duration();
+    t = Math.max(0, d ? Math.min(t, d - 0.001) : t);
+    var self = this;
+    this.videos.forEach(function (v, i) { v.currentTime = t; self.prev[i] = null; });
+    render();
+  };
+  Clock.prototype.step = function (frames) {
+    if (this.playing) this.pause();
+    // land in the middle of the target frame so every decoder shows the same one
+    var frame = Math.floor(this.time() * this.fps + 1e-6) + frames;
+    this.seek((Math.max(frame, 0) + 0.5) / this.fps);
+  };
+  Clock.prototype.setRate = function (r) {
+    this.rate = r;
+    this.videos.forEach(function (v) { v.playbackRate = r; });
+    render();
+  };
+  Clock.prototype.onEnded = function () {
+    if (this.loop && this.playing) { this.seek(0); this.play(); } else { this.pause(); }
+  };
+  Clock.prototype.mark = function (i, a, b) {
+    var d = this.duration();
+    if (!d || b <= a) return;
+    var from = Math.floor((a / d) * BUCKETS), to = Math.min(BUCKETS - 1, Math.ceil((b / d) * BUCKETS) - 1);
+    for (var k = Math.max(from, 0); k <= to; k++) this.coverage[i][k] = 1;
+  };
+  Clock.prototype.coverageOf = function (i) {
+    var s = 0; for (var k = 0; k < BUCKETS; k++) s += this.coverage[i][k];
+    return s / BUCKETS;
+  };
+  Clock.prototype.tick = function () {
+    var self = this, t0 = this.time(), frame = 1 / this.fps;
+    if (this.playing) {
+      this.videos.forEach(function (v, i) {
+        // keep followers on the master clock: nudge the rate for small drift, jump for more than one frame
+        if (v !== self.master) {
+          var drift = v.currentTime - t0;
+          if (Math.abs(drift) > frame) { v.currentTime = t0; }
+          else { v.playbackRate = self.rate * (1 - Math.max(-0.1, Math.min(0.1, drift * 2))); }
+        }
+        var t = v.currentTime, p = self.prev[i];
+        if (p != null && t > p && t - p < 0.5) self.mark(i, p, t);
+        else if (p != null && t < p) { self.mark(i, p, self.duration()); self.mark(i, 0, t); }
+        self.prev[i] = t;
+      });
+    }
+  };
+
+  // -- the page -------------------------------------------------------------------------------------------------------
+  function render() {
+    if (!wb) return;
+    var c = wb.clock, d = c.duration(), t = c.time();
+    var scrub = $("#scrub");
+    if (scrub && !wb.scrubbing && d) scrub.value = Math.round((t / d) * 1000);
+    var clock = $("#clock"); if (clock) clock.textContent = t.toFixed(2) + " s / " + d.toFixed(2) + " s";
+    var play = $("#play"); if (play) play.textContent = c.playing ? "Pause" : "Play";
+    $all(".cand").forEach(function (el) {
+      var pos = +el.dataset.pos;
+      el.classList.toggle("selected", pos === wb.selected);
+      var cov = $("#coverage-" + pos); if (cov) cov.value = c.coverageOf(pos).toFixed(3);
+      var ans = $("#answer-" + pos);
+      if (ans) ans.textContent = answerOf(pos);
+      el.classList.toggle("played", c.coverageOf(pos) >= 0.9);
+    });
+    var outcome = $("#outcome").value, status = $("#status");
+    var names = { labelled: "your labels", all_good: "all equally good", all_bad: "all bad", skipped: "skip" };
+    if (status) status.textContent = "Answer: " + names[outcome];
+    $("#group-form").dataset.outcome = outcome;
+  }
+  function answerOf(pos) {
+    if (wb.mode === "ranking") { var r = $("#rank-" + pos); return r && r.value ? "rank " + r.value : "unranked"; }
+    var checked = $("input[name=label_" + pos + "]:checked");
+    var v = checked ? checked.value : "neutral";
+    if (wb.mode === "best_worst") return { preferred: "best", non_preferred: "worst", neutral: "–" }[v];
+    return v.replace("_", "-");
+  }
+  function setOutcome(o) {
+    $("#outcome").value = o;
+    if (o !== "labelled") {
+      $all("input[type=radio][value=neutral]").forEach(function (r) { r.checked = true; });
+      $all("input[name^=rank_]").forEach(function (r) { r.value = ""; });
+    }
+    if (o === "skipped") $("#skip-reason").focus();
+    render();
+  }
+  function label(value) {
+    var pos = wb.selected;
+    if (pos == null) return;
+    $("#outcome").value = "labelled";
+    if (wb.mode === "ranking") {
+      var input = $("#rank-" + pos);
+      if (value === "neutral") { input.value = ""; }
+      else if (value === "preferred" && !input.value) {
+        var used = $all("input[name^=rank_]").map(function (r) { return +r.value || 0; });
+        input.value = Math.max.apply(null, used.concat([0])) + 1;
+      } else if (value === "non_preferred") {
+        input.value = wb.count;
+      }
+    } else {
+      if (wb.mode === "best_worst" && value !== "neutral") {
+        $all("input[type=radio][value=" + value + "]:checked").forEach(function (r) {
+          $("#neutral-" + r.name.split("_")[1]).checked = true;
+        });
+      }
+      var radio = $("input[name=label_" + pos + "][value=" + value + "]");
+      if (radio) radio.checked = true;
+    }
+    render();
+  }
+  function select(pos) {
+    if (pos < 0 || pos >= wb.count) return;
+    wb.selected = pos;
+    render();
+  }
+  function enlarge(pos) {
+    if (pos == null) pos = wb.selected;
+    if (pos == null) return;
+    var el = $("#cand-" + pos), on = !el.classList.contains("enlarged");
+    $all(".cand").forEach(function (c) { c.classList.remove("enlarged"); });
+    el.classList.toggle("enlarged", on);
+    $("#grid").classList.toggle("has-enlarged", on);
+  }
+  function speed(delta) {
+    var sel = $("#speed"), i = sel.selectedIndex + delta;
+    if (i < 0 || i >= sel.options.length) return;
+    sel.selectedIndex = i;
+    wb.clock.setRate(parseFloat(sel.value));
+  }
+  function submit() {
+    var form = $("#group-form");
+    render();
+    $("#time-spent").value = Math.round(performance.now() - wb.started);
+    if (form.requestSubmit) form.requestSubmit(); else htmx.trigger(form, "submit");
+  }
+
+  function init() {
+    var form = $("#group-form");
+    if (!form) { wb = null; return; }
+    if (wb && wb.form === form) return;
+    if (wb && wb.raf) cancelAnimationFrame(wb.raf);
+    var videos = $all("video.clip", form);
+    var fps = parseFloat($(".cand", form).dataset.fps) || 25;
+    wb = { form: form, mode: form.dataset.mode, count: +form.dataset.count, selected: 0,
+           clock: new Clock(videos, fps), started: performance.now(), scrubbing: false, raf: 0 };
+    window.workbench = wb; // exposed for tests and debugging
+    form.addEventListener("htmx:configRequest", function () {
+      $("#time-spent").value = Math.round(performance.now() - wb.started);
+      render();
+    });
+    form.addEventListener("change", function (e) {
+      if (e.target.name && (e.target.name.indexOf("label_") === 0 || e.target.name.indexOf("rank_") === 0)) $("#outcome").value = "labelled";
+      if (e.target.id === "skip-reason" && e.target.value) $("#outcome").value = "skipped";
+      render();
+    });
+    form.addEventListener("click", function (e) {
+      var b = e.target.closest("[data-action]");
+      if (!b) return;
+      var a = b.dataset.action;
+      if (a === "toggle") wb.clock.toggle();
+      else if (a === "step") wb.clock.step(+b.dataset.frames);
+      else if (a === "enlarge") enlarge(+b.dataset.pos);
+      else if (a === "outcome") setOutcome(b.dataset.outcome);
+      else if (a === "pin") $("#flaw-time-" + b.dataset.pos).value = wb.clock.time().toFixed(2);
+    });
+    var scrub = $("#scrub");
+    scrub.addEventListener("input", function () { wb.scrubbing = true; wb.clock.seek((scrub.value / 1000) * wb.clock.duration()); });
+    scrub.addEventListener("change", function () { wb.scrubbing = false; });
+    $("#speed").addEventListener("change", function (e) { wb.clock.setRate(parseFloat(e.target.value)); });
+    $("#loop").addEventListener("change", function (e) { wb.clock.loop = e.target.checked; });
+    var ready = 0;
+    videos.forEach(function (v) {
+      var go = function () { if (++ready === videos.length) { wb.clock.play(); } };
+      if (v.readyState >= 1) go(); else v.addEventListener("loadedmetadata", go, { once: true });
+    });
+    var loop = function () { if (!wb || wb.form !== form) return; wb.clock.tick(); render(); wb.raf = requestAnimationFrame(loop); };
+    wb.raf = requestAnimationFrame(loop);
+    render();
+  }
+
+  document.addEventListener("keydown", function (e) {
+    if (!wb || e.ctrlKey || e.metaKey || e.altKey) return;
+    var tag = (e.target.tagName || "").toLowerCase();
+    var typing = tag === "textarea" || (tag === "input" && /^(text|number|search)$/.test(e.target.type));
+    if (typing || tag === "select") {
+      if (e.key === "Enter") { e.preventDefault(); submit(); }
+      else if (e.key === "Escape") { e.target.blur(); }
+      return;
+    }
+    var k = e.key, handled = true;
+    if (k === " " && tag === "input") return; // space toggles a focused checkbox or radio
+    if (/^[1-9]$/.test(k)) select(+k - 1);
+    else if (k === "p" || k === "P" || k === "ArrowUp") label("preferred");
+    else if (k === "n" || k === "N" || k === "ArrowDown") label("non_preferred");
+    else if (k === "u" || k === "U" || k === "0") label("neutral");
+    else if (k === "t" || k === "T") setOutcome("all_good");
+    else if (k === "b" || k === "B") setOutcome("all_bad");
+    else if (k === "s" || k === "S") setOutcome("skipped");
+    else if (k === "Enter") submit();
+    else if (k === " ") wb.clock.toggle();
+    else if (k === ",") wb.clock.step(-1);
+    else if (k === ".") wb.clock.step(1);
+    else if (k === "ArrowLeft") wb.clock.seek(wb.clock.time() - 1);
+    else if (k === "ArrowRight") wb.clock.seek(wb.clock.time() + 1);
+    else if (k === "[") speed(-1);
+    else if (k === "]") speed(1);
+    else if (k === "l" || k === "L") { var lp = $("#loop"); lp.checked = !lp.checked; wb.clock.loop = lp.checked; }
+    else if (k === "e" || k === "E") enlarge();
+    else if (k === "f" || k === "F") {
+      var d = $("#flaws-" + wb.selected); d.open = true; var first = $("input", d); if (first) first.focus();
+    }
+    else handled = false;
+    if (handled) e.preventDefault();
+  });
+  document.addEventListener("DOMContentLoaded", init);
+  document.addEventListener("htmx:load", init);
+  document.addEventListener("htmx:afterSettle", init);
+})();

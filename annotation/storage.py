@@ -1,0 +1,143 @@
+"""The one storage module: every save, open and time-limited URL of an object goes through here.
+
+Backends (chosen by ``STORAGE_BACKEND``, see webapp/settings/components/storage.py): S3 or any S3-compatible store via
+django-storages/boto3 (presigned URLs), or a local directory (URLs signed by this app and served by
+``annotation.views.media_serve``, with HTTP range support). Keys are deterministic (architecture.md, "Object keys"),
+so a re-run overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from django.conf import settings
+from django.core import signing
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.urls import reverse
+
+MEDIA_SALT = "annotation.storage.media"
+
+
+class OverwritingFileSystemStorage(FileSystemStorage):
+    """Local storage with S3 semantics for deterministic keys: saving an existing key replaces it."""
+
+    def get_available_name(self, name, max_length=None):
+        if self.exists(name):
+            self.delete(name)
+        return name
+
+
+# -- keys -------------------------------------------------------------------------------------------------------------
+def candidate_key(*, round_id: int, group_id: int, candidate_id: int, filename: str) -> str:
+    return f"rounds/{round_id}/groups/{group_id}/candidates/{candidate_id}/{filename}"
+
+
+def round_prefix(*, round_id: int) -> str:
+    return f"rounds/{round_id}/"
+
+
+def text_embedding_key(*, prompt_id: int, encoder_version: str) -> str:
+    return f"prompts/{prompt_id}/text-embeddings/{encoder_version}.safetensors"
+
+
+def checkpoint_prefix(*, checkpoint_id: int | str) -> str:
+    return f"checkpoints/{checkpoint_id}/"
+
+
+def export_key(*, export_id: int, filename: str) -> str:
+    return f"exports/{export_id}/{filename}"
+
+
+# -- URIs -------------------------------------------------------------------------------------------------------------
+def is_s3() -> bool:
+    return settings.STORAGE_BACKEND == "s3"
+
+
+def uri_for(key: str) -> str:
+    """The stable URI of a key: ``s3://bucket/key`` or ``file:///abs/path`` (what the DPO trainer reads)."""
+    if is_s3():
+        return f"s3://{default_storage.bucket_name}/{key}"
+    return Path(default_storage.path(key)).as_uri()
+
+
+def key_from_uri(uri: str) -> str:
+    if uri.startswith("s3://"):
+        return uri.split("/", 3)[3]
+    if uri.startswith("file://"):
+        path = Path(uri[len("file://") :])
+        return str(path.relative_to(Path(settings.MEDIA_ROOT).resolve()))
+    return uri
+
+
+# -- I/O --------------------------------------------------------------------------------------------------------------
+def object_save(*, key: str, data: bytes | IO[bytes], content_type: str = "application/octet-stream") -> str:
+    """Write ``data`` at ``key`` (overwriting), return the object's URI."""
+    content = ContentFile(data) if isinstance(data, bytes) else File(data)
+    if is_s3():
+        content.content_type = content_type  # django-storages passes it as ContentType
+    default_storage.save(key, content)
+    return uri_for(key)
+
+
+def object_save_file(*, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+    with open(path, "rb") as fh:
+        return object_save(key=key, data=fh, content_type=content_type)
+
+
+def object_open(*, key: str, mode: str = "rb") -> IO[bytes]:
+    return default_storage.open(key, mode)
+
+
+def object_read(*, key: str) -> bytes:
+    with object_open(key=key) as fh:
+        return fh.read()
+
+
+def object_download(*, key: str, path: Path) -> Path:
+    with object_open(key=key) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst, length=1 << 20)
+    return path
+
+
+def object_exists(*, key: str) -> bool:
+    return default_storage.exists(key)
+
+
+def object_delete(*, key: str) -> None:
+    if default_storage.exists(key):
+        default_storage.delete(key)
+
+
+def object_list(*, prefix: str) -> Iterator[str]:
+    """Every key under ``prefix`` (recursive)."""
+    if is_s3():
+        bucket = default_storage.bucket
+        for obj in bucket.objects.filter(Prefix=prefix):
+            yield obj.key
+        return
+    root = Path(settings.MEDIA_ROOT) / prefix
+    if root.exists():
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                yield str(path.relative_to(settings.MEDIA_ROOT))
+
+
+def object_url(*, key: str, ttl_s: int | None = None) -> str:
+    """A time-limited URL that a browser can GET (with Range requests)."""
+    ttl_s = ttl_s or settings.VIDEODPO["MEDIA_URL_TTL_S"]
+    if is_s3():
+        return default_storage.url(key, expire=ttl_s)
+    token = signing.dumps({"k": key, "ttl": ttl_s}, salt=MEDIA_SALT, compress=True)
+    return reverse("media-serve", kwargs={"token": token})
+
+
+def media_token_key(token: str) -> str:
+    """The key a signed local-media token grants; raises ``signing.BadSignature``/``SignatureExpired``."""
+    payload = signing.loads(token, salt=MEDIA_SALT, max_age=None)
+    signing.loads(token, salt=MEDIA_SALT, max_age=payload["ttl"])
+    return payload["k"]

@@ -1,0 +1,24 @@
+"""Celery tasks of the annotation app: thin wrappers that take ids and call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="annotation.tasks.ping")
+def ping(payload: str = "ping") -> dict:
+    """Round-trip check: proves a worker process is consuming and can reach the database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        database = cursor.fetchone()[0]
+    return {"pong": payload, "database": database}
+
+
+@shared_task(name="annotation.tasks.assignments_expire")
+def assignments_expire() -> int:
+    """Periodic: abandoned reservations go back to the queue."""
+    from annotation.services.assignments import assignments_expire as expire
+
+    return expire()

@@ -1,0 +1,19 @@
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from annotation import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+    path("media/<str:token>", views.media_serve, name="media-serve"),
+    path("m/<str:token>", views.assignment_media, name="assignment-media"),
+    path("annotate/", views.annotate, name="annotate"),
+    path("annotate/submit/", views.annotate_submit, name="annotate-submit"),
+    path("qc/", views.qc, name="qc"),
+    path("review/", views.review_list, name="review-list"),
+    path("review/<int:pk>/", views.review_detail, name="review-detail"),
+    path("api/", include("annotation.api_urls")),
+]

@@ -1,0 +1,130 @@
+"""Command line: ``python -m dpo {train,average,merge-lora,validate}``.
+
+    python -m dpo train --config C.yaml --manifest pairs.parquet --init MODEL_ROOT --out DIR [--resume] [--set k=v ...]
+    torchrun --nproc_per_node 8 -m dpo train ...          (DDP; FSDP2 with `fsdp: full_shard` in the config)
+    python -m dpo average --out DIR CKPT1 CKPT2 ... [--base MODEL_ROOT] [--dtype bfloat16|float32]
+    python -m dpo merge-lora --base MODEL_ROOT --adapter DIR/checkpoints/step-N/adapter --out OUT_ROOT
+    python -m dpo validate --manifest pairs.parquet       (checks every pair and file, prints a summary)
+
+Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint), 1 bad input, 2 non-finite loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dpo.config import FlowDPOConfig, parse_override
+    from dpo.trainer import FlowDPOTrainer, NonFiniteLossError
+
+    overrides = dict(parse_override(s) for s in args.set or [])
+    config = FlowDPOConfig.from_file(args.config, overrides) if args.config else FlowDPOConfig.from_dict(overrides)
+    out = args.out or config.output_dir
+    if out is None:
+        raise SystemExit("dpo train: --out is required (or output_dir in the config)")
+    trainer = FlowDPOTrainer(config, manifest=args.manifest, init=args.init, out_dir=out, resume=args.resume,
+                             progress=not args.no_progress)
+    # SIGTERM (Celery revoke, k8s) / SIGINT: finish the current step, save a resumable checkpoint, exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: trainer.request_stop())
+    try:
+        result = trainer.run()
+    except NonFiniteLossError as exc:
+        logging.getLogger("dpo").error("%s", exc)
+        return 2
+    summary = {"steps": result.steps, "stopped": result.stopped,
+               "final_dir": None if result.final_dir is None else str(result.final_dir),
+               "last_checkpoint": None if result.last_checkpoint is None else str(result.last_checkpoint),
+               "loss": result.metrics.get("loss"), "rewards/accuracies": result.metrics.get("rewards/accuracies")}
+    if trainer.is_main:
+        print(json.dumps(summary))
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    import torch
+
+    from dpo.average import average_checkpoints
+
+    folder = average_checkpoints(args.checkpoints, args.out, base=args.base, dtype=getattr(torch, args.dtype))
+    print(json.dumps({"out": str(Path(args.out)), "transformer": str(folder), "num_checkpoints": len(args.checkpoints)}))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    import torch
+
+    from dpo.average import merge_lora
+
+    merge_lora(args.base, args.adapter, args.out, dtype=getattr(torch, args.dtype))
+    print(json.dumps({"out": str(Path(args.out))}))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from dpo.data import read_manifest, validate_pairs
+
+    records = read_manifest(args.manifest)
+    shapes = validate_pairs(records, check_values=not args.headers_only)
+    print(json.dumps({"num_pairs": len(records), "shapes": {str(k): v for k, v in Counter(shapes).items()}}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dpo", description="Flow-DPO for the Step-Video DiT")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a policy on a pair manifest")
+    p.add_argument("--config", help="YAML or JSON FlowDPOConfig file")
+    p.add_argument("--manifest", required=True, help="pair manifest (.parquet/.jsonl; path, file:// or s3://)")
+    p.add_argument("--init", required=True, help="model root of the starting checkpoint (= the reference)")
+    p.add_argument("--out", help="run folder (metrics.jsonl, checkpoints/, final/)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("average", help="average DiT checkpoints into one model root")
+    p.add_argument("--out", required=True)
+    p.add_argument("--base", help="base model root (needed for LoRA checkpoints)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("checkpoints", nargs="+")
+    p.set_defaults(func=_average)
+
+    p = sub.add_parser("merge-lora", help="merge a LoRA adapter folder into the base DiT")
+    p.add_argument("--base", required=True)
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("validate", help="check a manifest and every file it names")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--headers-only", action="store_true", help="skip the NaN scan (no tensor reads)")
+    p.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from dpo.config import ConfigError
+    from dpo.data import ManifestError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The reference model of Flow-DPO (design §3) and LoRA wrapping.
+
+- ``FrozenReference``: a copy of the round's starting DiT, ``requires_grad_(False)``, ``eval()``, no optimizer
+  state, called under ``torch.no_grad()`` with exactly the policy's inputs. Optional TR-DPO soft sync
+  ``ref <- a * policy + (1 - a) * ref`` (TRL ``SyncRefModelCallback`` semantics).
+- ``AdapterOffReference``: with LoRA (peft) the reference is the policy network with its adapters disabled, so
+  there is no second copy of the 30B weights in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """Strip DDP / torch.compile wrappers (FSDP2 modules are the module itself)."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+class FrozenReference:
+    """A frozen deep copy of the policy at construction time (or of ``module`` when given)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module.requires_grad_(False).eval()
+
+    @classmethod
+    def copy_of(cls, policy: nn.Module) -> FrozenReference:
+        return cls(copy.deepcopy(unwrap(policy)))
+
+    @torch.no_grad()
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self.module(*args, **kwargs)
+
+    def parameters(self):
+        return self.module.parameters()
+
+    @torch.no_grad()
+    def soft_sync(self, policy: nn.Module, alpha: float) -> None:
+        """TR-DPO: ref <- alpha * policy + (1 - alpha) * ref, parameter by parameter (works on FSDP2 shards)."""
+        ref_params = dict(self.module.named_parameters())
+        for name, p in unwrap(policy).named_parameters():
+            ref = ref_params[name]
+            ref.mul_(1 - alpha).add_(p.detach().to(ref.dtype), alpha=alpha)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state, strict=True)
+
+
+class AdapterOffReference:
+    """The peft-wrapped policy with adapters disabled: the base model, no extra memory."""
+
+    def __init__(self, peft_model: nn.Module):
+        self.peft_model = peft_model
+
+    @torch.no_grad()
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        model = unwrap(self.peft_model)
+        with model.disable_adapter():
+            return model(*args, **kwargs)
+
+    def parameters(self):
+        return (p for n, p in unwrap(self.peft_model).named_parameters() if "lora_" not in n)
+
+    def soft_sync(self, policy: nn.Module, alpha: float) -> None:  # pragma: no cover - rejected by the config
+        raise RuntimeError("soft sync is not defined for the adapters-off reference")
+
+
+def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target_modules: Sequence[str]) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters on the named linears; only adapter weights stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    matched = [n for n in names if any(n == t or n.endswith("." + t) for t in target_modules)]
+    if not matched:
+        raise ValueError(
+            f"lora_target_modules {list(target_modules)} match no nn.Linear of the DiT; some linear names: {names[:12]}"
+        )
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none")
+    return get_peft_model(model, config)
+
+
+def lora_state_dict(peft_model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the adapter tensors (what peft's ``save_pretrained`` writes)."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(unwrap(peft_model))

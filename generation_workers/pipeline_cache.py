@@ -1,0 +1,135 @@
+"""One loaded pipeline per worker process.
+
+Loaded lazily by the first task that needs it (not in ``worker_process_init``, which must return within seconds), kept
+for the next tasks, and replaced only when a task asks for another checkpoint (or preset, or device). GPU workers run
+one process per GPU (``--pool=solo``, ``CUDA_VISIBLE_DEVICES``), so "per process" is "per GPU".
+
+The factory is ``model.pipeline.StepVideoPipeline.from_pretrained`` unless ``VIDEODPO["PIPELINE_FACTORY"]`` (or the
+environment variable ``VIDEODPO_PIPELINE_FACTORY``) names another callable ``factory(root, preset=, device=)`` (tests
+and benchmarks use it for stand-ins).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from generation_workers.checkpoints import fingerprint, resolve_model_root
+
+logger = logging.getLogger(__name__)
+
+TEXT_ENCODER_FOLDERS = ("step_llm", "hunyuan_clip")
+
+
+def _videodpo(name: str, default=None):
+    return (getattr(settings, "VIDEODPO", {}) or {}).get(name, default)
+
+
+def resolve_device(name: str | None = None) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    name = name or _videodpo("DEVICE", "auto") or "auto"
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _factory():
+    dotted = _videodpo("PIPELINE_FACTORY") or os.environ.get("VIDEODPO_PIPELINE_FACTORY")
+    if not dotted:
+        from model.pipeline import StepVideoPipeline
+
+        return StepVideoPipeline.from_pretrained
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass
+class LoadedPipeline:
+    """A pipeline with what the worker derives from it once per load."""
+
+    key: tuple[str, str, str]
+    pipeline: Any
+    root: Path
+    preset: str
+    device: str
+    encoder_version: str
+    load_s: float
+    negatives: dict[str, Any] = field(default_factory=dict)  # negative prompt -> TextEmbeddings (CFG)
+
+    def negative(self, prompt: str):
+        """The negative prompt's embeddings, encoded once per load."""
+        if prompt not in self.negatives:
+            self.negatives[prompt] = self.pipeline.encode_text([prompt])
+        return self.negatives[prompt]
+
+
+class PipelineCache:
+    """Holds at most one pipeline; thread-safe (solo pool has one thread, a threads pool would share it)."""
+
+    def __init__(self):
+        self._loaded: LoadedPipeline | None = None
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    @property
+    def current(self) -> LoadedPipeline | None:
+        return self._loaded
+
+    def get(self, *, uri: str, preset: str, device: str | None = None) -> LoadedPipeline:
+        device = resolve_device(device)
+        key = (uri, preset, device)
+        with self._lock:
+            if self._loaded is not None and self._loaded.key == key:
+                return self._loaded
+            self.clear_locked()
+            start = time.perf_counter()
+            root = resolve_model_root(uri)
+            pipeline = _factory()(root, preset=preset, device=device)
+            version = getattr(pipeline, "encoder_version", None) or (
+                f"{preset}-{fingerprint(root, TEXT_ENCODER_FOLDERS)}"
+            )
+            self._loaded = LoadedPipeline(key, pipeline, root, preset, device, version, time.perf_counter() - start)
+            self.loads += 1
+            logger.info("loaded pipeline %s (preset %s) on %s in %.1fs; encoder version %s", uri, preset, device,
+                        self._loaded.load_s, version)
+            return self._loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self.clear_locked()
+
+    def clear_locked(self) -> None:
+        if self._loaded is None:
+            return
+        self._loaded = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+_CACHE = PipelineCache()
+
+
+def pipeline_get(*, uri: str, preset: str, device: str | None = None) -> LoadedPipeline:
+    """This process's pipeline for (checkpoint URI, preset, device), loading it on first use or on change."""
+    return _CACHE.get(uri=uri, preset=preset, device=device)
+
+
+def pipeline_cache() -> PipelineCache:
+    return _CACHE

@@ -1,0 +1,45 @@
+"""``python -m model info --preset NAME [--json]`` and ``python -m model make-tiny --out DIR [--seed 0]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from model.presets import PRESET_NAMES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model", description="Step-Video-T2V model utilities")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="parameter counts per component (built on the meta device)")
+    info.add_argument("--preset", required=True, choices=PRESET_NAMES)
+    info.add_argument("--json", action="store_true", help="print {component: {params, keys: {name: shape}}} as JSON")
+    tiny = sub.add_parser("make-tiny", help="write a complete tiny model root (random weights) in the official layout")
+    tiny.add_argument("--out", required=True, help="output folder (the model root)")
+    tiny.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        from model.info import format_table, preset_info
+
+        data = preset_info(args.preset)
+        if args.json:
+            json.dump({k: {"params": v["params"], "keys": v["keys"]} for k, v in data.items()}, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            print(format_table(args.preset, data))
+        return 0
+    if args.command == "make-tiny":
+        from model.tiny import write_tiny_checkpoint
+
+        start = time.perf_counter()
+        root = write_tiny_checkpoint(args.out, seed=args.seed)
+        print(f"wrote tiny model root {root} (seed {args.seed}) in {time.perf_counter() - start:.1f}s")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Text-to-video pipeline: prompts + seeds + preset -> uint8 frames, plus the clean latents and text embeddings used.
+
+    pipe = StepVideoPipeline.from_pretrained(root, preset="tiny", device="cpu")
+    out = pipe.generate(["a cat"], seeds=[0, 1, 2])      # one prompt, three seeds
+    out.frames   # (3, 17, 64, 64, 3) uint8
+    out.latents  # (3, 3, 4, 4, 4) fp32, the clean latents x1
+
+Stages (each usable alone, see docs/contracts.md): ``encode_text`` -> ``sample`` -> ``decode``. The text encoders and
+the VAE can live on other devices than the DiT (``text_device``, ``vae_device``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model import flow
+from model.checkpoint import load_dit, load_vae, read_step_llm_config, read_vae_config
+from model.config import ModelPreset
+from model.presets import get_preset
+from model.text_encoder import TextEmbeddings, TextEncoders
+from model.vae import check_video_size, latent_shape
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GenerationOutput", "StepVideoPipeline", "TextEmbeddings", "frames_to_uint8"]
+
+
+@dataclass
+class GenerationOutput:
+    """frames (B, T, H, W, 3) uint8 CPU; latents (B, t, C, h, w) fp32 CPU; the text embeddings used (CPU)."""
+
+    frames: torch.Tensor
+    latents: torch.Tensor
+    text: TextEmbeddings
+    negative: TextEmbeddings | None
+    seeds: list[int]
+    fps: int
+
+
+def frames_to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, H, W) in [-1, 1] -> (B, T, H, W, 3) uint8 with the official ``(clamp(x, -1, 1) + 1) * 127.5``."""
+    x = (video.float().clamp(-1.0, 1.0) + 1.0) * 127.5
+    return x.to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+class StepVideoPipeline:
+    """Holds the DiT, the VAE and the text encoders, and the preset's sampling defaults."""
+
+    def __init__(
+        self,
+        dit,
+        vae,
+        text_encoders: TextEncoders | None,
+        preset: ModelPreset,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ):
+        self.dit, self.vae, self.text_encoders, self.preset = dit, vae, text_encoders, preset
+        self.device = torch.device(device)
+        self.dtype = dtype or _default_dtype(self.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        root: str | os.PathLike,
+        preset: str | ModelPreset = "tiny",
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        text_device: torch.device | str | None = None,
+        vae_device: torch.device | str | None = None,
+        vae_dtype: torch.dtype | None = None,
+        llm_dtype: torch.dtype | None = None,
+        attention_backend: str | None = None,
+        load_text_encoders: bool = True,
+    ) -> StepVideoPipeline:
+        """Load a model root (official layout). Network sizes come from the root's config files when present
+        (``transformer/config.json``, ``step_llm/config.json``, ``vae/config.json``), else from the preset;
+        sampling defaults (steps, CFG, shift, size, fps) come from the preset.
+
+        dtype: DiT dtype (default bf16 on CUDA, fp32 on CPU). The VAE and Step-LLM default to the dtype of their device
+        the same way; CLIP always runs in fp32.
+        """
+        preset = get_preset(preset) if isinstance(preset, str) else preset
+        root = Path(root)
+        device = torch.device(device)
+        text_device = torch.device(text_device) if text_device is not None else device
+        vae_device = torch.device(vae_device) if vae_device is not None else device
+        dtype = dtype or _default_dtype(device)
+        dit = load_dit(root, device=device, dtype=dtype, attention_backend=attention_backend)
+        vae_cfg = read_vae_config(root) or preset.vae
+        vae = load_vae(root, vae_cfg, device=vae_device, dtype=vae_dtype or _default_dtype(vae_device))
+        text_encoders = None
+        if load_text_encoders:
+            llm_cfg = read_step_llm_config(root) if (root / "step_llm" / "config.json").is_file() else preset.step_llm
+            text_encoders = TextEncoders.from_pretrained(
+                root,
+                device=text_device,
+                llm_dtype=llm_dtype or _default_dtype(text_device),
+                llm_cfg=llm_cfg,
+                clip_max_length=preset.clip.max_length,
+            )
+        index = root / "model_index.json"
+        if index.is_file():
+            stored = json.loads(index.read_text()).get("_stepvideo_preset")
+            if stored and stored != preset.name:
+                logger.warning("model root %s was written for preset %r, loading it with %r", root, stored, preset.name)
+        return cls(dit, vae, text_encoders, preset, device=device, dtype=dtype)
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Stages
+    # -----------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> TextEmbeddings:
+        """Encode prompts verbatim (no suffix added) -> TextEmbeddings on the text encoders' device."""
+        if self.text_encoders is None:
+            raise RuntimeError("this pipeline was loaded without text encoders (load_text_encoders=False)")
+        return self.text_encoders.encode(list(prompts))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        text: TextEmbeddings,
+        seeds: list[int],
+        *,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_steps: int | None = None,
+        cfg_scale: float | None = None,
+        shift: float | None = None,
+        negative: TextEmbeddings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Denoise from the seeded noise to clean latents (B, t, C, h, w) fp32 on the DiT device.
+
+        ``text`` has batch B = len(seeds) or 1 (shared by every seed). ``negative`` (batch 1 or B) is used when
+        cfg_scale != 1; if None, the preset's negative prompt is encoded. Unset settings take the preset defaults.
+        The initial noise of sample i is ``flow.initial_noise(seeds[i], (t, C, h, w))``.
+        """
+        p, s = self.preset, self.preset.sampler
+        num_frames, height, width = num_frames or p.num_frames, height or p.height, width or p.width
+        num_steps = num_steps or s.num_steps
+        cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
+        shift = s.shift if shift is None else shift
+        check_video_size(num_frames, height, width, self.vae.cfg)
+        t_lat, _, h, w = latent_shape(num_frames, height, width, self.vae.cfg)
+        shape = (t_lat, self.dit.cfg.in_channels, h, w)
+        B = len(seeds)
+        if B == 0:
+            raise ValueError("seeds must not be empty")
+
+        cond = text.expand(B).to(self.device, self.dtype)
+        use_cfg = cfg_scale != 1.0
+        if use_cfg:
+            if negative is None:
+                negative = self.encode_text([p.negative_prompt])
+            both = TextEmbeddings.concat([cond, negative.expand(B).to(self.device, self.dtype)])  # (2B, ...)
+        else:
+            both = cond
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x_in = torch.cat([x, x]) if use_cfg else x  # (2B | B, t, C, h, w)
+            t_in = torch.cat([t, t]) if use_cfg else t
+            v = self.dit(x_in.to(self.dtype), t_in, both.llm_states, both.llm_mask, both.clip_states).float()
+            if not use_cfg:
+                return v
+            v_cond, v_uncond = v.chunk(2)
+            return flow.cfg_combine(v_cond, v_uncond, cfg_scale)
+
+        x0 = flow.batch_noise(seeds, shape).to(self.device)  # (B, t, C, h, w) fp32
+        return flow.euler_sample(velocity, x0, flow.timesteps(num_steps, shift), progress=progress)
+
+    @torch.no_grad()
+    def decode(
+        self, latents: torch.Tensor, *, tile_size: int | None = None, tile_stride: int | None = None
+    ) -> torch.Tensor:
+        """latents (B, t, C, h, w) -> uint8 frames (B, T, H, W, 3) on CPU."""
+        vae_device = next(self.vae.parameters()).device
+        video = self.vae.decode(latents.to(vae_device), tile_size=tile_size, tile_stride=tile_stride)
+        return frames_to_uint8(video).cpu()
+
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        *,
+        negative_prompt: str | None = None,
+        positive_suffix: str | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_steps: int | None = None,
+        cfg_scale: float | None = None,
+        shift: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        tile_size: int | None = None,
+    ) -> GenerationOutput:
+        """encode_text -> sample -> decode. One prompt with several seeds, or one prompt per seed.
+
+        The official pipeline appends ``positive_suffix`` (default: the preset's, the official "pos_magic") to
+        every prompt and uses ``negative_prompt`` (default: the official "neg_magic") alone as the negative.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) not in (1, len(seeds)):
+            raise ValueError(f"give one prompt or one prompt per seed; got {len(prompts)} prompts, {len(seeds)} seeds")
+        suffix = self.preset.positive_suffix if positive_suffix is None else positive_suffix
+        negative_prompt = self.preset.negative_prompt if negative_prompt is None else negative_prompt
+        cfg = self.preset.sampler.cfg_scale if cfg_scale is None else cfg_scale
+        text = self.encode_text([prompt + suffix for prompt in prompts])
+        negative = self.encode_text([negative_prompt]) if cfg != 1.0 else None
+        latents = self.sample(
+            text,
+            list(seeds),
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            num_steps=num_steps,
+            cfg_scale=cfg,
+            shift=shift,
+            negative=negative,
+            progress=progress,
+        )
+        frames = self.decode(latents, tile_size=tile_size)
+        return GenerationOutput(
+            frames=frames,
+            latents=latents.cpu(),
+            text=text.to("cpu"),
+            negative=negative.to("cpu") if negative is not None else None,
+            seeds=list(seeds),
+            fps=self.preset.fps,
+        )

@@ -1,0 +1,22 @@
+"""Small helpers shared by the annotation tests."""
+
+from __future__ import annotations
+
+from annotation.services.judgments import FlawInput, LabelInput
+
+
+def by_position(assignment, answers: dict[int, str] | None = None, *, coverage: float = 1.0, ranks: dict[int, int] | None = None,
+                flaws: dict[int, list[FlawInput]] | None = None) -> list[LabelInput]:
+    """LabelInputs for every shown candidate: ``answers`` maps shown position -> label (others neutral)."""
+    answers, ranks, flaws = answers or {}, ranks or {}, flaws or {}
+    return [
+        LabelInput(candidate_id=cid, label=answers.get(pos, "neutral"), rank=ranks.get(pos), playback_coverage=coverage,
+                   flaws=tuple(flaws.get(pos, ())))
+        for pos, cid in enumerate(assignment.shown_order)
+    ]
+
+
+def by_candidate(assignment, answers: dict[int, str], *, coverage: float = 1.0) -> list[LabelInput]:
+    """LabelInputs naming candidates by id: ``answers`` maps candidate id -> label."""
+    return [LabelInput(candidate_id=cid, label=answers.get(cid, "neutral"), playback_coverage=coverage)
+            for cid in assignment.shown_order]

@@ -1,0 +1,258 @@
+"""Trainer tests on the tiny preset (CPU): invariants, reference handling, exact backward trick, resume, accumulation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpo.config import FlowDPOConfig
+from dpo.data import collate_pairs
+from dpo.trainer import FlowDPOTrainer, NonFiniteLossError
+
+LN2 = math.log(2.0)
+FAST = dict(beta=50.0, learning_rate=1e-4, save_steps=0, bf16=False)
+
+
+def _metrics(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _trainer(tmp_path, manifest, root, name="out", **cfg) -> FlowDPOTrainer:
+    config = FlowDPOConfig(**{**FAST, **cfg})
+    t = FlowDPOTrainer(config, manifest=manifest, init=root, out_dir=tmp_path / name, device="cpu")
+    t.setup()
+    return t
+
+
+def _batch(trainer, idx) -> dict:
+    b = collate_pairs([trainer.dataset[i] for i in idx])
+    b["draw"] = 0
+    return b
+
+
+def test_step0_loss_is_ln2_and_z_is_zero(tmp_path, tiny_root, manifest_factory):
+    trainer = _trainer(tmp_path, manifest_factory(num_pairs=2), tiny_root, max_steps=1, per_device_train_batch_size=2)
+    trainer.train()
+    m = _metrics(tmp_path / "out")[0]
+    assert m["loss"] == pytest.approx(LN2, abs=1e-6)
+    assert m["rewards/margins"] == 0.0
+    assert m["rewards/accuracies"] == 0.5
+    assert m["dpo/grad_weight"] == 0.5
+    assert m["mse/policy_chosen"] == m["mse/ref_chosen"]
+    for key in ("rewards/chosen", "rewards/rejected", "grad_norm", "learning_rate", "pairs_per_s", "step_time_s",
+                "peak_memory_gb", "round", "mse/policy_rejected", "mse/ref_rejected"):
+        assert key in m
+    assert any(k.startswith("t_bucket/") for k in m)
+
+
+def test_t_and_noise_shared_inside_a_pair(tmp_path, tiny_root, manifest_factory):
+    trainer = _trainer(tmp_path, manifest_factory(num_pairs=2), tiny_root, max_steps=1)
+    calls = []
+    ref = trainer.reference
+
+    def recording(x, t, **text):
+        calls.append((x.clone(), t.clone()))
+        return ref(x, t, **text)
+
+    trainer.reference = recording
+    batch = _batch(trainer, [0, 1])
+    trainer.step([batch])
+    x, t = calls[0]  # joint call on [chosen; rejected]
+    B = 2
+    assert torch.equal(t[:B], t[B:])
+    assert t[0] != t[1]  # different pairs draw different t
+    tt = t[:B].view(B, 1, 1, 1, 1)
+    x0_w = (x[:B] - tt * batch["latent_chosen"].float()) / (1 - tt)
+    x0_l = (x[B:] - tt * batch["latent_rejected"].float()) / (1 - tt)
+    torch.testing.assert_close(x0_w, x0_l, rtol=1e-4, atol=1e-4)  # the same noise for both members
+    assert not torch.allclose(x0_w[0], x0_w[1])  # but not across pairs
+
+
+def test_reference_unchanged_and_policy_changed(tmp_path, tiny_root, manifest_factory):
+    trainer = _trainer(tmp_path, manifest_factory(num_pairs=4), tiny_root, max_steps=3, per_device_train_batch_size=2)
+    ref_before = {k: v.clone() for k, v in trainer.reference.module.state_dict().items()}
+    pol_before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    assert all(not p.requires_grad for p in trainer.reference.parameters())
+    assert not trainer.reference.module.training
+    trainer.train()
+    for k, v in trainer.reference.module.state_dict().items():
+        assert torch.equal(v, ref_before[k]), k
+    changed = [k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, pol_before[k])]
+    assert len(changed) > 0.5 * len(pol_before)
+    assert len(trainer.optimizer.param_groups[0]["params"]) == len(list(trainer.policy.parameters()))
+
+
+def _grads(trainer) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in trainer.policy.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_memory_saving_backward_equals_joint_backward(tmp_path, tiny_root, manifest_factory, loss_type):
+    manifest = manifest_factory(num_pairs=2)
+    trainer = _trainer(tmp_path, manifest, tiny_root, max_steps=1, loss_type=loss_type, sft_weight=0.3)
+    # Move the policy away from the reference so z != 0 and the coefficients are non-trivial.
+    with torch.no_grad():
+        for p in trainer.policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    batch = _batch(trainer, [0, 1])
+    joint = trainer._micro_step(batch, scale=1.0, sync=True)
+    g_joint = _grads(trainer)
+    trainer.policy.zero_grad(set_to_none=True)
+    object.__setattr__(trainer.config, "memory_saving_backward", True)
+    split = trainer._micro_step(batch, scale=1.0, sync=True)
+    g_split = _grads(trainer)
+    assert joint.z.abs().min() > 0
+    torch.testing.assert_close(split.loss, joint.loss, rtol=1e-5, atol=1e-6)
+    assert set(g_joint) == set(g_split)
+    for k in g_joint:  # equal up to fp32 summation order (batch 2B vs two batches of B)
+        err = (g_split[k] - g_joint[k]).abs().max().item()
+        assert err <= 1e-4 * g_joint[k].abs().max().item() + 1e-9, f"{k}: max diff {err}"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, tiny_root, manifest_factory):
+    manifest = manifest_factory(num_pairs=2)
+    a = _trainer(tmp_path, manifest, tiny_root, "a", max_steps=1)
+    b = _trainer(tmp_path, manifest, tiny_root, "b", max_steps=1, gradient_checkpointing=True)
+    for t in (a, b):
+        with torch.no_grad():
+            torch.manual_seed(1)
+            for p in t.policy.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        t._micro_step(_batch(t, [0, 1]), scale=1.0, sync=True)
+    ga, gb = _grads(a), _grads(b)
+    for k in ga:
+        torch.testing.assert_close(gb[k], ga[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_resume_reproduces_the_uninterrupted_trajectory_exactly(tmp_path, tiny_root, manifest_factory):
+    manifest = manifest_factory(num_pairs=4)
+    common = dict(max_steps=6, per_device_train_batch_size=1, gradient_accumulation_steps=1, warmup_steps=2,
+                  lr_scheduler_type="linear", save_steps=0)
+    full = _trainer(tmp_path, manifest, tiny_root, "full", **common)
+    full.train()
+    reference_losses = [m["loss"] for m in _metrics(tmp_path / "full")]
+
+    # Interrupted run: stop after step 3 (saves a checkpoint), then resume in a fresh trainer.
+    first = _trainer(tmp_path, manifest, tiny_root, "resumed", **common)
+    first.callbacks.append(lambda m: first.request_stop() if m["step"] == 3 else None)
+    result = first.train()
+    assert result.stopped and result.steps == 3 and result.final_dir is None
+    assert (tmp_path / "resumed/checkpoints/step-3/trainer_state.pt").is_file()
+    status = json.loads((tmp_path / "resumed/run_status.json").read_text())
+    assert status["state"] == "stopped" and status["step"] == 3
+    first.cleanup()
+
+    second = FlowDPOTrainer(FlowDPOConfig(**{**FAST, **common}), manifest=manifest, init=tiny_root,
+                            out_dir=tmp_path / "resumed", resume=True, device="cpu")
+    second.setup()
+    assert second.global_step == 3
+    second.train()
+    resumed_losses = [m["loss"] for m in _metrics(tmp_path / "resumed")]
+    assert [m["step"] for m in _metrics(tmp_path / "resumed")] == [1, 2, 3, 4, 5, 6]
+    assert resumed_losses == reference_losses  # bit-exact
+    for k, v in full.policy.state_dict().items():
+        assert torch.equal(v, second.policy.state_dict()[k]), k
+
+
+def test_accumulation_1x4_equals_4x1(tmp_path, tiny_root, manifest_factory):
+    manifest = manifest_factory(num_pairs=4)
+    a = _trainer(tmp_path, manifest, tiny_root, "a", max_steps=2, per_device_train_batch_size=4)
+    b = _trainer(tmp_path, manifest, tiny_root, "b", max_steps=2, per_device_train_batch_size=1,
+                 gradient_accumulation_steps=4)
+    a.train()
+    b.train()
+    ma, mb = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    for x, y in zip(ma, mb, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+        assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-4)
+        assert x["rewards/margins"] == pytest.approx(y["rewards/margins"], rel=1e-4, abs=1e-5)
+    for k, v in a.policy.state_dict().items():
+        torch.testing.assert_close(b.policy.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_lora_reference_equals_base_and_adapters_merge(tmp_path, tiny_root, manifest_factory):
+    from model.checkpoint import load_dit
+
+    manifest = manifest_factory(num_pairs=2)
+    trainer = _trainer(tmp_path, manifest, tiny_root, use_lora=True, lora_r=4, lora_alpha=8,
+                       reference_mode="lora_adapters_off", max_steps=2, learning_rate=1e-2, save_steps=1,
+                       final_dtype="float32")
+    base = load_dit(tiny_root, dtype=torch.float32)
+    trainable = [n for n, p in trainer.policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    result = trainer.train()
+    batch = _batch(trainer, [0, 1])
+    x = batch["latent_chosen"].float()
+    t = torch.tensor([0.3, 0.7])
+    text = {k: batch[k] for k in ("llm_states", "llm_mask", "clip_states")}
+    with torch.no_grad():
+        ref_out = trainer.reference(x, t, **text)
+        base_out = base(x, t, **text)
+        pol_out = trainer.policy(x, t, **text)
+    torch.testing.assert_close(ref_out, base_out, rtol=0, atol=0)
+    assert not torch.allclose(pol_out, base_out)  # adapters trained
+    # final/ holds the merged DiT, strictly loadable by model/, equal to the adapted policy
+    merged = load_dit(result.final_dir, dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x, t, **text), pol_out, rtol=1e-4, atol=1e-5)
+    assert (result.final_dir / "lora_adapter/adapter_model.safetensors").is_file()
+    # the adapter checkpoint merges with the CLI helper to the same weights
+    from dpo.average import merge_lora
+
+    sd = merge_lora(tiny_root, tmp_path / "out/checkpoints/step-2/adapter")
+    for k, v in merged.state_dict().items():
+        torch.testing.assert_close(sd[k].float(), v, rtol=1e-5, atol=1e-6)
+
+
+def test_final_checkpoint_loads_strictly_into_model(tmp_path, tiny_root, manifest_factory):
+    from model.checkpoint import load_dit
+
+    trainer = _trainer(tmp_path, manifest_factory(num_pairs=2), tiny_root, max_steps=2, final_dtype="float32",
+                       save_steps=1, save_total_limit=1)
+    result = trainer.train()
+    loaded = load_dit(result.final_dir, dtype=None)  # strict by default
+    for k, v in trainer.policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    ckpts = sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir())
+    assert ckpts == ["step-2"]  # save_total_limit=1 rotated step-1 away
+    assert json.loads((tmp_path / "out/resolved_config.json").read_text())["beta"] == FAST["beta"]
+    again = FlowDPOTrainer(trainer.config, manifest=trainer.manifest, init=tiny_root, out_dir=tmp_path / "out")
+    with pytest.raises(ValueError, match="already holds checkpoints .*step-2.* resume it"):
+        again.setup()
+
+
+def test_nan_loss_stops_with_step_number_and_keeps_last_good_checkpoint(tmp_path, tiny_root, manifest_factory):
+    trainer = _trainer(tmp_path, manifest_factory(num_pairs=2), tiny_root, max_steps=5, save_steps=1)
+
+    good_reference = trainer.reference
+
+    def poison(m):  # from step 3 on, the model's output is NaN (as after an overflow)
+        if m["step"] == 2:
+            trainer.reference = lambda *a, **k: good_reference(*a, **k) * float("nan")
+
+    trainer.callbacks.append(poison)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3") as info:
+        trainer.train()
+    assert info.value.last_checkpoint == tmp_path / "out/checkpoints/step-2"
+    from model.checkpoint import load_dit
+
+    good = load_dit(info.value.last_checkpoint, dtype=None)
+    assert all(torch.isfinite(v).all() for v in good.state_dict().values())
+    status = json.loads((tmp_path / "out/run_status.json").read_text())
+    assert status["state"] == "failed" and "step 3" in status["error"]
+
+
+def test_tr_dpo_soft_sync_moves_reference(tmp_path, tiny_root, manifest_factory):
+    trainer = _trainer(tmp_path, manifest_factory(num_pairs=2), tiny_root, max_steps=2, sync_ref_model=True,
+                       ref_model_sync_steps=2, ref_model_mixup_alpha=0.25)
+    ref0 = {k: v.clone() for k, v in trainer.reference.module.state_dict().items()}
+    trainer.step([_batch(trainer, [0])])
+    assert all(torch.equal(v, ref0[k]) for k, v in trainer.reference.module.state_dict().items())
+    trainer.step([_batch(trainer, [1])])  # step 2: ref <- 0.25 * policy + 0.75 * ref
+    pol = trainer.policy.state_dict()
+    for k, v in trainer.reference.module.state_dict().items():
+        torch.testing.assert_close(v, 0.25 * pol[k] + 0.75 * ref0[k], msg=k)

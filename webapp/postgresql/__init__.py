@@ -1,0 +1,1 @@
+"""PostgreSQL backend that names ``DATABASE_URL`` when the server cannot be reached."""

@@ -1,0 +1,146 @@
+"""Settings shared by every mode; differences come from environment variables (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+
+from webapp.embedded import embedded_database_url
+from webapp.env import BASE_DIR, DATA_DIR, database_url_parse, env
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-local-development-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "django_celery_results",
+    "annotation",
+    "generation_workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+WSGI_APPLICATION = "webapp.wsgi.application"
+ASGI_APPLICATION = "webapp.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "webapp" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#databases
+# DATABASE_URL unset -> the embedded PostgreSQL (pgserver), data under VIDEODPO_DATA_DIR/postgres.
+_database_url = os.environ.get("DATABASE_URL") or embedded_database_url(DATA_DIR)
+DATABASES = {"default": database_url_parse(_database_url)}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+# https://www.django-rest-framework.org/api-guide/settings/
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+# https://drf-spectacular.readthedocs.io/en/latest/settings.html (sidecar: the docs page works offline)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Video-DPO feedback loop API",
+    "VERSION": "0.1.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "PromptSourceEnum": "annotation.models.Prompt.Source",
+        "PairSourceEnum": "annotation.models.PreferencePair.Source",
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+}
+
+# Product settings (each overridable from the environment).
+VIDEODPO = {
+    "RESERVATION_TTL_S": env.int("VIDEODPO_RESERVATION_TTL_S", default=15 * 60),
+    "MAX_PROMPT_CHARS": env.int("VIDEODPO_MAX_PROMPT_CHARS", default=2000),
+    "MEDIA_URL_TTL_S": env.int("VIDEODPO_MEDIA_URL_TTL_S", default=60 * 60),
+    "MODEL_CACHE_DIR": env("VIDEODPO_MODEL_CACHE_DIR", default=str(DATA_DIR / "model-cache")),
+    "DEVICE": env("VIDEODPO_DEVICE", default="auto"),
+    # generation workers (generation_workers/README.md)
+    "SPLIT_QUEUES": env.bool("VIDEODPO_SPLIT_QUEUES", default=False),
+    "BATCH_SEEDS": env.bool("VIDEODPO_BATCH_SEEDS", default=False),
+    "STALE_RUNNING_S": env.float("VIDEODPO_STALE_RUNNING_S", default=300.0),
+    "HEARTBEAT_S": env.float("VIDEODPO_HEARTBEAT_S", default=10.0),
+    "PROGRESS_INTERVAL_S": env.float("VIDEODPO_PROGRESS_INTERVAL_S", default=0.5),
+    # annotation quality control (annotation/conf.py)
+    "FULL_PLAYBACK_MIN_COVERAGE": env.float("VIDEODPO_FULL_PLAYBACK_MIN_COVERAGE", default=0.9),
+    "PAIR_MIN_MAJORITY": env.float("VIDEODPO_PAIR_MIN_MAJORITY", default=2 / 3),
+    "QC_MIN_GOLD": env.int("VIDEODPO_QC_MIN_GOLD", default=5),
+    "QC_MIN_GOLD_ACCURACY": env.float("VIDEODPO_QC_MIN_GOLD_ACCURACY", default=0.6),
+    "QC_MAX_POSITION_BIAS": env.float("VIDEODPO_QC_MAX_POSITION_BIAS", default=0.9),
+    "RESERVATION_LOOKAHEAD": env.int("VIDEODPO_RESERVATION_LOOKAHEAD", default=1),
+}
+
+from webapp.settings.components.celery import *  # noqa: E402,F401,F403
+from webapp.settings.components.storage import *  # noqa: E402,F401,F403
