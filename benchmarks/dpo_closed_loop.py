@@ -53,15 +53,31 @@ PROMPTS = [
 ]
 
 
-TASTE_SIGN = {"bright": 1.0, "dark": -1.0}
-_taste = {"sign": 1.0}
+def _brightness(u: torch.Tensor) -> torch.Tensor:
+    return u.mean(dim=(1, 2, 3, 4))
+
+
+def _top_lit(u: torch.Tensor) -> torch.Tensor:
+    h = u.shape[2] // 2  # (B, T, H, W, 3)
+    return u[:, :, :h].mean(dim=(1, 2, 3, 4)) - u[:, :, h:].mean(dim=(1, 2, 3, 4))
+
+
+# name -> (score on (B, T, H, W, 3) float frames, sign); each taste has its opposite as a control
+TASTES = {
+    "top-lit": (_top_lit, 1.0), "bottom-lit": (_top_lit, -1.0),
+    "bright": (_brightness, 1.0), "dark": (_brightness, -1.0),
+}
+_taste = {"name": "top-lit"}
 
 
 def taste(frames: torch.Tensor) -> torch.Tensor:
-    """The annotator's fixed taste: mean brightness of each decoded video (``--taste dark``: its negative, a control).
+    """The annotator's fixed taste, computed from the decoded uint8 frames (B, T, H, W, 3) -> (B,), higher = preferred.
 
-    frames (B, T, H, W, 3) uint8 -> (B,) score, higher = preferred."""
-    return _taste["sign"] * frames.float().mean(dim=(1, 2, 3, 4))
+    ``top-lit`` (default): prefers videos lit from above, i.e. the mean pixel value of the upper half minus that of
+    the lower half (in 1/255 units). ``bottom-lit`` is its opposite, the control. ``bright``/``dark``: mean brightness
+    (the random tiny VAE barely expresses it, see the module docstring)."""
+    fn, sign = TASTES[_taste["name"]]
+    return sign * fn(frames.float())
 
 
 class Generator:
@@ -155,11 +171,11 @@ def main() -> None:
     ap.add_argument("--num-steps", type=int, default=8, help="sampler steps")
     ap.add_argument("--cfg-scale", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--taste", choices=sorted(TASTE_SIGN), default="bright")
+    ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    _taste["sign"] = TASTE_SIGN[args.taste]
+    _taste["name"] = args.taste
     torch.manual_seed(0)
 
     from model.checkpoint import load_dit
@@ -198,15 +214,15 @@ def main() -> None:
                 print(f"{m['step']:5d} {m['loss']:7.4f} {m['rewards/accuracies']:5.2f} {m['rewards/margins']:7.3f}"
                       f" {m['dpo/grad_weight']:7.3f}")
         vs_base = evaluate(gen, policy, base, prompts, eval_seeds)
-        print(f"held-out win rate vs base: {vs_base['win_rate']:.3f} (mean brightness delta "
+        print(f"held-out win rate vs base: {vs_base['win_rate']:.3f} (mean taste delta "
               f"{vs_base['mean_taste_delta']:+.2f} /255, n={vs_base['n']})")
         tail = curve[-max(1, len(curve) // 5):]
         rounds.append({
-            "round": rnd, "pairs": data_stats["pairs"], "data_brightness_gap": round(data_stats["mean_taste_gap"], 3),
+            "round": rnd, "pairs": data_stats["pairs"], "data_taste_gap": round(data_stats["mean_taste_gap"], 3),
             "final_loss": round(sum(m["loss"] for m in tail) / len(tail), 4),
             "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3),
             "win_rate_vs_base": vs_base["win_rate"],
-            "brightness_delta_vs_base": round(vs_base["mean_taste_delta"], 3), "train_s": round(train_s, 1),
+            "taste_delta_vs_base": round(vs_base["mean_taste_delta"], 3), "train_s": round(train_s, 1),
         })
     print(json.dumps({"win_rate": rounds[-1]["win_rate_vs_base"], "rounds": rounds,
                       "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -10,18 +10,20 @@ pytestmark = pytest.mark.django_db
 
 
 def test_annotator_stats_and_round_quality():
-    rnd = RoundFactory(annotators_per_group=3, max_annotators_per_group=3, gold_rate=0.0)
+    rnd = RoundFactory(annotators_per_group=4, max_annotators_per_group=4, gold_rate=0.0)
     groups = [group_with_candidates(k=2, round=rnd) for _ in range(4)]
     gold = group_with_candidates(k=2, round=rnd, is_gold=True)
     g_good, g_bad = sorted(gold.candidates.values_list("id", flat=True))
     gold.gold_answer = {"preferred": [g_good], "non_preferred": [g_bad]}
     gold.save()
-    users = [annotator() for _ in range(3)]
-    for g in groups:
-        x, y = sorted(g.candidates.values_list("id", flat=True))
+    users = [annotator() for _ in range(4)]
+    for _ in groups:
         for i, user in enumerate(users):
             a = assignment_reserve_next(annotator=user)
-            # user 2 always prefers the first-shown video; the others always prefer x
+            x, y = sorted(a.group.candidates.values_list("id", flat=True))
+            # user 2 always prefers the first-shown video; the others always prefer the lower id, so user 0's peers
+            # (1 and 3 for x, 2 either way) lean towards x whatever order user 2 was shown
+
             labels = by_position(a, {0: "preferred", 1: "non_preferred"}) if i == 2 else by_candidate(a, {x: "preferred", y: "non_preferred"})
             judgment_submit(annotator=user, assignment_id=a.pk, outcome="labelled", labels=labels, time_spent_ms=1000 * (i + 1))
     rnd.gold_rate = 1.0
@@ -35,7 +37,7 @@ def test_annotator_stats_and_round_quality():
     assert (s0.judgments, s0.gold_n, s0.gold_accuracy) == (5, 1, 1.0)
     assert s0.median_time_s == pytest.approx(1.0)
     assert s0.mean_coverage == pytest.approx(1.0)
-    assert s0.peer_agreement is not None and s0.peer_agreement >= 0.5
+    assert (s0.peer_n, s0.peer_agreement) == (4, 1.0)
     s2 = annotator_stats(annotator_id=users[2].pk)
     assert s2.position_bias == 1.0 and s2.position_n == 4
 
