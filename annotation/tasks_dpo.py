@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from annotation import storage
@@ -158,10 +159,11 @@ def checkpoint_average_run(checkpoint_ids: list[int], name: str, actor_id: int |
         if entry.name != "transformer" and not (out / entry.name).exists():
             (out / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     uri = _publish_root(out, f"averaged-{name}")
-    checkpoint = Checkpoint.objects.create(
-        name=name, uri=uri, preset=sources[0].preset, kind=Checkpoint.Kind.AVERAGED, parent=sources[0],
-        reference=sources[0].reference, created_by_id=actor_id,
-        config={"averaged_from": [c.name for c in sources], "method": "uniform mean of DiT weights"},
-    )
-    checkpoint.averaged_from.set(sources)
+    with transaction.atomic():  # the checkpoint appears complete (with its sources) or not at all
+        checkpoint = Checkpoint.objects.create(
+            name=name, uri=uri, preset=sources[0].preset, kind=Checkpoint.Kind.AVERAGED, parent=sources[0],
+            reference=sources[0].reference, created_by_id=actor_id,
+            config={"averaged_from": [c.name for c in sources], "method": "uniform mean of DiT weights"},
+        )
+        checkpoint.averaged_from.set(sources)
     return checkpoint.id

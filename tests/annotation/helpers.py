@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from annotation.services.judgments import FlawInput, LabelInput
 
 
@@ -20,3 +22,13 @@ def by_candidate(assignment, answers: dict[int, str], *, coverage: float = 1.0) 
     """LabelInputs naming candidates by id: ``answers`` maps candidate id -> label."""
     return [LabelInput(candidate_id=cid, label=answers.get(cid, "neutral"), playback_coverage=coverage)
             for cid in assignment.shown_order]
+
+
+# Signed media links (/m/<payload>:<HMAC>) and CSRF tokens (64 random letters and digits) change on every run; by
+# chance they may spell any short word ("seed" about once in 10^4 pages), so leak checks look at the text without them.
+MEDIA_TOKEN = re.compile(r"/m/[\w:-]+")
+CSRF_TOKEN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])")
+
+
+def without_random_tokens(text: str) -> str:
+    return CSRF_TOKEN.sub("<csrf>", MEDIA_TOKEN.sub("/m/<token>", text))

@@ -3,6 +3,8 @@ seeds becomes 6 ready, playable candidates; a SIGKILLed worker's job is redone b
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -102,10 +104,16 @@ def test_sigkilled_worker_job_is_redone_without_duplicates(broker, s3_storage, s
     first = start_worker(queues="gpu", extra_env={**broker, **recovery})
     r = make_round(n_prompts=2, seeds=3, num_steps=3)
     round_generation_enqueue(round_id=r.id)
-    # kill mid-job: once a candidate is ready (objects exist) and the next one is running
-    wait_for(r.id, lambda p: p["counts"]["ready"] >= 1 and p["counts"]["running"] >= 1, workers=[first])
+    # kill mid-job: once a candidate is ready (objects exist) and the next one is running. The worker is frozen
+    # (SIGSTOP) before the running candidates are read, so that none of them can move on between the read and the kill
+    while True:
+        wait_for(r.id, lambda p: p["counts"]["ready"] >= 1 and p["counts"]["running"] >= 1, workers=[first])
+        os.killpg(first.proc.pid, signal.SIGSTOP)
+        killed = list(Candidate.objects.filter(group__round=r, status="running").values_list("id", flat=True))
+        if killed:
+            break
+        os.killpg(first.proc.pid, signal.SIGCONT)  # it finished that candidate just before the stop: try the next
     first.kill()
-    killed = list(Candidate.objects.filter(group__round=r, status="running").values_list("id", flat=True))
     assert killed, "the worker died holding a running candidate"
     time.sleep(2.5)  # the dead worker's heartbeat goes stale
 

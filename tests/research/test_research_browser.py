@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from playwright.sync_api import expect
 
 from annotation.models import Checkpoint, DPORun, Round
 from annotation.services.accounts import user_create
@@ -48,12 +49,13 @@ def test_researcher_runs_a_round_and_a_dpo_run_from_the_browser(live_server, pag
     bad.write_text("A red fox runs through snow\n" + "x" * 5000 + "\n", encoding="utf-8")
     page.set_input_files("input[type=file]", str(bad))
     page.click("button:has-text('Import')")
-    assert "1 rejected" in page.inner_text("#import-report")
+    expect(page.locator("#import-report")).to_contain_text("1 rejected")
     good = tmp_path / "good.txt"
     good.write_text("A red fox runs through snow\n一只熊猫在竹林里吃竹子\n", encoding="utf-8")
     page.set_input_files("input[type=file]", str(good))
     page.click("button:has-text('Import')")
-    assert "2 created" in page.inner_text("#import-report")
+    # the previous page's report is still there until the new page has loaded: wait for the new one's text
+    expect(page.locator("#import-report")).to_contain_text("2 created", timeout=30_000)
 
     # 2. launch a round (custom sampler: 2 steps) and watch it reach 'annotating' (htmx polling)
     page.click("text=New round")
@@ -76,6 +78,7 @@ def test_researcher_runs_a_round_and_a_dpo_run_from_the_browser(live_server, pag
     page.check(f"input[name=rounds][value='{round.id}']")
     page.fill("input[name=config_overrides]", '{"max_steps": 3, "save_steps": 3}')
     page.click("button:has-text('Validate and launch')")
+    page.wait_for_selector("#run-status")
     page.wait_for_function("document.querySelector('#run-status').textContent.trim() === 'done'", timeout=240_000)
     assert page.locator("#run-charts polyline").count() == 3
     page.screenshot(path=str(artifacts_dir / "dpo-run.png"), full_page=True)

@@ -44,13 +44,13 @@ def test_whole_annotator_flow_with_the_keyboard_only(page, live_server, media_gr
     page.keyboard.press("Enter")
     page.wait_for_selector("#submit-error .error")
     assert ERR_PLAYBACK_INCOMPLETE.split("(")[0].strip() in page.inner_text("#submit-error")
-    page.wait_for_function(ALL_PLAYED, timeout=20_000)
+    page.wait_for_function(ALL_PLAYED, timeout=60_000)
     page.evaluate("window.__marker = 'same page'")
     page.keyboard.press("Enter")
     page.wait_for_function(f"() => document.querySelector('input[name=assignment]') && document.querySelector('input[name=assignment]').value !== '{first}'")
     assert page.evaluate("window.__marker") == "same page"  # no full page reload
     # second group: all equally good, then skip -> reason by keyboard, submit
-    page.wait_for_function(ALL_PLAYED, timeout=20_000)
+    page.wait_for_function(ALL_PLAYED, timeout=60_000)
     page.keyboard.press("t")
     assert "all equally good" in page.inner_text("#status")
     page.keyboard.press("s")
@@ -70,7 +70,7 @@ def test_whole_annotator_flow_with_the_keyboard_only(page, live_server, media_gr
 def test_synchronized_playback_and_screenshot(page, live_server, media_group, artifacts_dir):
     media_group(k=4, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
     open_workbench(page, live_server, annotator())
-    page.wait_for_function("() => window.workbench && window.workbench.clock.playing && window.workbench.clock.time() > 0.5", timeout=15_000)
+    page.wait_for_function("() => window.workbench && window.workbench.clock.playing && window.workbench.clock.time() > 0.5", timeout=60_000)
     playing = page.evaluate(TIMES)
     assert spread(playing) <= FRAME, playing
     page.keyboard.press(" ")  # pause
