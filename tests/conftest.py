@@ -198,6 +198,11 @@ def start_worker(tmp_path, child_env):
         return worker
 
     assert settings.CELERY_BROKER_URL
+    # messages left by an earlier test (a killed worker's unacked job, a task whose worker was stopped) would be
+    # delivered to this test's workers and name rows that this test never created: start from empty queues
+    from webapp.celery import app
+
+    app.control.purge()
     yield start
     for worker in workers:
         worker.stop()
