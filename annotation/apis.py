@@ -13,6 +13,7 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -62,6 +63,7 @@ class GroupNextApi(APIView):
     """The caller's current group (reserving one when needed); blind: no seed, checkpoint or round."""
 
     permission_classes = [IsAuthenticated, IsAnnotator]
+    renderer_classes = [JSONRenderer]  # the annotator hot path: JSON only (no browsable-API negotiation)
 
     class OutputSerializer(serializers.Serializer):
         assignment = serializers.IntegerField(source="assignment_id")
@@ -97,6 +99,7 @@ class JudgmentSubmitApi(APIView):
     """Submit the answer for one reserved group. Repeating a submit returns the first result (200)."""
 
     permission_classes = [IsAuthenticated, IsAnnotator]
+    renderer_classes = [JSONRenderer]
 
     class InputSerializer(serializers.Serializer):
         class LabelSerializer(serializers.Serializer):

@@ -13,11 +13,17 @@ def user_roles(user: AbstractBaseUser) -> set[str]:
         return set()
     cached = getattr(user, "_roles_cache", None)
     if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))
-        if user.is_superuser:
-            cached |= {ADMIN, RESEARCHER, REVIEWER}
-        user._roles_cache = cached
+        cached = user_roles_set(user, user.groups.values_list("name", flat=True))
     return cached
+
+
+def user_roles_set(user: AbstractBaseUser, group_names) -> set[str]:
+    """Cache the user's roles from their group names (already loaded, e.g. with the API token in one query)."""
+    roles = set(group_names or ())
+    if user.is_superuser:
+        roles |= {ADMIN, RESEARCHER, REVIEWER}
+    user._roles_cache = roles
+    return roles
 
 
 def is_researcher(user) -> bool:

@@ -2,11 +2,13 @@
 
 1. Creates a fresh PostgreSQL database, migrates it, seeds ``--groups`` groups x ``--candidates`` candidates and
    ``--judgments`` historical judgments server-side (INSERT ... SELECT generate_series, no Python loop);
-2. serves the app with gunicorn (gthread workers, DEBUG off, ``webapp.settings.local`` with DJANGO_DEBUG=false);
+2. serves the app with gunicorn (gthread: one worker per core x ``--threads``, DEBUG off, ``webapp.settings.local`` with
+   DJANGO_DEBUG=false);
 3. drives it with an asyncio load generator (raw asyncio streams, HTTP/1.1 keep-alive, token auth):
    (1) one annotator, no think time; (2) ``--users`` annotators, closed loop; (3) ``--open-users`` annotators,
    open loop, one group every ``--think-s`` seconds each;
-4. checks judgments added == accepted submits and no (group, annotator) twice; prints the figures and a final JSON line.
+4. checks judgments added == accepted submits and no (group, annotator) twice; prints the figures and a final JSON line,
+   with the server CPU per cycle (gunicorn + PostgreSQL backends, from /proc: comparable on a shared machine).
 
 Quick run:  .venv/bin/python benchmarks/annotation_load.py --groups 20000 --judgments 200000 --duration 15
 Full run:   .venv/bin/python benchmarks/annotation_load.py            (100k groups x 4, 1M judgments, 60 s phases)
@@ -155,7 +157,8 @@ def make_users(args, seed_info: dict, db_url: str) -> list[str]:
 
 
 def queries_per_request(tokens: list[str]) -> dict:
-    """Queries of one next + one submit (in process, steady state: the reservations already exist)."""
+    """Queries of one next + one submit (in process, steady state: the reservations already exist), and of the next
+    that follows a submit, as in every cycle of the load phases (it reserves one more group to keep the lookahead)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from rest_framework.test import APIClient
@@ -172,6 +175,9 @@ def queries_per_request(tokens: list[str]) -> dict:
                 res = client.post("/api/judgments/submit/", submit_body(body), format="json")
                 assert res.status_code == 201, res.content
         counts[name] = len(ctx.captured_queries)
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get("/api/groups/next/").status_code == 200
+    counts["next_after_submit"] = len(ctx.captured_queries)
     return counts
 
 
@@ -303,6 +309,51 @@ async def open_loop(port: int, tokens: list[str], duration: float, think_s: floa
     return stats
 
 
+# -- server CPU per cycle (Linux /proc; PostgreSQL counted only when it runs on this machine) ------------------------------
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+class ServerCpu:
+    """CPU seconds used by the gunicorn master and workers, and by the PostgreSQL backends of the bench database."""
+
+    def __init__(self, gunicorn_pid: int, connection):
+        self.gunicorn_pid, self.connection = gunicorn_pid, connection
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        app = {pid: _proc_cpu_s(pid) for pid in [self.gunicorn_pid, *_children(self.gunicorn_pid)]}
+        with self.connection.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            db = {pid: _proc_cpu_s(pid) for (pid,) in cur.fetchall()}
+        return {"app": app, "db": db}
+
+    @staticmethod
+    def per_cycle_ms(before: dict, after: dict, cycles: int) -> dict:
+        out = {}
+        for part in ("app", "db"):
+            used = sum(t - before[part].get(pid, 0.0) for pid, t in after[part].items())
+            out[part] = round(1000 * used / max(cycles, 1), 2)
+        return out
+
+
 def summary(stats: Stats, seconds: float) -> dict:
     both = stats.next_ms + stats.submit_ms
     return {
@@ -326,7 +377,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=32, help="closed-loop annotators (saturation phase)")
     parser.add_argument("--open-users", type=int, default=1000)
     parser.add_argument("--think-s", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=4)
+    # One gunicorn process per core (a process runs Python on one core at a time), threads to overlap database waits:
+    # on 2 cores, 2 x 4 used ~25% less CPU per cycle under saturation than 4 x 4 (less GIL and context-switch churn).
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--pool", type=int, default=64, help="keep-alive connections of the open-loop generator")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
@@ -373,17 +426,21 @@ def main() -> None:
         open_tokens = tokens[1 + args.users :]
         warm = asyncio.run(closed_loop(port, single_tokens, 2.0))  # warm-up (connections, caches); counted below
         results = {}
-        t = time.monotonic()
+        cpu = ServerCpu(gunicorn.pid, connection)
+        c0, t = cpu.sample(), time.monotonic()
         s = asyncio.run(closed_loop(port, single_tokens, args.duration))
         results["single"] = summary(s, time.monotonic() - t)
+        results["single"]["server_cpu_ms_per_cycle"] = cpu.per_cycle_ms(c0, cpu.sample(), s.cycles)
         log(f"single: {results['single']}")
-        t = time.monotonic()
+        c0, t = cpu.sample(), time.monotonic()
         sat = asyncio.run(closed_loop(port, sat_tokens, args.duration))
         results["saturation"] = summary(sat, time.monotonic() - t)
+        results["saturation"]["server_cpu_ms_per_cycle"] = cpu.per_cycle_ms(c0, cpu.sample(), sat.cycles)
         log(f"saturation: {results['saturation']}")
-        t = time.monotonic()
+        c0, t = cpu.sample(), time.monotonic()
         op = asyncio.run(open_loop(port, open_tokens, args.duration, args.think_s, args.pool))
         results["open_loop"] = summary(op, time.monotonic() - t)
+        results["open_loop"]["server_cpu_ms_per_cycle"] = cpu.per_cycle_ms(c0, cpu.sample(), op.cycles)
         log(f"open loop: {results['open_loop']}")
     finally:
         os.killpg(gunicorn.pid, signal.SIGTERM)
@@ -410,6 +467,9 @@ def main() -> None:
         "open_loop_cycles_per_s": results["open_loop"]["cycles_per_s"],
         "open_loop_p95_ms": results["open_loop"]["all_ms"][95],
         "queries_per_request": qpr,
+        # server CPU (gunicorn app + PostgreSQL backends) per cycle: comparable across runs on a shared machine
+        "server_cpu_ms_per_cycle": {k: r["server_cpu_ms_per_cycle"] for k, r in results.items()},
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "accepted_submits": accepted, "judgments_added": added,
         "errors": {k: v for r in results.values() for k, v in r["errors"].items()},
         "lost_or_duplicated": lost_or_duplicated,

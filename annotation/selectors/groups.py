@@ -72,13 +72,18 @@ def _shown(assignment: Assignment, candidates: dict[int, Candidate]) -> list[Sho
 
 def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | None:
     """The page of the first reservation, with the next one's media listed for prefetching (assignments come from
-    ``assignments_for_annotator`` with group, round, prompt and prompt set already joined)."""
+    ``assignments_for_annotator`` with group, round, prompt and prompt set already joined, and their candidates as
+    ``shown_candidates``; other assignments cost one query for their candidates)."""
     if not assignments:
         return None
-    ids = [cid for a in assignments[:2] for cid in a.shown_order]
-    candidates = {
-        c.pk: c for c in Candidate.objects.filter(pk__in=ids).only("id", "poster_uri", "fps", "duration_s", "video_uri")
-    }
+    shown = assignments[:2]
+    if all(hasattr(a, "shown_candidates") for a in shown):  # read with the reservations: no query
+        candidates = {cid: c for a in shown for cid, c in a.shown_candidates.items()}
+    else:
+        ids = [cid for a in shown for cid in a.shown_order]
+        candidates = {
+            c.pk: c for c in Candidate.objects.filter(pk__in=ids).only("id", "poster_uri", "fps", "duration_s", "video_uri")
+        }
     current = assignments[0]
     group = current.group
     prompt_set: PromptSet | None = group.prompt.prompt_set

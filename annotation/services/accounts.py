@@ -40,5 +40,14 @@ def user_create(*, username: str, password: str, roles: list[str], email: str = 
 
 
 def annotator_profile_ensure(*, user) -> AnnotatorProfile:
-    profile, _ = AnnotatorProfile.objects.get_or_create(user=user, defaults={"pseudonym": pseudonym_for(user_id=user.pk)})
+    profile = getattr(user, "_annotator_profile_cache", None)
+    if profile is None:
+        profile, _ = AnnotatorProfile.objects.get_or_create(user=user, defaults={"pseudonym": pseudonym_for(user_id=user.pk)})
     return profile
+
+
+def annotator_profile_cache(*, user, profile: AnnotatorProfile | None) -> None:
+    """Remember the profile loaded with the user for this request (the API token authentication joins it), so that
+    ``annotator_profile_ensure`` needs no query. Only for a user object that lives as long as one request."""
+    if profile is not None:
+        user._annotator_profile_cache = profile

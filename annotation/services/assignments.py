@@ -13,8 +13,10 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import F, OuterRef
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from annotation.conf import conf
@@ -43,13 +45,47 @@ def candidates_servable(*, group: CandidateGroup, candidates: list[Candidate]) -
     return servable
 
 
+# The candidate fields the queue and the annotator page need, read with the group in the same query.
+_CANDIDATE_FIELDS = ("id", "status", "video_uri", "poster_uri", "fps", "duration_s", "screening_flags")
+_CANDIDATE_FLOATS = ("fps", "duration_s")
+
+
+_group_candidates_cache: dict[str, ArraySubquery] = {}
+
+
+def _group_candidates(outer_field: str) -> ArraySubquery:
+    """The candidates of the group whose id is the outer query's ``outer_field``, as a JSON array (for
+    ``_candidates_from_rows``). Built once per field: expressions are copied, never changed, when a query uses them."""
+    expression = _group_candidates_cache.get(outer_field)
+    if expression is None:
+        rows = Candidate.objects.filter(group=OuterRef(outer_field)).order_by("id")
+        expression = ArraySubquery(rows.values(row=JSONObject(**{f: f for f in _CANDIDATE_FIELDS})))
+        _group_candidates_cache[outer_field] = expression
+    return expression
+
+
+def _candidates_from_rows(rows) -> list[Candidate]:
+    out = []
+    for row in rows or ():
+        for name in _CANDIDATE_FLOATS:  # JSON carries 25.0 as 25
+            if row.get(name) is not None:
+                row[name] = float(row[name])
+        out.append(Candidate(**row))
+    return out
+
+
 def _queue(*, annotator, gold: bool):
-    already = Assignment.objects.filter(group=OuterRef("pk"), annotator=annotator)
+    # "NOT IN (the annotator's groups)", not "NOT EXISTS": PostgreSQL hashes the annotator's groups once (a hashed
+    # subplan, linear in their history). NOT EXISTS becomes an anti-join whose plan hangs on the row estimate for
+    # this annotator; with statistics older than their work (a new annotator) it rescans their assignments for every
+    # queued group, quadratic in their history (30 ms after 700 groups).
+    already = Assignment.objects.filter(annotator=annotator).values("group_id")
     qs = (
         CandidateGroup.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("round", "prompt__prompt_set")
+        .annotate(candidate_rows=_group_candidates("pk"))
         .filter(status=CandidateGroup.Status.READY, is_gold=gold, round__status__in=SERVABLE_ROUND_STATUSES)
-        .filter(~Exists(already))
+        .exclude(id__in=already)
     )
     if not gold:  # gold groups are shown to every annotator once; regular groups until their k slots are taken
         qs = qs.alias(load=F("judgments_count") + F("active_reservations")).filter(load__lt=F("target_judgments"))
@@ -68,6 +104,7 @@ def _reserve(*, annotator, group: CandidateGroup, candidates: list[Candidate], n
     assignment.save()
     CandidateGroup.objects.filter(pk=group.pk).update(active_reservations=F("active_reservations") + 1)
     group.active_reservations += 1
+    assignment.shown_candidates = {c.id: c for c in candidates}  # what the page needs, with no further query
     return assignment
 
 
@@ -82,7 +119,7 @@ def _lock_next(*, annotator, gold: bool, round_id: int | None = None) -> tuple[C
         group = qs.first()
         if group is None:
             return None
-        servable = candidates_servable(group=group, candidates=list(group.candidates.order_by("id")))
+        servable = candidates_servable(group=group, candidates=_candidates_from_rows(group.candidate_rows))
         if len(servable) >= 2:
             return group, servable
         skipped.append(group.id)
@@ -92,7 +129,11 @@ def _lock_next(*, annotator, gold: bool, round_id: int | None = None) -> tuple[C
 @transaction.atomic
 def assignment_reserve_next(*, annotator, now=None) -> Assignment | None:
     """Reserve one more group for ``annotator`` (a gold group at the round's gold rate); None when nothing is left."""
-    now = now or timezone.now()
+    return _reserve_next(annotator=annotator, now=now or timezone.now())
+
+
+def _reserve_next(*, annotator, now) -> Assignment | None:
+    """``assignment_reserve_next`` inside the caller's transaction (no savepoint: nothing here is caught and retried)."""
     found = _lock_next(annotator=annotator, gold=False)
     if found is None:
         return None
@@ -117,11 +158,14 @@ def assignments_for_annotator(*, annotator, lookahead: int | None = None, now=No
         raise AnnotatorPausedError(profile.paused_reason)
     live = list(
         Assignment.objects.select_related("group__round", "group__prompt__prompt_set")
+        .annotate(candidate_rows=_group_candidates("group_id"))
         .filter(annotator=annotator, status=Assignment.Status.RESERVED, expires_at__gt=now)
         .order_by("reserved_at", "id")[: 1 + lookahead]
     )
+    for assignment in live:
+        assignment.shown_candidates = {c.id: c for c in _candidates_from_rows(assignment.candidate_rows)}
     while len(live) < 1 + lookahead:
-        assignment = assignment_reserve_next(annotator=annotator, now=now)
+        assignment = _reserve_next(annotator=annotator, now=now)
         if assignment is None:
             break
         live.append(assignment)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotation.agreement import MODE_BEST_WORST, MODE_LABELS, MODE_RANKING
@@ -184,13 +183,28 @@ def _store(*, assignment, outcome, labels, skip_reason, time_spent_ms, tags, now
     return judgment
 
 
+def _group_count_judgment(*, group: CandidateGroup) -> None:
+    """Count the new judgment on the group and give back its reservation slot, locking the group row until the end of
+    the transaction; ``group`` gets the row's current counters and status (one statement: UPDATE ... RETURNING)."""
+    table = CandidateGroup._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET judgments_count = judgments_count + 1, "
+            "active_reservations = GREATEST(active_reservations - 1, 0) WHERE id = %s "
+            "RETURNING status, is_gold, target_judgments, active_reservations, judgments_count",
+            [group.pk],
+        )
+        (group.status, group.is_gold, group.target_judgments, group.active_reservations,
+         group.judgments_count) = cursor.fetchone()
+
+
 def _group_advance(*, group: CandidateGroup) -> None:
     """After a judgment: re-aggregate pairs; on enough judgments close the group, add an annotator, or open a review."""
-    from annotation.services.pairs import group_pairs_aggregate
+    from annotation.services.pairs import group_pairs_store
 
     if group.is_gold:
         return  # gold groups stay served (every annotator sees each once) and are scored, not aggregated
-    result = group_pairs_aggregate(group=group)
+    result = group_pairs_store(group=group)
     if group.judgments_count < group.target_judgments:
         return
     if not result.disagreement:
@@ -239,13 +253,8 @@ def judgment_submit(
         assignment=assignment, outcome=outcome, labels=labels, skip_reason=skip_reason, time_spent_ms=time_spent_ms,
         tags=tags, now=now,
     )
-    group = CandidateGroup.objects.select_for_update(of=("self",)).select_related("round").get(pk=assignment.group_id)
-    counters = {"judgments_count": F("judgments_count") + 1}
-    if group.active_reservations > 0:
-        counters["active_reservations"] = F("active_reservations") - 1
-    CandidateGroup.objects.filter(pk=group.pk).update(**counters)
-    group.judgments_count += 1
-    group.active_reservations = max(group.active_reservations - 1, 0)
+    group = assignment.group  # read with the assignment (and its round); counters and status come with the lock here
+    _group_count_judgment(group=group)
     _group_advance(group=group)
     if group.is_gold:
         from annotation.services.quality import annotator_quality_check

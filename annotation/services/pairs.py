@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db import connection, transaction
+from django.db.models import OuterRef
+from django.db.models.functions import JSONObject
 
 from annotation.agreement import Aggregate, LabelRow, aggregate, implied_pairs
 from annotation.conf import conf
@@ -10,17 +13,26 @@ from annotation.models import CandidateGroup, CandidateLabel, Judgment, Preferen
 
 
 def group_judgment_rows(*, group: CandidateGroup) -> list[tuple[int, set[tuple[int, int]], bool]]:
-    """(judgment id, implied pairs, counts) for every judgment of ``group``: two queries, bounded by the group's cap."""
-    judgments = list(Judgment.objects.filter(group=group).values_list("id", "outcome").order_by("id"))
-    labels: dict[int, list[LabelRow]] = {jid: [] for jid, _ in judgments}
-    for jid, cand, label, rank in CandidateLabel.objects.filter(judgment__group=group).values_list(
-        "judgment_id", "candidate_id", "label", "rank"
-    ):
-        labels[jid].append(LabelRow(cand, label, rank))
+    """(judgment id, implied pairs, counts) for every judgment of ``group``: one query, bounded by the group's cap.
+
+    Each judgment's labels come as an array from a correlated subquery: an index lookup per judgment whatever the
+    statistics say (a join can be planned as a scan of every label when the statistics are older than the labels)."""
+    labels = ArraySubquery(
+        CandidateLabel.objects.filter(judgment=OuterRef("pk")).values(
+            row=JSONObject(candidate="candidate_id", label="label", rank="rank")
+        )
+    )
+    rows = Judgment.objects.filter(group=group).order_by("id").values_list("id", "outcome").annotate(label_rows=labels)
     mode = group.round.annotation_mode
     return [
-        (jid, implied_pairs(outcome=outcome, mode=mode, labels=labels[jid]), outcome != Judgment.Outcome.SKIPPED)
-        for jid, outcome in judgments
+        (
+            jid,
+            implied_pairs(
+                outcome=outcome, mode=mode, labels=[LabelRow(r["candidate"], r["label"], r["rank"]) for r in label_rows]
+            ),
+            outcome != Judgment.Outcome.SKIPPED,
+        )
+        for jid, outcome, label_rows in rows
     ]
 
 
@@ -28,12 +40,31 @@ def group_judgment_rows(*, group: CandidateGroup) -> list[tuple[int, set[tuple[i
 def group_pairs_aggregate(*, group: CandidateGroup) -> Aggregate:
     """Recompute the group's human PreferencePair rows (majority direction, votes, agreement, weight) and their
     source judgments. Ties and all-bad answers produce no pair but count as annotators (lowering agreement)."""
+    return group_pairs_store(group=group)
+
+
+def group_pairs_store(*, group: CandidateGroup) -> Aggregate:
+    """``group_pairs_aggregate`` inside the caller's transaction: four statements (read the judgments; drop the stale
+    human pairs and the source links about to be rewritten; upsert the pairs; link their source judgments)."""
     result = aggregate(judgments=group_judgment_rows(group=group), min_majority=conf("PAIR_MIN_MAJORITY"))
-    human = PreferencePair.objects.filter(group=group, source=PreferencePair.Source.HUMAN)
-    keep = {(p.chosen, p.rejected) for p in result.pairs}
-    stale = [pk for pk, c, r in human.values_list("id", "chosen_id", "rejected_id") if (c, r) not in keep]
-    if stale:
-        PreferencePair.objects.filter(id__in=stale).delete()
+    through = PreferencePair.source_judgments.through
+    pair_table, link_table = PreferencePair._meta.db_table, through._meta.db_table
+    # Stale: the group's human pairs the new result does not hold (their links go with them). When the result holds
+    # pairs, the links of every pair of the group are rewritten below, so they all go (the subquery reads the pairs as
+    # they were before this statement, stale ones included). "= ANY(ARRAY(...))": an index lookup on the links.
+    doomed = f"SELECT id FROM {pair_table} WHERE group_id = %(group)s" if result.pairs else "SELECT id FROM stale"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH stale AS (DELETE FROM {pair_table} WHERE group_id = %(group)s AND source = %(human)s"
+            " AND (chosen_id, rejected_id) NOT IN (SELECT * FROM unnest(%(chosen)s::bigint[], %(rejected)s::bigint[]))"
+            f" RETURNING id) DELETE FROM {link_table} WHERE preferencepair_id = ANY(ARRAY({doomed}))",
+            {
+                "group": group.pk,
+                "human": PreferencePair.Source.HUMAN.value,
+                "chosen": [p.chosen for p in result.pairs],
+                "rejected": [p.rejected for p in result.pairs],
+            },
+        )
     if not result.pairs:
         return result
     rows = PreferencePair.objects.bulk_create(
@@ -49,8 +80,6 @@ def group_pairs_aggregate(*, group: CandidateGroup) -> Aggregate:
         unique_fields=["chosen", "rejected"],
         update_fields=["weight", "agreement", "votes_for", "votes_against", "n_annotators", "source", "updated_at"],
     )
-    through = PreferencePair.source_judgments.through
-    through.objects.filter(preferencepair__group=group).delete()
     through.objects.bulk_create(
         [
             through(preferencepair_id=row.pk, judgment_id=jid)
