@@ -172,6 +172,8 @@ def main() -> None:
     ap.add_argument("--cfg-scale", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
+    ap.add_argument("--dit-init", choices=["zero", "random"], default="zero",
+                    help="tiny base DiT: standard zero-initialised output (v = 0) or a random velocity field")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -185,7 +187,7 @@ def main() -> None:
     t_start = time.time()
     base_root = work / "base"
     if not (base_root / "transformer").is_dir():
-        write_tiny_checkpoint(base_root, seed=0)
+        write_tiny_checkpoint(base_root, seed=0, dit_zero_out=args.dit_init == "zero")
     gen = Generator(base_root, args.num_steps, args.cfg_scale, args.size)
     base = gen.base_dit
     prompts = PROMPTS[: args.prompts]

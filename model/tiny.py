@@ -175,8 +175,11 @@ def bert_state_dict(cfg: CLIPConfig, std: float = 0.02) -> dict[str, torch.Tenso
     return state
 
 
-def write_tiny_checkpoint(root: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a complete tiny model root (random weights from ``seed``) to ``root``; returns ``root``."""
+def write_tiny_checkpoint(root: str | os.PathLike, seed: int = 0, *, dit_zero_out: bool = False) -> Path:
+    """Write a complete tiny model root (random weights from ``seed``) to ``root``; returns ``root``.
+
+    ``dit_zero_out``: DiT with the standard zero-initialised AdaLN modulation and output projection (it predicts
+    v = 0, so sampling returns the initial noise) instead of a random non-trivial velocity field."""
     from model.text_encoder import StepLLM
     from model.transformer import StepVideoDiT
     from model.vae import VideoVAE
@@ -187,9 +190,10 @@ def write_tiny_checkpoint(root: str | os.PathLike, seed: int = 0) -> Path:
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        # 1. DiT (non-zero output projection so the tiny model's velocity depends on its inputs)
+        # 1. DiT: by default a non-zero output projection so the tiny model's velocity depends on its inputs;
+        #    ``dit_zero_out=True``: the standard DiT init (AdaLN modulation and output projection zero, v = 0 at start)
         dit = StepVideoDiT(preset.dit)
-        dit.init_weights(zero_out=False)
+        dit.init_weights(zero_out=dit_zero_out)
         save_dit(dit, root, preset.dit, max_shard_bytes=4 * 1024**2)
 
         # 2. VAE
