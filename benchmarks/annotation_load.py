@@ -378,7 +378,7 @@ def main() -> None:
     parser.add_argument("--open-users", type=int, default=1000)
     parser.add_argument("--think-s", type=float, default=10.0)
     # One gunicorn process per core (a process runs Python on one core at a time), threads to overlap database waits:
-    # on 2 cores, 2 x 4 used ~25% less CPU per cycle under saturation than 4 x 4 (less GIL and context-switch churn).
+    # on 2 cores, 2 x 4 used 13-25% less CPU per cycle under saturation than 4 x 4 (less GIL and context-switch churn).
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--pool", type=int, default=64, help="keep-alive connections of the open-loop generator")
