@@ -29,6 +29,8 @@ The 0.70-and-rising target is NOT reached: round 2 over-optimises (loss 0 within
 label-independent shift of latent statistics is of the order of the learned effect. See dpo/README.md.
 
     python benchmarks/dpo_closed_loop.py [--taste top-lit] [--prompts 6] [--seeds 4] [--steps 60] [--beta 500]
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -146,7 +148,7 @@ def write_round_data(gen: Generator, dit, prompts: list[str], seeds: list[int], 
 
 
 def evaluate(gen: Generator, policy, reference, prompts: list[str], seeds: list[int]) -> dict:
-    """Same initial noise (seed) for policy and reference; win = policy brighter, ties half."""
+    """Same initial noise (seed) for policy and reference; win = policy preferred by the taste, ties half."""
     wins, n, d = 0.0, 0, []
     for prompt in prompts:
         _, fp = gen.run(policy, prompt, seeds)
