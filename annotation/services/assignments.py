@@ -110,12 +110,14 @@ def _group_from_row(row, position: int) -> tuple[CandidateGroup, int]:
 
 
 def _candidates_from_rows(rows) -> list[Candidate]:
+    """Candidates as loaded from the database (``from_db``: not "adding", other fields deferred)."""
     out = []
     for row in rows or ():
         for name in _CANDIDATE_FLOATS:  # JSON carries 25.0 as 25
             if row.get(name) is not None:
                 row[name] = float(row[name])
-        out.append(Candidate(**row))
+        names = [f.attname for f in Candidate._meta.concrete_fields if f.attname in row]  # the order from_db expects
+        out.append(Candidate.from_db(connection.alias, names, [row[n] for n in names]))
     return out
 
 
