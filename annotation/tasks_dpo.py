@@ -79,14 +79,15 @@ def _publish_root(final_dir: Path, label: str) -> str:
     return storage.uri_for(prefix.rstrip("/"))
 
 
-def _train_subprocess(run: DPORun, manifest: Path, init: Path, out_dir: Path, nproc: int) -> None:
+def _train_subprocess(run: DPORun, manifest: Path, init: Path, reference: Path, out_dir: Path, nproc: int) -> None:
     """Several GPUs: ``torchrun -m dpo train`` (FSDP); metrics are read back from metrics.jsonl afterwards."""
     import json
 
     config_path = out_dir / "config.json"
     config_path.write_text(json.dumps({k: v for k, v in run.config.items() if k != "nproc_per_node"}))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "dpo", "train",
-           "--config", str(config_path), "--manifest", str(manifest), "--init", str(init), "--out", str(out_dir), "--resume"]
+           "--config", str(config_path), "--manifest", str(manifest), "--init", str(init), "--reference", str(reference),
+           "--out", str(out_dir), "--resume"]
     subprocess.run(cmd, check=True, env=dict(os.environ))
     for line in (out_dir / "metrics.jsonl").read_text().splitlines():
         dpo_run_record_metrics(run_id=run.id, metrics=json.loads(line))
@@ -98,7 +99,7 @@ def dpo_run_execute(run_id: int) -> str:
     from dpo.trainer import train
     from generation_workers.checkpoints import resolve_model_root
 
-    run = DPORun.objects.select_related("init_checkpoint").get(id=run_id)
+    run = DPORun.objects.select_related("init_checkpoint", "reference_checkpoint").get(id=run_id)
     if run.status in (DPORun.Status.DONE, DPORun.Status.FAILED, DPORun.Status.CANCELLED):
         return run.status
     if run.cancel_requested:
@@ -111,9 +112,10 @@ def dpo_run_execute(run_id: int) -> str:
         manifest = out_dir / "manifest.parquet"
         manifest_write(run=run, path=manifest)
         init = resolve_model_root(run.init_checkpoint.uri)
+        reference = resolve_model_root((run.reference_checkpoint or run.init_checkpoint).uri)
         nproc = int(run.config.get("nproc_per_node", 1))
         if nproc > 1:
-            _train_subprocess(run, manifest, init, out_dir, nproc)
+            _train_subprocess(run, manifest, init, reference, out_dir, nproc)
             final_dir, stopped, summary = out_dir / "final", False, {}
         else:
             config = FlowDPOConfig.from_dict({k: v for k, v in run.config.items() if k != "nproc_per_node"})
@@ -123,7 +125,7 @@ def dpo_run_execute(run_id: int) -> str:
                 if dpo_run_record_metrics(run_id=run_id, metrics=metrics):
                     stop.set()
 
-            result = train(config, manifest=manifest, init=init, out_dir=out_dir, resume=True,
+            result = train(config, manifest=manifest, init=init, reference=reference, out_dir=out_dir, resume=True,
                            on_metrics=on_metrics, stop_event=stop)
             final_dir, stopped, summary = result.final_dir, result.stopped, result.metrics
         if stopped:

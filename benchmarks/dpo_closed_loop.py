@@ -150,6 +150,11 @@ def write_round_data(gen: Generator, dit, prompts: list[str], seeds: list[int], 
     return manifest, {"pairs": len(rows), "mean_taste_gap": sum(gaps) / max(1, len(gaps))}
 
 
+def _concat_manifests(parts: list[Path], out: Path) -> Path:
+    out.write_text("".join(p.read_text() for p in parts))
+    return out
+
+
 def evaluate(gen: Generator, policy, reference, prompts: list[str], seeds: list[int]) -> dict:
     """Same initial noise (seed) for policy and reference; win = policy preferred by the taste, ties half."""
     wins, n, d = 0.0, 0, []
@@ -182,6 +187,10 @@ def main() -> None:
     ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
     ap.add_argument("--dit-init", choices=["zero", "random"], default="random",
                     help="tiny base DiT: standard zero-initialised output (v = 0) or a random velocity field")
+    ap.add_argument("--reference", choices=["previous", "base"], default="previous",
+                    help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
+    ap.add_argument("--data", choices=["round", "cumulative"], default="round",
+                    help="train round r on its own pairs or on the pairs of rounds 1..r")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -205,6 +214,9 @@ def main() -> None:
     for rnd in range(1, args.rounds + 1):
         train_seeds = list(range(rnd * 100, rnd * 100 + args.seeds))
         manifest, data_stats = write_round_data(gen, policy, prompts, train_seeds, rnd, work / "store")
+        if args.data == "cumulative" and rnd > 1:
+            manifest = _concat_manifests([work / "store" / f"round-{r}.jsonl" for r in range(1, rnd + 1)],
+                                         work / "store" / f"rounds-1-{rnd}.jsonl")
         config = FlowDPOConfig(beta=args.beta, learning_rate=args.lr, max_steps=args.steps,
                                per_device_train_batch_size=args.batch, save_steps=0, bf16=False, seed=rnd,
                                final_dtype="float32", round_id=rnd, warmup_steps=5,
@@ -213,7 +225,8 @@ def main() -> None:
         out = work / f"run-{rnd}"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.time()
-        result = train(config, manifest=manifest, init=policy_root, out_dir=out, on_metrics=curve.append)
+        result = train(config, manifest=manifest, init=policy_root, out_dir=out, on_metrics=curve.append,
+                       reference=base_root if args.reference == "base" else None)
         train_s = time.time() - t0
         policy_root = result.final_dir
         policy = load_dit(policy_root, dtype=torch.float32)
@@ -228,7 +241,8 @@ def main() -> None:
               f"{vs_base['mean_taste_delta']:+.2f} /255, n={vs_base['n']})")
         tail = curve[-max(1, len(curve) // 5):]
         rounds.append({
-            "round": rnd, "pairs": data_stats["pairs"], "data_taste_gap": round(data_stats["mean_taste_gap"], 3),
+            "round": rnd, "pairs": data_stats["pairs"], "trained_on": len(manifest.read_text().splitlines()),
+            "reference": "base" if args.reference == "base" or rnd == 1 else f"round-{rnd - 1} policy", "data_taste_gap": round(data_stats["mean_taste_gap"], 3),
             "final_loss": round(sum(m["loss"] for m in tail) / len(tail), 4),
             "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3),
             "win_rate_vs_base": vs_base["win_rate"],

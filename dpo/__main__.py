@@ -1,6 +1,7 @@
 """Command line: ``python -m dpo {train,average,merge-lora,validate}``.
 
-    python -m dpo train --config C.yaml --manifest pairs.parquet --init MODEL_ROOT --out DIR [--resume] [--set k=v ...]
+    python -m dpo train --config C.yaml --manifest pairs.parquet --init MODEL_ROOT --out DIR [--reference MODEL_ROOT]
+                        [--resume] [--set k=v ...]
     torchrun --nproc_per_node 8 -m dpo train ...          (DDP; FSDP2 with `fsdp: full_shard` in the config)
     python -m dpo average --out DIR CKPT1 CKPT2 ... [--base MODEL_ROOT] [--dtype bfloat16|float32]
     python -m dpo merge-lora --base MODEL_ROOT --adapter DIR/checkpoints/step-N/adapter --out OUT_ROOT
@@ -28,7 +29,8 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or config.output_dir
     if out is None:
         raise SystemExit("dpo train: --out is required (or output_dir in the config)")
-    trainer = FlowDPOTrainer(config, manifest=args.manifest, init=args.init, out_dir=out, resume=args.resume,
+    trainer = FlowDPOTrainer(config, manifest=args.manifest, init=args.init, reference=args.reference,
+                             out_dir=out, resume=args.resume,
                              progress=not args.no_progress)
     # SIGTERM (Celery revoke, k8s) / SIGINT: finish the current step, save a resumable checkpoint, exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a policy on a pair manifest")
     p.add_argument("--config", help="YAML or JSON FlowDPOConfig file")
     p.add_argument("--manifest", required=True, help="pair manifest (.parquet/.jsonl; path, file:// or s3://)")
-    p.add_argument("--init", required=True, help="model root of the starting checkpoint (= the reference)")
+    p.add_argument("--init", required=True, help="model root of the starting checkpoint")
+    p.add_argument("--reference", help="model root of the frozen reference (default: --init); e.g. a fixed base "
+                   "for a later round; needs reference_mode frozen_copy or cached and the same DiT architecture")
     p.add_argument("--out", help="run folder (metrics.jsonl, checkpoints/, final/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")

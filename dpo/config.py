@@ -22,7 +22,7 @@ from typing import Any
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 T_SAMPLING_MODES = ("uniform", "logit_normal", "shifted")
 BETA_SCHEDULES = ("constant", "derived")
-REFERENCE_MODES = ("frozen_copy", "lora_adapters_off")
+REFERENCE_MODES = ("frozen_copy", "lora_adapters_off", "cached")
 LR_SCHEDULER_TYPES = ("constant", "constant_with_warmup", "linear", "cosine")
 FSDP_MODES = ("", "full_shard")
 
@@ -38,15 +38,15 @@ LLM_ONLY_FIELDS: dict[str, str] = {
     "pad_to_multiple_of": "there is no token padding",
     "is_encoder_decoder": "the DiT is not a seq2seq LM",
     "generate_during_eval": "use the closed-loop benchmark or the app's fixed-seed comparison",
-    "precompute_ref_log_probs": "reference errors depend on the sampled (t, noise) and are computed every step",
-    "precompute_ref_batch_size": "reference errors are computed every step",
+    "precompute_ref_log_probs": "use reference_mode: cached (reference errors per pair and (t, noise) draw)",
+    "precompute_ref_batch_size": "the cached reference pass uses per_device_train_batch_size",
     "use_logits_to_keep": "there are no logits",
     "use_liger_kernel": "there are no logits",
     "tools": "there is no chat template",
     "dataset_num_proc": "the pair manifest is read directly",
     "model_init_kwargs": "the model is loaded with model.checkpoint.load_dit",
-    "ref_model_init_kwargs": "the reference is the init checkpoint",
-    "force_use_ref_model": "the reference is always used (frozen copy or adapters off)",
+    "ref_model_init_kwargs": "the reference is the init checkpoint, or the --reference model root",
+    "force_use_ref_model": "the reference is always used (frozen copy, adapters off or cached)",
     "reference_free": "Flow-DPO always needs reference errors",
     "rpo_alpha": "use sft_weight (weight of the chosen video's velocity MSE)",
     "f_divergence_type": "only the reverse-KL (standard DPO) objective is implemented",
@@ -92,8 +92,14 @@ class FlowDPOConfig:
 
     # --- reference model (TRL names for the sync fields) ---
     reference_mode: str | None = _help(
-        f"One of {REFERENCE_MODES}; default: 'lora_adapters_off' with use_lora (no second copy), else 'frozen_copy'.",
+        f"One of {REFERENCE_MODES}; default: 'lora_adapters_off' with use_lora (no second copy), else 'frozen_copy'. "
+        "'cached': the reference errors of every pair for reference_cache_draws fixed (t, noise) draws are computed "
+        "once before training (out_dir/reference_cache.safetensors) and the reference is then freed; epoch e uses "
+        "draw e mod reference_cache_draws.",
         default=None,
+    )
+    reference_cache_draws: int = _help(
+        "With reference_mode 'cached': (t, noise) draws per pair whose reference errors are precomputed.", default=4
     )
     sync_ref_model: bool = _help("TR-DPO soft sync ref <- a*policy + (1-a)*ref every ref_model_sync_steps.", default=False)
     ref_model_mixup_alpha: float = _help("TR-DPO mixup alpha a.", default=0.6)
@@ -182,6 +188,12 @@ class FlowDPOConfig:
             self.reference_mode != "lora_adapters_off" or self.use_lora,
             "reference_mode",
             "'lora_adapters_off' needs use_lora: true",
+        )
+        _check(self.reference_cache_draws >= 1, "reference_cache_draws", f"must be >= 1, got {self.reference_cache_draws}")
+        _check(
+            not (self.sync_ref_model and self.reference_mode == "cached"),
+            "sync_ref_model",
+            "a cached reference cannot be soft-synced (its errors are computed once); use reference_mode: frozen_copy",
         )
         _check(
             not (self.sync_ref_model and self.reference_mode == "lora_adapters_off"),

@@ -5,6 +5,8 @@
   ``ref <- a * policy + (1 - a) * ref`` (TRL ``SyncRefModelCallback`` semantics).
 - ``AdapterOffReference``: with LoRA (peft) the reference is the policy network with its adapters disabled, so
   there is no second copy of the 30B weights in memory.
+- ``CachedReference``: the reference errors of every pair for K fixed (t, noise) draws, computed once before
+  training (``FlowDPOTrainer._reference_cache``); no reference network stays in memory during training.
 """
 
 from __future__ import annotations
@@ -76,6 +78,45 @@ class AdapterOffReference:
 
     def soft_sync(self, policy: nn.Module, alpha: float) -> None:  # pragma: no cover - rejected by the config
         raise RuntimeError("soft sync is not defined for the adapters-off reference")
+
+
+class CachedReference:
+    """Precomputed reference errors: ``errors[i, k] = (e_ref(chosen), e_ref(rejected))`` of pair i under draw k.
+
+    ``errors`` (N, K, 2) fp32 in manifest order; ``pair_ids`` the N pair ids in the same order."""
+
+    def __init__(self, errors: torch.Tensor, pair_ids: Sequence[str]):
+        if errors.dim() != 3 or errors.shape[0] != len(pair_ids) or errors.shape[2] != 2:
+            raise ValueError(f"reference cache of shape {tuple(errors.shape)} does not match {len(pair_ids)} pairs")
+        self.errors = errors
+        self.index = {pid: i for i, pid in enumerate(pair_ids)}
+
+    @property
+    def num_draws(self) -> int:
+        return self.errors.shape[1]
+
+    def lookup(self, pair_ids: Sequence[str], draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(e_ref(w), e_ref(l)), each (B,), for the micro-batch's pairs under ``draw`` (mod K)."""
+        rows = self.errors[[self.index[pid] for pid in pair_ids], draw % self.num_draws]  # (B, 2)
+        return rows[:, 0], rows[:, 1]
+
+    def parameters(self):
+        return iter(())
+
+    def soft_sync(self, policy: nn.Module, alpha: float) -> None:  # pragma: no cover - rejected by the config
+        raise RuntimeError("soft sync is not defined for a cached reference")
+
+
+class PolicyAsReference:
+    """The policy itself under ``no_grad``: at step 0 of a fresh run it IS the reference (LoRA adapters start at
+    zero), so the cached pass needs no second copy."""
+
+    def __init__(self, policy: nn.Module):
+        self.policy = policy
+
+    @torch.no_grad()
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self.policy(*args, **kwargs)
 
 
 def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target_modules: Sequence[str]) -> nn.Module:

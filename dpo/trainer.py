@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dpo.config import FlowDPOConfig
+from dpo.config import ConfigError, FlowDPOConfig
 from dpo.data import PairDataset, ShapeBucketBatchSampler, collate_pairs, read_manifest, validate_pairs
 from dpo.lora_merge import adapter_pairs, base_state_dict, merge_lora_into
 from dpo.losses import (
@@ -50,13 +50,22 @@ from dpo.losses import (
     sample_timesteps,
     velocity_mse,
 )
-from dpo.reference import AdapterOffReference, FrozenReference, apply_lora, lora_state_dict, unwrap
+from dpo.reference import (
+    AdapterOffReference,
+    CachedReference,
+    FrozenReference,
+    PolicyAsReference,
+    apply_lora,
+    lora_state_dict,
+    unwrap,
+)
 
 logger = logging.getLogger("dpo")
 
 STATE_FILE = "trainer_state.pt"
 ADAPTER_DIR = "adapter"
 REFERENCE_FILE = "reference.safetensors"
+REFERENCE_CACHE_FILE = "reference_cache.safetensors"
 FORWARD_TEXT_KEYS = ("llm_states", "llm_mask", "clip_states")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
@@ -141,7 +150,10 @@ class FlowDPOTrainer:
     Args:
         config: the run's :class:`FlowDPOConfig`.
         manifest: pair manifest (Parquet/JSONL; local path, file:// or s3://). None only for ``step()``-driven use.
-        init: model root (or its ``transformer/`` folder) of the starting checkpoint = the reference.
+        init: model root (or its ``transformer/`` folder) of the starting checkpoint.
+        reference: model root of the frozen reference when it is not ``init`` (e.g. a fixed base for a later
+            round, design §3); needs ``reference_mode`` frozen_copy or cached and the same DiT config.
+            Default: ``init``.
         out_dir: run folder (default ``config.output_dir``).
         resume: continue from the newest ``out_dir/checkpoints/step-N`` (fresh start when there is none).
         device: default ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
@@ -156,6 +168,7 @@ class FlowDPOTrainer:
         *,
         manifest: str | os.PathLike | None = None,
         init: str | os.PathLike | None = None,
+        reference: str | os.PathLike | None = None,
         out_dir: str | os.PathLike | None = None,
         resume: bool = False,
         device: str | torch.device | None = None,
@@ -167,6 +180,15 @@ class FlowDPOTrainer:
         self.config = config
         self.manifest = None if manifest is None else str(manifest)
         self.init = None if init is None else Path(init)
+        self.reference_root = None if reference is None else Path(reference)
+        if self.reference_root is not None and self.reference_root == self.init:
+            self.reference_root = None
+        if self.reference_root is not None and config.reference_mode == "lora_adapters_off":
+            raise ConfigError(
+                f"reference {self.reference_root} differs from init {self.init}, but reference_mode "
+                "'lora_adapters_off' makes the reference the init checkpoint (adapters off); "
+                "use reference_mode: frozen_copy (or cached) for a separate reference"
+            )
         out = out_dir if out_dir is not None else config.output_dir
         if out is None:
             raise ValueError("an output folder is required (out_dir= or config.output_dir)")
@@ -219,6 +241,7 @@ class FlowDPOTrainer:
                     "latent_shapes": {str(k): len(v) for k, v in self.sampler.buckets.items()},
                     "manifest": self.manifest,
                     "init": None if self.init is None else str(self.init),
+                    "reference": str(self.reference_root or self.init),
                     "world_size": self.world_size,
                 }
                 (self.out_dir / "data_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -244,6 +267,8 @@ class FlowDPOTrainer:
 
         # 3. Policy and reference
         self._build_models(resume_dir)
+        if cfg.reference_mode == "cached":
+            self.reference = self._reference_cache(fresh=resume_dir is None)
 
         # 4. Optimizer and schedule
         self.trainable = [p for p in self.policy.parameters() if p.requires_grad]
@@ -298,6 +323,8 @@ class FlowDPOTrainer:
         # Full fine-tuning keeps fp32 master weights (bf16 autocast on CUDA); LoRA keeps the frozen base in bf16
         # on CUDA (adapters stay fp32, peft's default) so a 30B base fits one GPU.
         base_dtype = torch.bfloat16 if (cfg.use_lora and self.autocast_enabled) else torch.float32
+        self._base_dtype = base_dtype
+        reference: Any = None  # reference_mode 'cached': built after the models by _reference_cache()
         if self._given_policy is not None:
             policy = self._given_policy
             self.dit_config = self._given_dit_config or policy.cfg
@@ -316,10 +343,13 @@ class FlowDPOTrainer:
         if not self.use_fsdp:
             policy = policy.to(self.device)
 
-        # Reference BEFORE adapters/sharding: an exact copy of the starting weights.
+        # Reference BEFORE adapters/sharding: an exact copy of the starting weights, or a separate checkpoint.
         if cfg.reference_mode == "frozen_copy":
-            if resume_dir is not None and not cfg.use_lora and self._given_policy is None:
-                ref_module = load_dit(self.init, device="cpu" if self.use_fsdp else self.device, dtype=base_dtype)
+            ref_device = "cpu" if self.use_fsdp else self.device
+            if self.reference_root is not None:
+                ref_module = self._load_separate_reference(ref_device, base_dtype)
+            elif resume_dir is not None and not cfg.use_lora and self._given_policy is None:
+                ref_module = load_dit(self.init, device=ref_device, dtype=base_dtype)
             else:
                 ref_module = FrozenReference.copy_of(policy).module
             if resume_dir is not None and (resume_dir / REFERENCE_FILE).is_file():
@@ -357,6 +387,103 @@ class FlowDPOTrainer:
                 policy, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.policy, self.reference = policy, reference
+
+    # ------------------------------------------------------------------ cached reference (design §3)
+    def _reference_cache(self, fresh: bool) -> CachedReference:
+        """Reference errors of every pair for draws 0..K-1: read from ``out_dir`` when they match this run, else
+        computed (rank-strided under DDP/FSDP, summed across ranks) and written there."""
+        from safetensors.torch import load_file, save_file
+
+        cfg = self.config
+        if self.dataset is None:
+            raise ConfigError("reference_mode 'cached' needs a manifest (the cache holds one entry per pair)")
+        pair_ids = [r.pair_id for r in self.records]
+        fingerprint = json.dumps({
+            "pairs": hashlib.sha256("\n".join(f"{r.pair_id}|{r.chosen_latent_uri}|{r.rejected_latent_uri}|"
+                                              f"{r.text_embedding_uri}" for r in self.records).encode()).hexdigest(),
+            "draws": cfg.reference_cache_draws, "seed": cfg.seed, "t_sampling": cfg.t_sampling,
+            "logit_normal": [cfg.logit_normal_mean, cfg.logit_normal_std], "t_shift": cfg.t_shift,
+            "reference": str(self.reference_root or self.init), "memory_saving_backward": cfg.memory_saving_backward,
+        }, sort_keys=True)
+        path = self.out_dir / REFERENCE_CACHE_FILE
+        if path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                stored = (f.metadata() or {}).get("fingerprint")
+            if stored == fingerprint:
+                logger.info("reference errors read from %s", path)
+                return CachedReference(load_file(str(path))["errors"], pair_ids)
+            logger.warning("%s was computed for other pairs or settings; recomputing it", path)
+
+        if self.reference_root is None and fresh:
+            errors = self._reference_errors_all(PolicyAsReference(self.policy if self.use_fsdp else unwrap(self.policy)))
+        else:  # a separate reference, or a resumed policy that is no longer the reference: load it for this pass
+            if self.init is None and self.reference_root is None:
+                raise ConfigError("reference_mode 'cached' cannot rebuild its cache without an init checkpoint")
+            if self.reference_root is not None:
+                module = self._load_separate_reference("cpu" if self.use_fsdp else self.device, self._base_dtype)
+            else:
+                from model.checkpoint import load_dit
+
+                module = load_dit(self.init, device="cpu" if self.use_fsdp else self.device, dtype=self._base_dtype)
+            if self.use_fsdp:
+                self._shard(module)
+            errors = self._reference_errors_all(FrozenReference(module))
+            del module
+        if self.is_main:
+            tmp = path.with_suffix(".tmp")
+            save_file({"errors": errors.contiguous()}, str(tmp), metadata={"fingerprint": fingerprint})
+            os.replace(tmp, path)
+        self._barrier()
+        return CachedReference(errors, pair_ids)
+
+    def _reference_errors_all(self, reference: Callable) -> torch.Tensor:
+        """(N, K, 2) fp32: e_ref of chosen and rejected for every pair and draw, the same inputs as training."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        num_draws, size = cfg.reference_cache_draws, cfg.per_device_train_batch_size
+        chunks = [idx[i:i + size] for _, idx in sorted(self.sampler.buckets.items()) for i in range(0, len(idx), size)]
+        mine = chunks[self.rank::self.world_size]
+        calls = math.ceil(len(chunks) / self.world_size)  # the same on every rank (FSDP forwards are collective)
+        errors = torch.zeros(len(self.records), num_draws, 2, dtype=torch.float32)
+        joint = not cfg.memory_saving_backward
+        with tqdm(total=calls * num_draws, desc="reference cache", unit="draw", dynamic_ncols=True,
+                  disable=not (self.progress and self.is_main)) as bar:
+            for j in range(calls):
+                chunk = mine[j] if j < len(mine) else chunks[0]  # padding call on ranks with fewer chunks
+                batch = collate_pairs([self.dataset[i] for i in chunk])
+                for k in range(num_draws):
+                    t, xt_w, xt_l, v_w, v_l, text = self._inputs(batch, k)
+                    with torch.no_grad(), self._autocast():
+                        e_w, e_l = self._errors(reference, xt_w, xt_l, v_w, v_l, t, text, joint)
+                    if j < len(mine):
+                        errors[chunk, k, 0], errors[chunk, k, 1] = e_w.float().cpu(), e_l.float().cpu()
+                    bar.update(1)
+        if self.distributed:  # each entry was computed by exactly one rank
+            reduced = errors.to(self.device)
+            torch.distributed.all_reduce(reduced)
+            errors = reduced.cpu()
+        if not bool(torch.isfinite(errors).all()):
+            bad = sorted({self.records[i].pair_id for i in torch.nonzero(~torch.isfinite(errors))[:, 0].tolist()})
+            raise NonFiniteLossError(0, "reference error", None, bad[:10])
+        return errors
+
+    def _load_separate_reference(self, device: torch.device | str, dtype: torch.dtype) -> nn.Module:
+        """The reference from its own checkpoint; it must be the same architecture as the policy."""
+        from model.checkpoint import RUNTIME_FIELDS, load_dit, read_dit_config
+
+        ref_config = read_dit_config(self.reference_root)
+        diff = sorted(k for k in vars(ref_config)
+                      if k not in RUNTIME_FIELDS and getattr(ref_config, k) != getattr(self.dit_config, k, None))
+        if diff:
+            raise ConfigError(
+                f"reference {self.reference_root} is not the policy's architecture (DiT config differs in {diff}); "
+                "a reference must be a checkpoint of the same model"
+            )
+        logger.info("reference weights from %s", self.reference_root)
+        return load_dit(self.reference_root, device=device, dtype=dtype)
 
     def _shard(self, module: nn.Module) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -401,19 +528,28 @@ class FlowDPOTrainer:
             return e.chunk(2)
         return velocity_mse(model(xt_w, t, **text), v_w), velocity_mse(model(xt_l, t, **text), v_l)
 
-    def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool) -> DPOLossOutput:
+    def _inputs(self, batch: dict[str, Any], draw: int) -> tuple[torch.Tensor, ...]:
+        """t (B,), x_t and velocity targets of chosen and rejected (B, F, C, h, w), text kwargs of the DiT."""
         from model.flow import interpolate, velocity_target
 
-        cfg, dev = self.config, self.device
+        dev = self.device
         x1_w = batch["latent_chosen"].to(dev, torch.float32)  # (B, F, C, h, w)
         x1_l = batch["latent_rejected"].to(dev, torch.float32)
-        t, x0 = self._draw(batch["pair_id"], batch.get("draw", self.global_step), tuple(x1_w.shape[1:]))
+        t, x0 = self._draw(batch["pair_id"], draw, tuple(x1_w.shape[1:]))
         t, x0 = t.to(dev), x0.to(dev)
         xt_w, xt_l = interpolate(x0, x1_w, t), interpolate(x0, x1_l, t)  # same t, same x0 within each pair
         v_w, v_l = velocity_target(x0, x1_w), velocity_target(x0, x1_l)
         # The sampler (model.pipeline) calls the DiT without clip_mask (official behaviour: all 77 CLIP positions
         # attended), so training conditions the same way; clip_mask is read and validated but not passed.
         text = {k: batch[k].to(dev) for k in FORWARD_TEXT_KEYS}
+        return t, xt_w, xt_l, v_w, v_l, text
+
+    def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool) -> DPOLossOutput:
+        cfg, dev = self.config, self.device
+        draw = batch.get("draw", self.global_step)
+        if cfg.reference_mode == "cached":
+            draw %= cfg.reference_cache_draws
+        t, xt_w, xt_l, v_w, v_l, text = self._inputs(batch, draw)
         loss_kwargs = dict(
             beta=beta_per_sample(cfg.beta, t, cfg.beta_schedule),
             loss_type=cfg.loss_type,
@@ -423,8 +559,11 @@ class FlowDPOTrainer:
             t=t,
         )
         joint = not cfg.memory_saving_backward
-        with torch.no_grad(), self._autocast():
-            ref_w, ref_l = self._errors(self.reference, xt_w, xt_l, v_w, v_l, t, text, joint)
+        if isinstance(self.reference, CachedReference):
+            ref_w, ref_l = (e.to(dev) for e in self.reference.lookup(batch["pair_id"], draw))
+        else:
+            with torch.no_grad(), self._autocast():
+                ref_w, ref_l = self._errors(self.reference, xt_w, xt_l, v_w, v_l, t, text, joint)
 
         if joint:
             with self._grad_sync(sync), self._autocast():
@@ -728,7 +867,8 @@ class FlowDPOTrainer:
             if self.config.use_lora and self.last_checkpoint is not None:
                 shutil.copytree(self.last_checkpoint / ADAPTER_DIR, final / "lora_adapter")
             _link_other_components(self.init, final)
-            info = {"init": None if self.init is None else str(self.init), "steps": self.global_step,
+            info = {"init": None if self.init is None else str(self.init),
+                    "reference": str(self.reference_root or self.init), "steps": self.global_step,
                     "manifest": self.manifest, "round": self.round_id, "use_lora": self.config.use_lora,
                     "last_metrics": self.last_metrics}
             (final / "dpo_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -811,6 +951,7 @@ def train(
     manifest: str | os.PathLike,
     init: str | os.PathLike,
     out_dir: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
     resume: bool = False,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     stop_event: threading.Event | None = None,
@@ -818,7 +959,7 @@ def train(
 ) -> TrainResult:
     """Run a whole training in-process. ``on_metrics`` gets each step's metrics; setting ``stop_event`` cancels
     after the current step (a resumable checkpoint is saved; ``TrainResult.stopped`` is True)."""
-    trainer = FlowDPOTrainer(config, manifest=manifest, init=init, out_dir=out_dir, resume=resume,
+    trainer = FlowDPOTrainer(config, manifest=manifest, init=init, reference=reference, out_dir=out_dir, resume=resume,
                              callbacks=[on_metrics] if on_metrics else [], progress=progress)
     if stop_event is not None:
         trainer._stop = stop_event

@@ -39,7 +39,7 @@ LLM_TOKENIZER = "step1_chat_tokenizer.model"
 VAE_FILE = "vae/vae_v2.safetensors"
 CLIP_MODEL_DIR, CLIP_TOKENIZER_DIR = "hunyuan_clip/clip_text_encoder", "hunyuan_clip/tokenizer"
 # Runtime-only DiTConfig fields: not written to transformer/config.json.
-_RUNTIME_FIELDS = ("attention_backend", "gradient_checkpointing")
+RUNTIME_FIELDS = ("attention_backend", "gradient_checkpointing")
 # vae_v2.safetensors name -> module name (the official loader's rename).
 _VAE_RENAMES = {
     "decoder.conv_out.weight": "decoder.conv_out.conv.weight",
@@ -230,7 +230,7 @@ def save_dit(
         max_shard_bytes=max_shard_bytes,
     )
     config = {"_class_name": "StepVideoModel", "_diffusers_version": "0.31.0"}
-    config.update({k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_FIELDS})
+    config.update({k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS})
     config["use_additional_conditions"] = False
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder
@@ -243,7 +243,7 @@ def read_dit_config(root: str | os.PathLike) -> DiTConfig:
     data = json.loads(path.read_text())
     if data.get("use_additional_conditions"):
         raise CheckpointError(f"{path}: use_additional_conditions=true (TI2V conditioning) is not supported")
-    return DiTConfig.from_dict({k: v for k, v in data.items() if k not in _RUNTIME_FIELDS})
+    return DiTConfig.from_dict({k: v for k, v in data.items() if k not in RUNTIME_FIELDS})
 
 
 def load_dit(

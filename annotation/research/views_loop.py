@@ -166,9 +166,12 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             init = get_object_or_404(Checkpoint, id=int(form.get("init_checkpoint", 0)))
+            reference = (get_object_or_404(Checkpoint, id=int(form["reference_checkpoint"]))
+                         if form.get("reference_checkpoint") else None)
             overrides = json.loads(form.get("config_overrides") or "{}")
             run = dpo_run_create(
                 name=form.get("name", "").strip(), round_ids=[int(r) for r in form.getlist("rounds")], init_checkpoint=init,
+                reference_checkpoint=reference,
                 config_preset=form.get("config_preset", "tiny-cpu"), config_overrides=overrides,
                 use_lora=bool(form.get("use_lora")), min_agreement=float(form.get("min_agreement") or 0),
                 min_annotators=int(form.get("min_annotators") or 1), weighting=form.get("weighting", "agreement"),

@@ -18,10 +18,12 @@ ERR_NO_PAIRS = "No usable preference pairs: rounds {rounds}, min agreement {min_
 ERR_PAIRS_WITHOUT_LATENTS = "{n} selected pairs have candidates without stored latents (e.g. pair {example})."
 ERR_RUN_NOT_CANCELLABLE = "DPO run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NAME_TAKEN = "A DPO run named {name!r} already exists."
-ERR_REFERENCE_DIFFERS = (
-    "The trainer's frozen reference is its starting checkpoint: start the run from the reference you want "
-    "(a fixed base) or leave the reference empty."
+ERR_REFERENCE_WITH_ADAPTERS_OFF = (
+    "With LoRA and reference_mode 'lora_adapters_off' the reference is the starting checkpoint itself: leave the "
+    "reference empty or set reference_mode 'frozen_copy' (or 'cached') in the config overrides."
 )
+ERR_REFERENCE_PRESET = "The reference ({reference}) is a {ref_preset!r} checkpoint but the run starts from a {preset!r} one."
+
 
 # Trainer config presets offered in the admin (dpo.config.FlowDPOConfig field names).
 CONFIG_PRESETS: dict[str, dict] = {
@@ -63,9 +65,21 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
         raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
     if config_preset not in CONFIG_PRESETS:
         raise ValidationError({"config_preset": f"Unknown trainer preset {config_preset!r}: one of {', '.join(CONFIG_PRESETS)}."})
+    config = {**CONFIG_PRESETS[config_preset], **(config_overrides or {})}
+    if use_lora:
+        config["use_lora"] = True
+    from dpo.config import FlowDPOConfig  # torch-free validation of every field (unknown/LLM-only rejected)
+
+    try:
+        resolved = FlowDPOConfig.from_dict(config)
+    except ValueError as exc:
+        raise ValidationError({"config": str(exc)}) from exc
     reference_checkpoint = reference_checkpoint or init_checkpoint
-    if reference_checkpoint.pk != init_checkpoint.pk:
-        raise ValidationError({"reference_checkpoint": ERR_REFERENCE_DIFFERS})
+    if reference_checkpoint.pk != init_checkpoint.pk and resolved.reference_mode == "lora_adapters_off":
+        raise ValidationError({"reference_checkpoint": ERR_REFERENCE_WITH_ADAPTERS_OFF})
+    if reference_checkpoint.preset != init_checkpoint.preset:
+        raise ValidationError({"reference_checkpoint": ERR_REFERENCE_PRESET.format(
+            reference=reference_checkpoint.name, ref_preset=reference_checkpoint.preset, preset=init_checkpoint.preset)})
     for checkpoint in {init_checkpoint, reference_checkpoint}:
         checkpoint_validate(checkpoint=checkpoint)
     pairs = pairs_for_training(round_ids=round_ids, min_agreement=min_agreement, min_annotators=min_annotators)
@@ -75,15 +89,6 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     no_latent = pairs.filter(chosen__latent_uri="") | pairs.filter(rejected__latent_uri="")
     if no_latent.exists():
         raise ValidationError(ERR_PAIRS_WITHOUT_LATENTS.format(n=no_latent.count(), example=no_latent.first().id))
-    config = {**CONFIG_PRESETS[config_preset], **(config_overrides or {})}
-    if use_lora:
-        config["use_lora"] = True
-    from dpo.config import FlowDPOConfig  # torch-free validation of every field (unknown/LLM-only rejected)
-
-    try:
-        FlowDPOConfig.from_dict(config)
-    except ValueError as exc:
-        raise ValidationError({"config": str(exc)}) from exc
     run = DPORun.objects.create(
         name=name, init_checkpoint=init_checkpoint, reference_checkpoint=reference_checkpoint, created_by=actor,
         pair_filter={"round_ids": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,

@@ -11,6 +11,7 @@ import torch
 
 from dpo.config import FlowDPOConfig
 from dpo.data import collate_pairs
+from dpo.reference import CachedReference
 from dpo.trainer import FlowDPOTrainer, NonFiniteLossError
 
 LN2 = math.log(2.0)
@@ -287,3 +288,141 @@ def test_dpo_moves_samples_toward_the_chosen_side(tmp_path, tiny_dit_config, man
     with torch.no_grad():
         moved = euler_sample(lambda x, t: policy(x, t, **text), x0, timesteps(8, 1.0)) - x0  # (8, F, C, h, w)
     assert (moved.flatten(1).mean(1) > 0).all(), moved.flatten(1).mean(1)
+
+
+def _other_root(tmp_path, cfg, seed: int) -> Path:
+    from model.checkpoint import save_dit
+    from model.transformer import StepVideoDiT
+
+    torch.manual_seed(seed)
+    model = StepVideoDiT(cfg)
+    model.init_weights(zero_out=False)
+    root = tmp_path / f"other-{seed}-{cfg.num_layers}"
+    save_dit(model, root, cfg, dtype=torch.float32)
+    return root
+
+
+def test_separate_reference_is_loaded_frozen_and_recorded(tmp_path, tiny_root, tiny_dit_config, manifest_factory):
+    """A later round may keep a fixed base as reference while starting from the previous policy (design §3)."""
+    from model.checkpoint import load_dit
+
+    base = _other_root(tmp_path, tiny_dit_config, seed=7)
+    config = FlowDPOConfig(**{**FAST, "max_steps": 2, "per_device_train_batch_size": 2})
+    trainer = FlowDPOTrainer(config, manifest=manifest_factory(num_pairs=2), init=tiny_root, reference=base,
+                             out_dir=tmp_path / "out", device="cpu")
+    trainer.setup()
+    base_sd, init_sd = load_dit(base, dtype=None).state_dict(), load_dit(tiny_root, dtype=None).state_dict()
+    for k, v in trainer.reference.module.state_dict().items():
+        assert torch.equal(v, base_sd[k]), k
+    for k, v in trainer.policy.state_dict().items():
+        assert torch.equal(v, init_sd[k]), k
+    assert all(not p.requires_grad for p in trainer.reference.parameters())
+    result = trainer.run()
+    m = _metrics(tmp_path / "out")[0]
+    assert m["mse/policy_chosen"] != m["mse/ref_chosen"]  # policy != reference at step 0: z is not 0
+    assert m["loss"] != pytest.approx(LN2, abs=1e-6)
+    assert json.loads((result.final_dir / "dpo_info.json").read_text())["reference"] == str(base)
+    assert json.loads((tmp_path / "out/data_summary.json").read_text())["reference"] == str(base)
+
+
+def test_separate_reference_bad_input(tmp_path, tiny_root, tiny_dit_config, manifest_factory):
+    import dataclasses
+
+    from dpo.config import ConfigError
+
+    manifest = manifest_factory(num_pairs=2)
+    other_arch = _other_root(tmp_path, dataclasses.replace(tiny_dit_config, num_layers=1), seed=3)
+    trainer = FlowDPOTrainer(FlowDPOConfig(**{**FAST, "max_steps": 1}), manifest=manifest, init=tiny_root,
+                             reference=other_arch, out_dir=tmp_path / "a", device="cpu")
+    with pytest.raises(ConfigError, match=r"not the policy's architecture .*num_layers"):
+        trainer.setup()
+    with pytest.raises(ConfigError, match="reference_mode: frozen_copy"):
+        FlowDPOTrainer(FlowDPOConfig(**{**FAST, "max_steps": 1, "use_lora": True}), manifest=manifest,
+                       init=tiny_root, reference=other_arch, out_dir=tmp_path / "b", device="cpu")
+
+
+@pytest.mark.parametrize("use_lora", [False, True])
+def test_cached_reference_reproduces_the_live_reference_trajectory(tmp_path, tiny_root, manifest_factory, use_lora):
+    """reference_mode 'cached' (draw = epoch mod K) with K >= epochs trains exactly like the live reference."""
+    manifest = manifest_factory(num_pairs=4)
+    common = dict(max_steps=4, per_device_train_batch_size=2, use_lora=use_lora, lora_r=4, lora_alpha=4.0,
+                  learning_rate=1e-3)
+    live = _trainer(tmp_path, manifest, tiny_root, "live", **common)
+    live.train()
+    cached = _trainer(tmp_path, manifest, tiny_root, "cached", reference_mode="cached", reference_cache_draws=2,
+                      **common)
+    assert isinstance(cached.reference, CachedReference) and list(cached.reference.parameters()) == []
+    assert cached.reference.errors.shape == (4, 2, 2)
+    cached.train()
+    ml, mc = _metrics(tmp_path / "live"), _metrics(tmp_path / "cached")
+    assert mc[0]["loss"] == pytest.approx(LN2, abs=1e-6) and mc[0]["epoch"] == 0.5
+    for x, y in zip(ml, mc, strict=True):
+        for key in ("loss", "rewards/margins", "mse/ref_chosen", "mse/ref_rejected", "grad_norm"):
+            assert y[key] == pytest.approx(x[key], rel=1e-5, abs=1e-6), (x["step"], key)
+    assert ml[-1]["loss"] < LN2 - 1e-3  # it trained
+
+
+def test_cached_reference_file_is_reused_and_invalidated(tmp_path, tiny_root, tiny_dit_config, manifest_factory,
+                                                         monkeypatch):
+    from safetensors import safe_open
+
+    manifest = manifest_factory(num_pairs=2)
+    first = _trainer(tmp_path, manifest, tiny_root, "run", max_steps=2, reference_mode="cached",
+                     reference_cache_draws=3, save_steps=1)
+    cache_file = tmp_path / "run/reference_cache.safetensors"
+    with safe_open(str(cache_file), framework="pt") as f:
+        assert json.loads(f.metadata()["fingerprint"])["draws"] == 3
+    first.callbacks.append(lambda m: first.request_stop() if m["step"] == 1 else None)
+    first.train()
+    errors = first.reference.errors.clone()
+    first.cleanup()
+
+    def must_not_run(*_):
+        raise AssertionError("the cache was recomputed")
+
+    monkeypatch.setattr(FlowDPOTrainer, "_reference_errors_all", must_not_run)
+    resumed = FlowDPOTrainer(FlowDPOConfig(**{**FAST, "max_steps": 2, "reference_mode": "cached",
+                                              "reference_cache_draws": 3, "save_steps": 1}),
+                             manifest=manifest, init=tiny_root, out_dir=tmp_path / "run", resume=True, device="cpu")
+    resumed.setup()
+    assert resumed.global_step == 1 and torch.equal(resumed.reference.errors, errors)
+    resumed.cleanup()
+    monkeypatch.undo()
+
+    # another seed (other draws) on a resumed policy: the stale cache is rebuilt from the init checkpoint, not
+    # from the trained policy
+    other = FlowDPOTrainer(FlowDPOConfig(**{**FAST, "max_steps": 2, "reference_mode": "cached",
+                                            "reference_cache_draws": 3, "save_steps": 1, "seed": 5}),
+                           manifest=manifest, init=tiny_root, out_dir=tmp_path / "run", resume=True, device="cpu")
+    other.setup()
+    fresh = _trainer(tmp_path, manifest, tiny_root, "fresh", max_steps=2, reference_mode="cached",
+                     reference_cache_draws=3, seed=5)
+    assert not torch.equal(other.reference.errors, errors)
+    torch.testing.assert_close(other.reference.errors, fresh.reference.errors, rtol=1e-6, atol=1e-7)
+
+
+def test_cached_reference_with_a_separate_reference_and_bad_settings(tmp_path, tiny_root, tiny_dit_config,
+                                                                     manifest_factory):
+    from dpo.config import ConfigError
+
+    base = _other_root(tmp_path, tiny_dit_config, seed=11)
+    manifest = manifest_factory(num_pairs=2)
+    cfg = FlowDPOConfig(**{**FAST, "max_steps": 1, "reference_mode": "cached", "reference_cache_draws": 2})
+    cached = FlowDPOTrainer(cfg, manifest=manifest, init=tiny_root, reference=base, out_dir=tmp_path / "c",
+                            device="cpu")
+    cached.setup()
+    live = FlowDPOTrainer(FlowDPOConfig(**{**FAST, "max_steps": 1}), manifest=manifest, init=tiny_root,
+                          reference=base, out_dir=tmp_path / "l", device="cpu")
+    live.setup()
+    batch = _batch(live, [0, 1])
+    t, xt_w, xt_l, v_w, v_l, text = live._inputs(batch, 1)
+    e_w, e_l = live._errors(live.reference, xt_w, xt_l, v_w, v_l, t, text, joint=True)
+    torch.testing.assert_close(cached.reference.errors[:, 1, 0], e_w, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(cached.reference.errors[:, 1, 1], e_l, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ConfigError, match="sync_ref_model.*cached reference cannot be soft-synced"):
+        FlowDPOConfig(reference_mode="cached", sync_ref_model=True)
+    with pytest.raises(ConfigError, match="reference_cache_draws"):
+        FlowDPOConfig(reference_mode="cached", reference_cache_draws=0)
+    no_manifest = FlowDPOTrainer(cfg, init=tiny_root, out_dir=tmp_path / "n", device="cpu")
+    with pytest.raises(ConfigError, match="needs a manifest"):
+        no_manifest.setup()

@@ -99,6 +99,25 @@ def test_dpo_run_with_zero_pairs_is_refused(researcher, checkpoint, monkeypatch)
     assert not DPORun.objects.exists()
 
 
+def test_dpo_run_reference_choice_is_validated(researcher, checkpoint):
+    """A fixed reference different from the start needs a frozen copy and the same model preset; nothing is created."""
+    policy = Checkpoint.objects.create(name="dpo-1", uri=checkpoint.uri, preset="tiny", parent=checkpoint)
+    other = Checkpoint.objects.create(name="big", uri=checkpoint.uri, preset="stepvideo-t2v")
+    round = Round.objects.create(name="r", policy_checkpoint=policy, num_steps=2, cfg_scale=5, shift=13,
+                                 height=64, width=64, num_frames=17)
+    with pytest.raises(ValidationError, match="reference is the starting checkpoint itself"):
+        dpo_runs.dpo_run_create(name="run", round_ids=[round.id], init_checkpoint=policy,
+                                reference_checkpoint=checkpoint, use_lora=True)
+    with pytest.raises(ValidationError, match="'stepvideo-t2v' checkpoint but the run starts from a 'tiny' one"):
+        dpo_runs.dpo_run_create(name="run", round_ids=[round.id], init_checkpoint=policy, reference_checkpoint=other)
+    # LoRA with an explicit frozen copy may keep a separate reference; it then fails later only for the missing root
+    with pytest.raises(ValidationError) as info:
+        dpo_runs.dpo_run_create(name="run", round_ids=[round.id], init_checkpoint=policy, reference_checkpoint=checkpoint,
+                                use_lora=True, config_overrides={"reference_mode": "frozen_copy"})
+    assert "reference is the starting checkpoint itself" not in str(info.value)
+    assert not DPORun.objects.exists()
+
+
 def test_dpo_run_page_draws_curves_and_lineage(client, researcher, checkpoint):
     run = DPORun.objects.create(name="run-1", init_checkpoint=checkpoint, reference_checkpoint=checkpoint, progress_total=3)
     for step, loss in enumerate([0.693, 0.65, 0.61], start=1):

@@ -5,7 +5,8 @@
 Each round: generate K seeds per prompt with the current checkpoint (the same seeds every round, so the same initial
 noise) -> a scripted annotator with a fixed taste (it prefers the brighter video, judged on the decoded MP4) labels
 every group through the real assignment and judgment services -> preference pairs -> a DPO run on queue ``train`` ->
-the new checkpoint generates the next round. Prints, per round, the scripted reward (mean brightness) of fresh
+the new checkpoint generates the next round (``--reference base`` keeps the base as every run's frozen reference;
+default: each run's reference is its starting checkpoint). Prints, per round, the scripted reward (mean brightness) of fresh
 samples and the win rate against round 0 on the same (prompt, seed)."""
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ class Command(BaseCommand):
         parser.add_argument("--seeds", type=int, default=4)
         parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the tiny preset's)")
         parser.add_argument("--train-config", default="{}", help="JSON overrides of the tiny-cpu trainer preset")
+        parser.add_argument("--reference", choices=["previous", "base"], default="previous",
+                            help="reference of round r > 1: the round's starting checkpoint (on-policy) or the fixed base")
         parser.add_argument("--no-worker", action="store_true", help="use already running workers")
         parser.add_argument("--timeout", type=float, default=1800)
 
     def handle(self, *args, rounds: int, prompts: int, seeds: int, steps: int | None, train_config: str,
-               no_worker: bool, timeout: float, **options):
+               no_worker: bool, timeout: float, reference: str = "previous", **options):
         tag = uuid.uuid4().hex[:6]
         self.deadline = time.monotonic() + timeout
         reference_data_ensure()
@@ -73,6 +76,7 @@ class Command(BaseCommand):
             prompts_import(data=data, fmt="jsonl")
         prompt_ids = list(Prompt.objects.filter(is_active=True, is_held_out=False).order_by("id").values_list("id", flat=True)[:prompts])
         checkpoint = demo_checkpoint_ensure(root=Path(settings.VIDEODPO["MODEL_CACHE_DIR"]).parent / "checkpoints" / "tiny-base")
+        base_checkpoint = checkpoint
         worker = None if no_worker else self._start_worker()
         results = []
         try:
@@ -97,6 +101,7 @@ class Command(BaseCommand):
                     break
                 judged = self._annotate(annotator, round)
                 run = dpo_run_create(name=f"sim-{tag}-dpo{r + 1}", round_ids=[round.id], init_checkpoint=checkpoint,
+                                     reference_checkpoint=base_checkpoint if reference == "base" else None,
                                      config_preset="tiny-cpu", config_overrides=json.loads(train_config))
                 self.stdout.write(f"round {r}: {judged} groups judged, {run.pairs_count} pairs -> DPO run {run.name}")
                 checkpoint = self._wait_run(run).output_checkpoint
