@@ -78,6 +78,17 @@ class FlowDPOConfig:
     loss_type: str = _help(f"One of {LOSS_TYPES}.", default="sigmoid")
     label_smoothing: float = _help("cDPO/robust label-noise rate in [0, 0.5).", default=0.0)
     sft_weight: float = _help("lambda of the extra SFT term lambda * e_theta(w) (0 = off).", default=0.0)
+    prompt_dropout: float = _help(
+        "Probability that a pair is trained unconditionally: its text is replaced by null_text_embedding_uri for "
+        "chosen, rejected and reference alike (a pure function of seed, pair and draw), so classifier-free "
+        "guidance keeps working after fine-tuning. 0 = off.",
+        default=0.0,
+    )
+    null_text_embedding_uri: str | None = _help(
+        "Text-encoder outputs of the empty prompt in the stored format (path, file:// or s3://), e.g. written by "
+        "`python -m model encode-text --root MODEL_ROOT --out null.safetensors ''`. Needed when prompt_dropout > 0.",
+        default=None,
+    )
     beta_schedule: str = _help(
         "'constant' (default, VideoAlign's winner) or 'derived' (beta * t^2 in Step's convention, ablation only).",
         default="constant",
@@ -164,6 +175,9 @@ class FlowDPOConfig:
         _check_choice(self, "final_dtype", ("bfloat16", "float32"))
         _check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
         _check(self.sft_weight >= 0, "sft_weight", f"must be >= 0, got {self.sft_weight}")
+        _check(0.0 <= self.prompt_dropout < 1.0, "prompt_dropout", f"must be in [0, 1), got {self.prompt_dropout}")
+        _check(self.prompt_dropout == 0 or bool(self.null_text_embedding_uri), "null_text_embedding_uri",
+               "is required when prompt_dropout > 0 (the empty prompt's text-encoder outputs)")
         _check(self.logit_normal_std > 0, "logit_normal_std", f"must be > 0, got {self.logit_normal_std}")
         _check(self.t_shift > 0, "t_shift", f"must be > 0, got {self.t_shift}")
         _check(1 <= self.num_t_buckets <= 100, "num_t_buckets", f"must be in [1, 100], got {self.num_t_buckets}")

@@ -224,6 +224,8 @@ class FlowDPOTrainer:
             self.records = read_manifest(self.manifest)
             shapes = validate_pairs(self.records, check_values=True)
             self.dataset = PairDataset(self.records)
+            if cfg.prompt_dropout > 0:
+                self._null_text = self._load_null_text()
             self.sampler = ShapeBucketBatchSampler(
                 shapes, cfg.per_device_train_batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world_size
             )
@@ -388,6 +390,22 @@ class FlowDPOTrainer:
             )
         self.policy, self.reference = policy, reference
 
+    def _load_null_text(self) -> dict[str, torch.Tensor]:
+        """The empty prompt's text-encoder outputs, checked against the manifest's embeddings."""
+        uri = self.config.null_text_embedding_uri
+        try:
+            null = self.dataset._text(uri)
+        except Exception as exc:  # noqa: BLE001 - any read failure becomes a config error naming the file
+            raise ConfigError(f"null_text_embedding_uri {uri}: cannot read it ({exc})") from exc
+        sample = self.dataset._text(self.records[0].text_embedding_uri)
+        for key in ("llm_states", "clip_states"):
+            if null[key].shape[-1] != sample[key].shape[-1]:
+                raise ConfigError(
+                    f"null_text_embedding_uri {uri}: {key} has {null[key].shape[-1]} channels, the manifest's text "
+                    f"embeddings ({self.records[0].text_embedding_uri}) have {sample[key].shape[-1]}"
+                )
+        return dict(null)
+
     # ------------------------------------------------------------------ cached reference (design §3)
     def _reference_cache(self, fresh: bool) -> CachedReference:
         """Reference errors of every pair for draws 0..K-1: read from ``out_dir`` when they match this run, else
@@ -404,6 +422,7 @@ class FlowDPOTrainer:
             "draws": cfg.reference_cache_draws, "seed": cfg.seed, "t_sampling": cfg.t_sampling,
             "logit_normal": [cfg.logit_normal_mean, cfg.logit_normal_std], "t_shift": cfg.t_shift,
             "reference": str(self.reference_root or self.init), "memory_saving_backward": cfg.memory_saving_backward,
+            "prompt_dropout": [cfg.prompt_dropout, cfg.null_text_embedding_uri],
         }, sort_keys=True)
         path = self.out_dir / REFERENCE_CACHE_FILE
         if path.is_file():
@@ -453,8 +472,8 @@ class FlowDPOTrainer:
                   disable=not (self.progress and self.is_main)) as bar:
             for j in range(calls):
                 chunk = mine[j] if j < len(mine) else chunks[0]  # padding call on ranks with fewer chunks
-                batch = collate_pairs([self.dataset[i] for i in chunk])
                 for k in range(num_draws):
+                    batch = self._collate(chunk, k)
                     t, xt_w, xt_l, v_w, v_l, text = self._inputs(batch, k)
                     with torch.no_grad(), self._autocast():
                         e_w, e_l = self._errors(reference, xt_w, xt_l, v_w, v_l, t, text, joint)
@@ -650,9 +669,23 @@ class FlowDPOTrainer:
             self.epoch += 1
             self.batch_pos = 0
             return self._next_micro_batch()
-        batch = collate_pairs([self.dataset[i] for i in self._epoch_batches[self.batch_pos]])
-        batch["draw"] = self.epoch  # each pair is drawn once per epoch
+        draw = self.epoch  # each pair is drawn once per epoch
+        if self.config.reference_mode == "cached":
+            draw %= self.config.reference_cache_draws
+        batch = self._collate(self._epoch_batches[self.batch_pos], draw)
         self.batch_pos += 1
+        return batch
+
+    def _collate(self, indices: list[int], draw: int) -> dict[str, Any]:
+        """A micro-batch of pairs; with prompt_dropout, the dropped pairs' text is the null embedding."""
+        items = [self.dataset[i] for i in indices]
+        p = self.config.prompt_dropout
+        if p > 0:
+            for item in items:
+                if _pair_seed(self.config.seed, f"{item['pair_id']}/prompt-dropout", draw) / 2.0**63 < p:
+                    item.update(self._null_text)
+        batch = collate_pairs(items)
+        batch["draw"] = draw
         return batch
 
     # ------------------------------------------------------------------ train

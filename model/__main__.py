@@ -1,4 +1,6 @@
-"""``python -m model info --preset NAME [--json]`` and ``python -m model make-tiny --out DIR [--seed 0]``."""
+"""``python -m model info --preset NAME [--json]``, ``python -m model make-tiny --out DIR [--seed 0]`` and
+``python -m model encode-text --root MODEL_ROOT --preset NAME --out FILE TEXT`` (text-encoder outputs in the stored
+format, e.g. of the empty prompt for the DPO trainer's prompt dropout)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny", help="write a complete tiny model root (random weights) in the official layout")
     tiny.add_argument("--out", required=True, help="output folder (the model root)")
     tiny.add_argument("--seed", type=int, default=0)
+    enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
+    enc.add_argument("--root", required=True, help="model root with the text encoders")
+    enc.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
+    enc.add_argument("--out", required=True, help="output .safetensors file")
+    enc.add_argument("text", help="the prompt, verbatim ('' for the empty prompt used by prompt dropout)")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -30,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("\n")
         else:
             print(format_table(args.preset, data))
+        return 0
+    if args.command == "encode-text":
+        from model.pipeline import write_text_embedding_file
+
+        size = write_text_embedding_file(args.root, args.text, args.out, preset=args.preset)
+        print(f"wrote {args.out} ({size} bytes) for {args.text!r}")
         return 0
     if args.command == "make-tiny":
         from model.tiny import write_tiny_checkpoint

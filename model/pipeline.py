@@ -244,3 +244,20 @@ class StepVideoPipeline:
             seeds=list(seeds),
             fps=self.preset.fps,
         )
+
+
+def write_text_embedding_file(root: str | os.PathLike, text: str, out: str | os.PathLike, *, preset: str = "tiny",
+                              device: torch.device | str = "cpu") -> int:
+    """Encode ``text`` verbatim with the root's text encoders and write it in the stored format (contracts.md),
+    e.g. the empty prompt for the DPO trainer's prompt dropout. Returns the file size in bytes."""
+    from model.text_encoder import text_embeddings_to_bytes
+
+    root, spec, device = Path(root), get_preset(preset), torch.device(device)
+    llm_cfg = read_step_llm_config(root) if (root / "step_llm" / "config.json").is_file() else spec.step_llm
+    encoders = TextEncoders.from_pretrained(root, device=device, llm_dtype=_default_dtype(device), llm_cfg=llm_cfg,
+                                            clip_max_length=spec.clip.max_length)
+    data = text_embeddings_to_bytes(encoders.encode([text]), version=f"{spec.name}:{root.name}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return len(data)

@@ -319,3 +319,44 @@ class TextEncoders(nn.Module):
                     "prompt truncated to %d Step-LLM tokens: %.60r...", self.llm_tokenizer.cfg.max_length - 2, prompt
                 )
         return TextEmbeddings(llm_states, llm_mask, clip_states, clip_mask, truncated, clip_truncated)
+
+
+def text_embeddings_to_bytes(emb, *, version: str) -> bytes:
+    """Batch-1 TextEmbeddings -> the stored format (contracts.md): bf16 states, int8 masks, string metadata."""
+    from safetensors.torch import save
+
+    if len(emb) != 1:
+        raise ValueError(f"store one prompt's embeddings at a time, got batch {len(emb)}")
+    tensors = {
+        "llm_states": emb.llm_states[0].detach().to("cpu", torch.bfloat16).contiguous(),  # (L, C_llm)
+        "llm_mask": emb.llm_mask[0].detach().to("cpu", torch.int8).contiguous(),  # (L,)
+        "clip_states": emb.clip_states[0].detach().to("cpu", torch.bfloat16).contiguous(),  # (77, C_clip)
+        "clip_mask": emb.clip_mask[0].detach().to("cpu", torch.int8).contiguous(),  # (77,)
+    }
+    metadata = {
+        "encoder_version": version,
+        "truncated": "true" if emb.truncated and emb.truncated[0] else "false",
+        "clip_truncated": "true" if getattr(emb, "clip_truncated", None) and emb.clip_truncated[0] else "false",
+    }
+    return save(tensors, metadata=metadata)
+
+
+def text_embeddings_from_bytes(data: bytes):
+    """The stored format -> batch-1 TextEmbeddings (fp32 states from bf16, bool masks) and its metadata."""
+    import tempfile
+
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    tensors = load(data)
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as fh:  # metadata needs safe_open
+        fh.write(data)
+        fh.flush()
+        with safe_open(fh.name, framework="pt") as f:
+            metadata = f.metadata() or {}
+    emb = TextEmbeddings(
+        tensors["llm_states"].float()[None], tensors["llm_mask"].bool()[None],
+        tensors["clip_states"].float()[None], tensors["clip_mask"].bool()[None],
+        [metadata.get("truncated") == "true"], [metadata.get("clip_truncated") == "true"],
+    )
+    return emb, metadata

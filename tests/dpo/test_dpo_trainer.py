@@ -426,3 +426,52 @@ def test_cached_reference_with_a_separate_reference_and_bad_settings(tmp_path, t
     no_manifest = FlowDPOTrainer(cfg, init=tiny_root, out_dir=tmp_path / "n", device="cpu")
     with pytest.raises(ConfigError, match="needs a manifest"):
         no_manifest.setup()
+
+
+def test_prompt_dropout_uses_the_null_embedding_per_pair_and_draw(tmp_path, tiny_root, tiny_dit_config,
+                                                                   manifest_factory):
+    from dpo.config import ConfigError
+    from model.__main__ import main as model_cli
+    from tests.dpo.conftest import write_text_embedding
+
+    null = tmp_path / "null.safetensors"
+    write_text_embedding(null, tiny_dit_config, seed=999, llm_len=5)
+    manifest = manifest_factory(num_pairs=16, num_prompts=4)
+    trainer = _trainer(tmp_path, manifest, tiny_root, max_steps=1, prompt_dropout=0.5,
+                       null_text_embedding_uri=str(null), reference_mode="cached", reference_cache_draws=2)
+    null_llm = trainer._null_text["llm_states"]
+    dropped = {}
+    for draw in (0, 1):
+        batch = trainer._collate(list(range(16)), draw)
+        dropped[draw] = [torch.equal(batch["llm_states"][j, :5], null_llm)
+                         and torch.equal(batch["llm_mask"][j, :5], trainer._null_text["llm_mask"])
+                         and not batch["llm_mask"][j, 5:].any() for j in range(16)]
+        again = trainer._collate(list(range(16)), draw)
+        assert torch.equal(again["llm_states"], batch["llm_states"])  # a pure function of (seed, pair, draw)
+        assert 3 <= sum(dropped[draw]) <= 13
+    assert dropped[0] != dropped[1]
+    trainer.train()  # the cached reference saw the same dropped prompts: step 0 is exactly ln 2
+    assert _metrics(tmp_path / "out")[0]["loss"] == pytest.approx(LN2, abs=1e-6)
+
+    with pytest.raises(ConfigError, match="'null_text_embedding_uri' is required when prompt_dropout"):
+        FlowDPOConfig(prompt_dropout=0.1)
+    with pytest.raises(ConfigError, match="prompt_dropout"):
+        FlowDPOConfig(prompt_dropout=1.0, null_text_embedding_uri=str(null))
+    with pytest.raises(ConfigError, match="missing.safetensors: cannot read it"):
+        _trainer(tmp_path, manifest, tiny_root, "b", max_steps=1, prompt_dropout=0.1,
+                 null_text_embedding_uri=str(tmp_path / "missing.safetensors"))
+    # the CLI writes the empty prompt of a real model root; its widths must match the manifest's embeddings
+    from model.tiny import write_tiny_checkpoint
+
+    root = write_tiny_checkpoint(tmp_path / "tiny-full", seed=1)
+    assert model_cli(["encode-text", "--root", str(root), "--out", str(tmp_path / "empty.safetensors"), ""]) == 0
+    cfg_llm, cfg_clip = tiny_dit_config.caption_channels
+    empty = trainer.dataset._text(str(tmp_path / "empty.safetensors"))
+    assert empty["llm_states"].shape[-1] == cfg_llm and empty["clip_states"].shape[-1] == cfg_clip
+    wide = tmp_path / "wide.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({**{k: v for k, v in empty.items()}, "llm_states": torch.zeros(4, cfg_llm + 1, dtype=torch.bfloat16),
+               "llm_mask": torch.ones(4, dtype=torch.int8), "clip_mask": empty["clip_mask"].to(torch.int8)}, str(wide))
+    with pytest.raises(ConfigError, match="llm_states has .* channels"):
+        _trainer(tmp_path, manifest, tiny_root, "c", max_steps=1, prompt_dropout=0.1, null_text_embedding_uri=str(wide))
