@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--beta", type=float, default=500.0)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--loss-type", default="sigmoid", help="sigmoid|hinge|ipo|robust (dpo.config.LOSS_TYPES)")
     ap.add_argument("--sft-weight", type=float, default=0.0, help="lambda of the SFT term on the chosen video")
     ap.add_argument("--t-sampling", default="uniform", help="training t density (uniform|logit_normal|shifted)")
     ap.add_argument("--t-shift", type=float, default=3.0)
@@ -220,7 +221,8 @@ def main() -> None:
         config = FlowDPOConfig(beta=args.beta, learning_rate=args.lr, max_steps=args.steps,
                                per_device_train_batch_size=args.batch, save_steps=0, bf16=False, seed=rnd,
                                final_dtype="float32", round_id=rnd, warmup_steps=5,
-                               t_sampling=args.t_sampling, t_shift=args.t_shift, sft_weight=args.sft_weight)
+                               t_sampling=args.t_sampling, t_shift=args.t_shift, sft_weight=args.sft_weight,
+                               loss_type=args.loss_type)
         curve = []
         out = work / f"run-{rnd}"
         shutil.rmtree(out, ignore_errors=True)

@@ -437,6 +437,12 @@ class FlowDPOTrainer:
 
         if self.reference_root is None and fresh:
             errors = self._reference_errors_all(PolicyAsReference(self.policy if self.use_fsdp else unwrap(self.policy)))
+            if self.use_fsdp:  # FSDP2 keeps the root unsharded after a forward; the optimizer needs the shards
+                from torch.distributed.fsdp import FSDPModule
+
+                for module in self.policy.modules():
+                    if isinstance(module, FSDPModule):
+                        module.reshard()
         else:  # a separate reference, or a resumed policy that is no longer the reference: load it for this pass
             if self.init is None and self.reference_root is None:
                 raise ConfigError("reference_mode 'cached' cannot rebuild its cache without an init checkpoint")

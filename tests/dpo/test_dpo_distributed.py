@@ -27,13 +27,17 @@ def _torchrun(tmp_path, tiny_root, manifest, name: str, nproc: int, extra: list[
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-cached"])
 def test_two_process_gloo_equals_one_process(tmp_path, tiny_root, manifest_factory, mode):
-    """2 ranks x 1 pair == 1 rank x 2 pairs (same pairs, same per-pair t/noise): same losses and weights."""
+    """2 ranks x 1 pair == 1 rank x 2 pairs (same pairs, same per-pair t/noise): same losses and weights.
+    fsdp-cached: the 2-rank run precomputes its reference errors (rank-strided, an odd number of pairs so one
+    rank pads) and then trains without a reference network; it must still equal the 1-rank live reference."""
     from model.checkpoint import load_dit
 
-    manifest = manifest_factory(num_pairs=4)
-    extra = ["--set", "fsdp=full_shard"] if mode == "fsdp" else []
+    manifest = manifest_factory(num_pairs=5 if mode == "fsdp-cached" else 4)
+    extra = ["--set", "fsdp=full_shard"] if mode.startswith("fsdp") else []
+    if mode == "fsdp-cached":
+        extra += ["--set", "reference_mode=cached", "--set", "reference_cache_draws=2"]
     two = _torchrun(tmp_path, tiny_root, manifest, "two", 2, ["--set", "per_device_train_batch_size=1", *extra])
     one = _torchrun(tmp_path, tiny_root, manifest, "one", 1, ["--set", "per_device_train_batch_size=1",
                                                                "--set", "gradient_accumulation_steps=2"])
