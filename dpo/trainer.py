@@ -327,6 +327,9 @@ class FlowDPOTrainer:
         base_dtype = torch.bfloat16 if (cfg.use_lora and self.autocast_enabled) else torch.float32
         self._base_dtype = base_dtype
         reference: Any = None  # reference_mode 'cached': built after the models by _reference_cache()
+        if self.use_fsdp and not cfg.use_lora and self._given_policy is None:
+            self._build_models_fsdp(resume_dir)
+            return
         if self._given_policy is not None:
             policy = self._given_policy
             self.dit_config = self._given_dit_config or policy.cfg
@@ -337,7 +340,7 @@ class FlowDPOTrainer:
             source = self.init
             if resume_dir is not None and not cfg.use_lora:
                 source = resume_dir  # exact fp32 weights of the checkpoint
-            # Under FSDP every rank reads the weights to host memory and fully_shard moves only its shard to the GPU.
+            # FSDP + LoRA: every rank reads the (frozen, bf16) base to host memory; fully_shard keeps its shard.
             load_device = "cpu" if self.use_fsdp else self.device
             policy = load_dit(source, device=load_device, dtype=base_dtype)
             if source != self.init:
@@ -389,6 +392,52 @@ class FlowDPOTrainer:
                 policy, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.policy, self.reference = policy, reference
+
+    def _build_models_fsdp(self, resume_dir: Path | None) -> None:
+        """FSDP full fine-tuning: every rank builds the DiT on the meta device and shards it; only rank 0 reads
+        weights from disk and ``set_model_state_dict`` broadcasts them shard by shard (host memory: one full copy
+        on rank 0 at a time, instead of one per rank)."""
+        from model.checkpoint import load_dit, read_dit_config
+
+        cfg = self.config
+        if self.init is None:
+            raise ValueError("init (a model root) is required")
+        self.dit_config = read_dit_config(self.init)
+        source = resume_dir if resume_dir is not None else self.init  # a checkpoint holds exact fp32 weights
+        policy = self._fsdp_load(lambda: load_dit(source, device="cpu", dtype=torch.float32).state_dict())
+        policy.requires_grad_(True)
+        reference = None
+        if cfg.reference_mode == "frozen_copy":
+            if resume_dir is not None and (resume_dir / REFERENCE_FILE).is_file():  # a soft-synced reference
+                from safetensors.torch import load_file
+
+                state = lambda: load_file(str(resume_dir / REFERENCE_FILE), device="cpu")  # noqa: E731
+            elif self.reference_root is not None:
+                self._check_reference_architecture()
+                state = lambda: load_dit(self.reference_root, device="cpu", dtype=torch.float32).state_dict()  # noqa: E731
+            else:
+                state = lambda: load_dit(self.init, device="cpu", dtype=torch.float32).state_dict()  # noqa: E731
+            reference = FrozenReference(self._fsdp_load(state))
+        _find_dit(policy).gradient_checkpointing = cfg.gradient_checkpointing
+        policy.train()
+        self.policy, self.reference = policy, reference
+
+    def _fsdp_load(self, read_state: Callable[[], dict[str, torch.Tensor]]) -> nn.Module:
+        """A sharded DiT whose weights come from ``read_state()``, called on rank 0 only."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        from model.transformer import StepVideoDiT
+
+        with torch.device("meta"):
+            module = StepVideoDiT(self.dit_config)
+        self._shard(module)
+        module.to_empty(device=self.device)
+        state = read_state() if self.is_main else {}
+        if self.is_main:
+            logger.info("rank 0 read %d tensors; broadcasting them to %d ranks' shards", len(state), self.world_size)
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        del state
+        return module
 
     def _load_null_text(self) -> dict[str, torch.Tensor]:
         """The empty prompt's text-encoder outputs, checked against the manifest's embeddings."""
@@ -446,14 +495,17 @@ class FlowDPOTrainer:
         else:  # a separate reference, or a resumed policy that is no longer the reference: load it for this pass
             if self.init is None and self.reference_root is None:
                 raise ConfigError("reference_mode 'cached' cannot rebuild its cache without an init checkpoint")
-            if self.reference_root is not None:
-                module = self._load_separate_reference("cpu" if self.use_fsdp else self.device, self._base_dtype)
-            else:
-                from model.checkpoint import load_dit
+            from model.checkpoint import load_dit
 
-                module = load_dit(self.init, device="cpu" if self.use_fsdp else self.device, dtype=self._base_dtype)
-            if self.use_fsdp:
-                self._shard(module)
+            root = self.reference_root or self.init
+            if self.reference_root is not None:
+                self._check_reference_architecture()
+            if self.use_fsdp and not cfg.use_lora:  # rank 0 reads, the shards are broadcast
+                module = self._fsdp_load(lambda: load_dit(root, device="cpu", dtype=torch.float32).state_dict())
+            else:
+                module = load_dit(root, device="cpu" if self.use_fsdp else self.device, dtype=self._base_dtype)
+                if self.use_fsdp:
+                    self._shard(module)
             errors = self._reference_errors_all(FrozenReference(module))
             del module
         if self.is_main:
@@ -497,7 +549,14 @@ class FlowDPOTrainer:
 
     def _load_separate_reference(self, device: torch.device | str, dtype: torch.dtype) -> nn.Module:
         """The reference from its own checkpoint; it must be the same architecture as the policy."""
-        from model.checkpoint import RUNTIME_FIELDS, load_dit, read_dit_config
+        from model.checkpoint import load_dit
+
+        self._check_reference_architecture()
+        logger.info("reference weights from %s", self.reference_root)
+        return load_dit(self.reference_root, device=device, dtype=dtype)
+
+    def _check_reference_architecture(self) -> None:
+        from model.checkpoint import RUNTIME_FIELDS, read_dit_config
 
         ref_config = read_dit_config(self.reference_root)
         diff = sorted(k for k in vars(ref_config)
@@ -507,8 +566,6 @@ class FlowDPOTrainer:
                 f"reference {self.reference_root} is not the policy's architecture (DiT config differs in {diff}); "
                 "a reference must be a checkpoint of the same model"
             )
-        logger.info("reference weights from %s", self.reference_root)
-        return load_dit(self.reference_root, device=device, dtype=dtype)
 
     def _shard(self, module: nn.Module) -> None:
         from torch.distributed.device_mesh import init_device_mesh

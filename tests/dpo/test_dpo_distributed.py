@@ -14,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _torchrun(tmp_path, tiny_root, manifest, name: str, nproc: int, extra: list[str]) -> Path:
+def _torchrun(tmp_path, tiny_root, manifest, name: str, nproc: int, extra: list[str], logs: list | None = None) -> Path:
     out = tmp_path / name
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "dpo",
@@ -23,6 +23,8 @@ def _torchrun(tmp_path, tiny_root, manifest, name: str, nproc: int, extra: list[
            "--set", "save_steps=0", "--set", "final_dtype=float32", *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if logs is not None:
+        logs.append(proc.stdout + proc.stderr)
     return out
 
 
@@ -52,3 +54,26 @@ def test_two_process_gloo_equals_one_process(tmp_path, tiny_root, manifest_facto
     w2, w1 = load_dit(two / "final", dtype=None).state_dict(), load_dit(one / "final", dtype=None).state_dict()
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+def test_fsdp_reads_weights_on_rank0_only_and_resumes_exactly(tmp_path, tiny_root, manifest_factory):
+    """FSDP full fine-tuning: one rank reads each checkpoint (policy, reference) and broadcasts the shards; a run
+    stopped after step 1 and resumed equals the uninterrupted run."""
+    from model.checkpoint import load_dit
+
+    manifest = manifest_factory(num_pairs=4)
+    common = ["--set", "per_device_train_batch_size=1", "--set", "fsdp=full_shard", "--set", "save_steps=1"]
+    logs: list[str] = []
+    full = _torchrun(tmp_path, tiny_root, manifest, "full", 2, common, logs)
+    assert logs[0].count("rank 0 read") == 2  # policy and frozen reference, each read once (not once per rank)
+    part = _torchrun(tmp_path, tiny_root, manifest, "part", 2, [*common, "--set", "max_steps=1"])
+    part = _torchrun(tmp_path, tiny_root, manifest, "part", 2, [*common, "--resume"])
+    mf = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    mp = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in mp] == [1, 2]
+    for a, b in zip(mf, mp, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    wf, wp = load_dit(full / "final", dtype=None).state_dict(), load_dit(part / "final", dtype=None).state_dict()
+    for k in wf:
+        torch.testing.assert_close(wp[k], wf[k], rtol=1e-6, atol=1e-7, msg=k)
