@@ -168,49 +168,15 @@ def evaluate(gen: Generator, policy, reference, prompts: list[str], seeds: list[
     return {"win_rate": wins / n, "mean_taste_delta": sum(d) / len(d), "n": n}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=10)
-    ap.add_argument("--size", type=int, default=64, help="video height = width in pixels (tiny VAE: 16 px per latent)")
-    ap.add_argument("--seeds", type=int, default=6, help="K candidates per prompt per round")
-    ap.add_argument("--eval-seeds", type=int, default=8, help="held-out seeds per prompt")
-    ap.add_argument("--steps", type=int, default=100, help="optimizer steps per round")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--beta", type=float, default=500.0)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--loss-type", default="sigmoid", help="sigmoid|hinge|ipo|robust (dpo.config.LOSS_TYPES)")
-    ap.add_argument("--sft-weight", type=float, default=0.0, help="lambda of the SFT term on the chosen video")
-    ap.add_argument("--t-sampling", default="uniform", help="training t density (uniform|logit_normal|shifted)")
-    ap.add_argument("--t-shift", type=float, default=3.0)
-    ap.add_argument("--num-steps", type=int, default=8, help="sampler steps")
-    ap.add_argument("--cfg-scale", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
-    ap.add_argument("--dit-init", choices=["zero", "random"], default="random",
-                    help="tiny base DiT: standard zero-initialised output (v = 0) or a random velocity field")
-    ap.add_argument("--reference", choices=["previous", "base"], default="previous",
-                    help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
-    ap.add_argument("--data", choices=["round", "cumulative"], default="round",
-                    help="train round r on its own pairs or on the pairs of rounds 1..r")
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    _taste["name"] = args.taste
-    torch.manual_seed(0)
-
+def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path) -> list[dict]:
+    """All rounds for one taste; returns one dict per round (win rate vs the base on held-out seeds, ...)."""
     from model.checkpoint import load_dit
-    from model.tiny import write_tiny_checkpoint
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-closed-loop-"))
-    t_start = time.time()
-    base_root = work / "base"
-    if not (base_root / "transformer").is_dir():
-        write_tiny_checkpoint(base_root, seed=0, dit_zero_out=args.dit_init == "zero")
-    gen = Generator(base_root, args.num_steps, args.cfg_scale, args.size)
+    _taste["name"] = taste_name
     base = gen.base_dit
     prompts = PROMPTS[: args.prompts]
     eval_seeds = list(range(10_000, 10_000 + args.eval_seeds))  # never used for training data
-
+    print(f"\n######## taste {taste_name}")
     rounds, policy_root, policy = [], base_root, base
     for rnd in range(1, args.rounds + 1):
         train_seeds = list(range(rnd * 100, rnd * 100 + args.seeds))
@@ -244,13 +210,76 @@ def main() -> None:
         tail = curve[-max(1, len(curve) // 5):]
         rounds.append({
             "round": rnd, "pairs": data_stats["pairs"], "trained_on": len(manifest.read_text().splitlines()),
-            "reference": "base" if args.reference == "base" or rnd == 1 else f"round-{rnd - 1} policy", "data_taste_gap": round(data_stats["mean_taste_gap"], 3),
+            "reference": "base" if args.reference == "base" or rnd == 1 else f"round-{rnd - 1} policy",
+            "data_taste_gap": round(data_stats["mean_taste_gap"], 3),
             "final_loss": round(sum(m["loss"] for m in tail) / len(tail), 4),
             "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3),
             "win_rate_vs_base": vs_base["win_rate"],
             "taste_delta_vs_base": round(vs_base["mean_taste_delta"], 3), "train_s": round(train_s, 1),
         })
-    print(json.dumps({"win_rate": rounds[-1]["win_rate_vs_base"], "rounds": rounds,
+    return rounds
+
+
+def verdict(rounds: list[dict], tolerance: float) -> dict:
+    """The issue's target: >= 0.70 after round 1, and the last round rising or holding (>= 0.70 and at most
+    ``tolerance`` below round 1: about one standard error of a win rate over 80 comparisons)."""
+    first, last = rounds[0]["win_rate_vs_base"], rounds[-1]["win_rate_vs_base"]
+    return {"round1_ok": first >= 0.70, "holds": last >= 0.70 and last >= first - tolerance,
+            "met": first >= 0.70 and last >= 0.70 and last >= first - tolerance}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=10)
+    ap.add_argument("--size", type=int, default=64, help="video height = width in pixels (tiny VAE: 16 px per latent)")
+    ap.add_argument("--seeds", type=int, default=6, help="K candidates per prompt per round")
+    ap.add_argument("--eval-seeds", type=int, default=8, help="held-out seeds per prompt")
+    ap.add_argument("--steps", type=int, default=100, help="optimizer steps per round")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--beta", type=float, default=500.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--loss-type", default="sigmoid", help="sigmoid|hinge|ipo|robust (dpo.config.LOSS_TYPES)")
+    ap.add_argument("--sft-weight", type=float, default=0.0, help="lambda of the SFT term on the chosen video")
+    ap.add_argument("--t-sampling", default="uniform", help="training t density (uniform|logit_normal|shifted)")
+    ap.add_argument("--t-shift", type=float, default=3.0)
+    ap.add_argument("--num-steps", type=int, default=8, help="sampler steps")
+    ap.add_argument("--cfg-scale", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
+    ap.add_argument("--dit-init", choices=["zero", "random"], default="random",
+                    help="tiny base DiT: standard zero-initialised output (v = 0) or a random velocity field")
+    ap.add_argument("--reference", choices=["previous", "base"], default="previous",
+                    help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
+    ap.add_argument("--data", choices=["round", "cumulative"], default="round",
+                    help="train round r on its own pairs or on the pairs of rounds 1..r")
+    ap.add_argument("--no-control", action="store_true", help="skip the opposite taste (the control run)")
+    ap.add_argument("--hold-tolerance", type=float, default=0.05,
+                    help="round 2 'holds' when it is >= 0.70 and at most this much below round 1")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(0)
+
+    from model.tiny import write_tiny_checkpoint
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-closed-loop-"))
+    t_start = time.time()
+    base_root = work / "base"
+    if not (base_root / "transformer").is_dir():
+        write_tiny_checkpoint(base_root, seed=0, dit_zero_out=args.dit_init == "zero")
+    gen = Generator(base_root, args.num_steps, args.cfg_scale, args.size)
+    opposite = {"top-lit": "bottom-lit", "bottom-lit": "top-lit", "bright": "dark", "dark": "bright"}[args.taste]
+    rounds = run_loop(args, gen, base_root, args.taste, work / args.taste)
+    result = {"win_rate": rounds[-1]["win_rate_vs_base"], "rounds": rounds,
+              "target": verdict(rounds, args.hold_tolerance)}
+    if not args.no_control:  # the opposite taste must be learned too, else the "win" is label-independent drift
+        control = run_loop(args, gen, base_root, opposite, work / opposite)
+        result["control"] = {"taste": opposite, "win_rate": control[-1]["win_rate_vs_base"], "rounds": control,
+                             "target": verdict(control, args.hold_tolerance)}
+    for name, r in [(args.taste, result)] + ([(opposite, result["control"])] if "control" in result else []):
+        print(f"{name}: win rate vs base by round {[x['win_rate_vs_base'] for x in r['rounds']]} -> target "
+              f"{'MET' if r['target']['met'] else 'NOT met'}")
+    print(json.dumps({**result,
                       "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                       "total_s": round(time.time() - t_start, 1)}))
 

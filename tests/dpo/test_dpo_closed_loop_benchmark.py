@@ -1,0 +1,37 @@
+"""Smoke run of ``benchmarks/dpo_closed_loop.py`` at toy size: the whole loop (generate -> scripted labels ->
+manifest -> train -> held-out comparison, two rounds, the opposite taste as control) runs and reports its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_closed_loop_benchmark_runs_both_tastes_and_reports_the_target(tmp_path):
+    cmd = [sys.executable, "benchmarks/dpo_closed_loop.py", "--prompts", "2", "--seeds", "3", "--eval-seeds", "2",
+           "--steps", "2", "--batch", "2", "--size", "32", "--num-steps", "2", "--reference", "base",
+           "--workdir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["control"]["taste"] == "bottom-lit"
+    for run in (result, result["control"]):
+        assert [r["round"] for r in run["rounds"]] == [1, 2]
+        assert [r["reference"] for r in run["rounds"]] == ["base", "base"]
+        assert all(r["pairs"] == 2 * 3 and 0.0 <= r["win_rate_vs_base"] <= 1.0 for r in run["rounds"])
+        assert set(run["target"]) == {"round1_ok", "holds", "met"}
+        assert run["win_rate"] == run["rounds"][-1]["win_rate_vs_base"]
+    assert "top-lit: win rate vs base by round" in proc.stdout
+    for taste in ("top-lit", "bottom-lit"):  # each taste's runs and round-2 data live in their own folder
+        assert (tmp_path / taste / "run-2" / "final" / "dpo_info.json").is_file()
+        info = json.loads((tmp_path / taste / "run-2" / "final" / "dpo_info.json").read_text())
+        assert info["reference"] == str(tmp_path / "base") and info["init"].endswith("run-1/final")
