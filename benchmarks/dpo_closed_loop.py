@@ -58,6 +58,9 @@ PROMPTS = [
     "a red fox running through snow", "waves crashing on a rocky shore", "a city street at night with neon signs",
     "a hot air balloon over green hills", "a cat sleeping on a windowsill", "fireworks over a river",
     "a forest path in autumn", "a chef chopping vegetables", "a horse galloping on a beach", "rain on a window",
+    "a lighthouse in a storm", "children flying kites in a park", "a snowy mountain at sunrise",
+    "a busy market in the morning", "a sailboat on a calm lake", "a dog catching a frisbee", "lava flowing at night",
+    "a train crossing a bridge", "leaves falling in slow motion", "a jellyfish in dark water",
 ]
 
 
@@ -257,6 +260,8 @@ def main() -> None:
                     help="round 2 'holds' when it is >= 0.70 and at most this much below round 1")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
+    if not 1 <= args.prompts <= len(PROMPTS):
+        ap.error(f"--prompts must be in [1, {len(PROMPTS)}]")
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
 
