@@ -182,13 +182,15 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
     print(f"\n######## taste {taste_name}")
     rounds, policy_root, policy = [], base_root, base
     for rnd in range(1, args.rounds + 1):
-        train_seeds = list(range(rnd * 100, rnd * 100 + args.seeds))
+        first = args.seed * 1000 + rnd * 100  # held-out seeds (10,000+) are never used for training data
+        train_seeds = list(range(first, first + args.seeds))
         manifest, data_stats = write_round_data(gen, policy, prompts, train_seeds, rnd, work / "store")
         if args.data == "cumulative" and rnd > 1:
             manifest = _concat_manifests([work / "store" / f"round-{r}.jsonl" for r in range(1, rnd + 1)],
                                          work / "store" / f"rounds-1-{rnd}.jsonl")
         config = FlowDPOConfig(beta=args.beta, learning_rate=args.lr, max_steps=args.steps,
-                               per_device_train_batch_size=args.batch, save_steps=0, bf16=False, seed=rnd,
+                               per_device_train_batch_size=args.batch, save_steps=0, bf16=False,
+                               seed=args.seed * 1000 + rnd,
                                final_dtype="float32", round_id=rnd, warmup_steps=5,
                                t_sampling=args.t_sampling, t_shift=args.t_shift, sft_weight=args.sft_weight,
                                loss_type=args.loss_type)
@@ -255,6 +257,8 @@ def main() -> None:
                     help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
     ap.add_argument("--data", choices=["round", "cumulative"], default="round",
                     help="train round r on its own pairs or on the pairs of rounds 1..r")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="repetition: changes the training seeds and (t, noise) draws, not the base model or eval set")
     ap.add_argument("--no-control", action="store_true", help="skip the opposite taste (the control run)")
     ap.add_argument("--hold-tolerance", type=float, default=0.05,
                     help="round 2 'holds' when it is >= 0.70 and at most this much below round 1")
