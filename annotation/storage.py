@@ -45,6 +45,11 @@ def text_embedding_key(*, prompt_id: int, encoder_version: str) -> str:
     return f"prompts/{prompt_id}/text-embeddings/{encoder_version}.safetensors"
 
 
+def empty_prompt_embedding_key(*, checkpoint_id: int) -> str:
+    """The empty prompt's text-encoder outputs for a checkpoint (the DPO trainer's prompt dropout)."""
+    return f"checkpoints/{checkpoint_id}/text-embeddings/empty.safetensors"
+
+
 def checkpoint_prefix(*, checkpoint_id: int | str) -> str:
     return f"checkpoints/{checkpoint_id}/"
 

@@ -79,6 +79,18 @@ def _publish_root(final_dir: Path, label: str) -> str:
     return storage.uri_for(prefix.rstrip("/"))
 
 
+def _empty_prompt_embedding_ensure(run: DPORun, init: Path, out_dir: Path) -> None:
+    """Prompt dropout with the app's default null embedding: encode the empty prompt once per checkpoint."""
+    key = storage.empty_prompt_embedding_key(checkpoint_id=run.init_checkpoint_id)
+    if run.config.get("null_text_embedding_uri") != storage.uri_for(key) or storage.object_exists(key=key):
+        return
+    from model.pipeline import write_text_embedding_file
+
+    path = out_dir / "empty-prompt.safetensors"
+    write_text_embedding_file(init, "", path, preset=run.init_checkpoint.preset)
+    storage.object_save_file(key=key, path=path)
+
+
 def _train_subprocess(run: DPORun, manifest: Path, init: Path, reference: Path, out_dir: Path, nproc: int) -> None:
     """Several GPUs: ``torchrun -m dpo train`` (FSDP); metrics are read back from metrics.jsonl afterwards."""
     import json
@@ -113,6 +125,7 @@ def dpo_run_execute(run_id: int) -> str:
         manifest_write(run=run, path=manifest)
         init = resolve_model_root(run.init_checkpoint.uri)
         reference = resolve_model_root((run.reference_checkpoint or run.init_checkpoint).uri)
+        _empty_prompt_embedding_ensure(run, init, out_dir)
         nproc = int(run.config.get("nproc_per_node", 1))
         if nproc > 1:
             _train_subprocess(run, manifest, init, reference, out_dir, nproc)

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from annotation import storage
 from annotation.models import Checkpoint, DPOMetric, DPORun, PreferencePair, Round
 from annotation.services.rounds import round_transition_apply
 
@@ -34,6 +35,13 @@ CONFIG_PRESETS: dict[str, dict] = {
     "full-fsdp": {"beta": 2000.0, "learning_rate": 1e-5, "max_steps": 1000, "fsdp": "full_shard",
                   "gradient_checkpointing": True, "memory_saving_backward": True, "save_steps": 100},
 }
+
+
+def _is_positive(value) -> bool:
+    try:
+        return float(value or 0) > 0
+    except (TypeError, ValueError):
+        return False  # FlowDPOConfig reports the bad value by name
 
 
 def pairs_for_training(*, round_ids: list[int], min_agreement: float = 0.0, min_annotators: int = 1) -> QuerySet:
@@ -68,6 +76,10 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     config = {**CONFIG_PRESETS[config_preset], **(config_overrides or {})}
     if use_lora:
         config["use_lora"] = True
+    if _is_positive(config.get("prompt_dropout")) and not config.get("null_text_embedding_uri"):
+        # written by the run from the starting checkpoint's text encoders (annotation.tasks_dpo)
+        config["null_text_embedding_uri"] = storage.uri_for(
+            storage.empty_prompt_embedding_key(checkpoint_id=init_checkpoint.id))
     from dpo.config import FlowDPOConfig  # torch-free validation of every field (unknown/LLM-only rejected)
 
     try:

@@ -9,6 +9,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from annotation import storage
 from annotation.models import Candidate, Checkpoint, DPOMetric, DPORun, PreferencePair, Round
 
 
@@ -17,7 +18,7 @@ from annotation.models import Candidate, Checkpoint, DPOMetric, DPORun, Preferen
 def test_simulate_loop_three_rounds_with_lineage_and_fixed_reference(s3_storage):
     out = StringIO()
     call_command("simulate_loop", rounds=2, prompts=2, seeds=2, steps=2, timeout=2400, reference="base",
-                 train_config=json.dumps({"max_steps": 4, "save_steps": 2}), stdout=out)
+                 train_config=json.dumps({"max_steps": 4, "save_steps": 2, "prompt_dropout": 0.5}), stdout=out)
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     assert [line["round"] for line in lines[:3]] == [0, 1, 2]
     assert lines[-1]["rounds"] == 2 and 0.0 <= lines[-1]["win_rate"] <= 1.0
@@ -38,6 +39,11 @@ def test_simulate_loop_three_rounds_with_lineage_and_fixed_reference(s3_storage)
     # the second run starts from the first run's policy but keeps the fixed base as its frozen reference
     assert run2.init_checkpoint == run1.output_checkpoint and run2.reference_checkpoint == base
     assert run2.output_checkpoint.parent == run1.output_checkpoint and run2.output_checkpoint.reference == base
+    # prompt dropout: each run's empty-prompt embedding was encoded from its starting checkpoint, once, on S3
+    for run in (run1, run2):
+        key = storage.empty_prompt_embedding_key(checkpoint_id=run.init_checkpoint_id)
+        assert run.config["null_text_embedding_uri"] == storage.uri_for(key) == f"s3://{s3_storage}/{key}"
+        assert storage.object_exists(key=key)
     first_metric = DPOMetric.objects.get(run=run2, step=1).values
     assert first_metric["mse/policy_chosen"] != first_metric["mse/ref_chosen"]  # policy != reference at step 0
     for round in (first, second, third):
