@@ -277,13 +277,13 @@ def verdict(rounds: list[dict], tolerance: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=10)
-    ap.add_argument("--size", type=int, default=64, help="video height = width in pixels (tiny VAE: 16 px per latent)")
-    ap.add_argument("--seeds", type=int, default=6, help="K candidates per prompt per round")
-    ap.add_argument("--eval-seeds", type=int, default=8, help="held-out seeds per prompt")
+    ap.add_argument("--size", type=int, default=32, help="video height = width in pixels (tiny VAE: 16 px per latent)")
+    ap.add_argument("--seeds", type=int, default=8, help="K candidates per prompt per round")
+    ap.add_argument("--eval-seeds", type=int, default=16, help="held-out seeds per prompt")
     ap.add_argument("--steps", type=int, default=100, help="optimizer steps per round")
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--beta", type=float, default=500.0)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--loss-type", default="sigmoid", help="sigmoid|hinge|ipo|robust (dpo.config.LOSS_TYPES)")
     ap.add_argument("--sft-weight", type=float, default=0.0, help="lambda of the SFT term on the chosen video")
     ap.add_argument("--t-sampling", default="uniform", help="training t density (uniform|logit_normal|shifted)")
@@ -292,9 +292,9 @@ def main() -> None:
     ap.add_argument("--cfg-scale", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
-    ap.add_argument("--dit-init", choices=["pretrained", "zero", "random"], default="pretrained",
-                    help="tiny base DiT: flow-matching pretrained on a synthetic latent distribution (default), "
-                         "zero-initialised output (v = 0) or a random velocity field")
+    ap.add_argument("--dit-init", choices=["pretrained", "zero", "random"], default="random",
+                    help="tiny base DiT: a random velocity field (default), flow-matching pretrained on a synthetic "
+                         "latent distribution, or zero-initialised output (v = 0)")
     ap.add_argument("--pretrain-steps", type=int, default=400, help="with --dit-init pretrained")
     ap.add_argument("--reference", choices=["previous", "base"], default="previous",
                     help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
