@@ -30,6 +30,7 @@ Measured 2026-11-21 (2-core CPU), win rate vs base, rounds 1 -> 2; the full tabl
   the same with --seed 1: top-lit 0.787 -> 0.662, bottom-lit 0.475 -> 0.406; --seed 2: 0.306 -> 0.456,
       0.244 -> 0.256 (NOT met): the outcome depends on which 80 videos a round samples.
   --reference base (fixed base as round-2 reference), seed 0: top-lit 0.713 -> 0.625, bottom-lit 0.950 -> 0.494.
+  --sft-weight 10, seeds 1 / 2: top-lit 0.569 -> 0.575 / 0.275 -> 0.406, bottom-lit 0.494 -> 0.544 / 0.256 -> 0.256.
   64x64, 150 pairs, lr 1e-4, batch 4 (previous defaults): top-lit 0.750 -> 0.500; ipo: 0.925 -> 0.725 but its
       control bottom-lit 0.512 (drift, not learning).
   --dit-init pretrained, 2400 pairs/round, lr 5e-6 .. 5e-5, batch 32-64: 0.12-0.70, no better.
