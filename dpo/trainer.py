@@ -530,8 +530,9 @@ class FlowDPOTrainer:
                   disable=not (self.progress and self.is_main)) as bar:
             for j in range(calls):
                 chunk = mine[j] if j < len(mine) else chunks[0]  # padding call on ranks with fewer chunks
+                items = [self.dataset[i] for i in chunk]  # read once, K draws
                 for k in range(num_draws):
-                    batch = self._collate(chunk, k)
+                    batch = self._collate(chunk, k, items)
                     t, xt_w, xt_l, v_w, v_l, text = self._inputs(batch, k)
                     with torch.no_grad(), self._autocast():
                         e_w, e_l = self._errors(reference, xt_w, xt_l, v_w, v_l, t, text, joint)
@@ -628,9 +629,7 @@ class FlowDPOTrainer:
 
     def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool) -> DPOLossOutput:
         cfg, dev = self.config, self.device
-        draw = batch.get("draw", self.global_step)
-        if cfg.reference_mode == "cached":
-            draw %= cfg.reference_cache_draws
+        draw = self._draw_index(batch.get("draw", self.global_step))
         t, xt_w, xt_l, v_w, v_l, text = self._inputs(batch, draw)
         loss_kwargs = dict(
             beta=beta_per_sample(cfg.beta, t, cfg.beta_schedule),
@@ -732,16 +731,18 @@ class FlowDPOTrainer:
             self.epoch += 1
             self.batch_pos = 0
             return self._next_micro_batch()
-        draw = self.epoch  # each pair is drawn once per epoch
-        if self.config.reference_mode == "cached":
-            draw %= self.config.reference_cache_draws
-        batch = self._collate(self._epoch_batches[self.batch_pos], draw)
+        batch = self._collate(self._epoch_batches[self.batch_pos], self._draw_index(self.epoch))
         self.batch_pos += 1
         return batch
 
-    def _collate(self, indices: list[int], draw: int) -> dict[str, Any]:
-        """A micro-batch of pairs; with prompt_dropout, the dropped pairs' text is the null embedding."""
-        items = [self.dataset[i] for i in indices]
+    def _draw_index(self, n: int) -> int:
+        """Each pair is drawn once per epoch; a cached reference has errors for draws 0..K-1 only."""
+        return n % self.config.reference_cache_draws if self.config.reference_mode == "cached" else n
+
+    def _collate(self, indices: list[int], draw: int, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A micro-batch of pairs (``items``: already loaded ``dataset[i]`` of ``indices``); with prompt_dropout,
+        the dropped pairs' text is the null embedding."""
+        items = [dict(it) for it in items] if items is not None else [self.dataset[i] for i in indices]
         p = self.config.prompt_dropout
         if p > 0:
             for item in items:
