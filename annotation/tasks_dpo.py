@@ -84,10 +84,11 @@ def _empty_prompt_embedding_ensure(run: DPORun, init: Path, out_dir: Path) -> No
     key = storage.empty_prompt_embedding_key(checkpoint_id=run.init_checkpoint_id)
     if run.config.get("null_text_embedding_uri") != storage.uri_for(key) or storage.object_exists(key=key):
         return
+    from generation_workers.pipeline_cache import resolve_device
     from model.pipeline import write_text_embedding_file
 
-    path = out_dir / "empty-prompt.safetensors"
-    write_text_embedding_file(init, "", path, preset=run.init_checkpoint.preset)
+    path = out_dir / "empty-prompt.safetensors"  # the worker's device (VIDEODPO_DEVICE): the GPU on a train box
+    write_text_embedding_file(init, "", path, preset=run.init_checkpoint.preset, device=resolve_device())
     storage.object_save_file(key=key, path=path)
 
 
