@@ -123,12 +123,35 @@ class Generator:
         return out
 
 
-def pretrain_base(gen: Generator, base_root: Path, steps: int, batch: int = 16, lr: float = 5e-4) -> dict:
-    """Make the tiny base a trained generator, like a real DPO starting point: flow-matching pretraining of the
-    random tiny DiT (same convention as dpo/: t = 0 noise, x_t = (1-t) x0 + t x1, target x1 - x0) on a synthetic
-    latent distribution, x1 = mu_prompt + 0.8 eps with a fixed random mean per prompt (scale 0.5). Its velocity field
-    then approximates E[x1 - x0 | x_t] instead of being random, so its errors are near the data's irreducible
-    variance. Writes the weights back to ``base_root`` and returns the loss at the start and end."""
+def _video_frames(video: torch.Tensor) -> torch.Tensor:
+    """Differentiable twin of ``frames_to_uint8``: (B, T, 3, H, W) in [-1, 1] -> (B, T, H, W, 3) in 0..255."""
+    return ((video.float() + 1.0) * 127.5).permute(0, 1, 3, 4, 2)
+
+
+def factor_direction(gen: Generator, means: torch.Tensor, taste_name: str) -> torch.Tensor:
+    """The latent direction (F, C, h, w), unit RMS, along which the taste's score of the decoded video grows
+    fastest, averaged over the prompt means ``means`` (P, F, C, h, w). The sign is the taste family's (top-lit, or
+    brightness), so a taste and its opposite (the control) share one synthetic world."""
+    fn = TASTES[taste_name][0]
+    x = means.clone().requires_grad_(True)
+    with torch.enable_grad():
+        fn(_video_frames(gen.pipe.vae.decode(x))).sum().backward()
+    d = x.grad.mean(0)
+    return d / d.pow(2).mean().sqrt()
+
+
+def pretrain_base(gen: Generator, base_root: Path, steps: int, taste_name: str, factor_std: float,
+                  other_std: float, batch: int = 16, lr: float = 5e-4) -> dict:
+    """Make the tiny base a trained generator of a synthetic video set in which the taste is a factor of variation,
+    as lighting is for a real pretrained model: flow-matching pretraining (dpo/'s convention: t = 0 noise,
+    x_t = (1-t) x0 + t x1, target x1 - x0) of the random tiny DiT on latents
+
+        x1 = mu_prompt + factor_std * s * d + other_std * eps,   s ~ N(0, 1), eps ~ N(0, I)
+
+    with a fixed random mean per prompt (scale 0.5) and ``d`` the unit-RMS latent direction that raises the taste's
+    score of the decoded video (``factor_direction``; the VAE stays the random tiny one, the annotator still judges
+    decoded pixels). Writes the weights back to ``base_root``; returns the loss at the start and end, and how well
+    the factor ``s`` predicts the decoded taste score on fresh data (Pearson r), i.e. how visible the factor is."""
     from model.checkpoint import save_dit
     from model.flow import interpolate, velocity_target
 
@@ -136,6 +159,17 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, batch: int = 16, 
     latent_shape = tuple(gen.run(dit, PROMPTS[0], [0])[0].shape[1:])  # (F, C, h, w)
     g = torch.Generator().manual_seed(1234)
     means = {p: 0.5 * torch.randn(latent_shape, generator=g) for p in PROMPTS}
+    d = factor_direction(gen, torch.stack(list(means.values())), taste_name)
+
+    def draw(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        s = torch.randn(len(prompts), generator=g)
+        x1 = torch.stack([means[p] for p in prompts]) + factor_std * s.view(-1, 1, 1, 1, 1) * d
+        return x1 + other_std * torch.randn(x1.shape, generator=g), s
+
+    with torch.no_grad():  # visibility of the factor: corr(s, taste score of the decoded data)
+        x1, s = draw(PROMPTS * 4)
+        score = TASTES[taste_name][0](_video_frames(gen.pipe.vae.decode(x1)))
+        r = float(torch.corrcoef(torch.stack([s, score]))[0, 1])
     text = {p: gen.text[p] for p in PROMPTS}
     gen._cache.clear()
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.0)
@@ -144,7 +178,7 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, batch: int = 16, 
     losses = []
     for _ in range(steps):
         prompts = [PROMPTS[int(i)] for i in torch.randint(len(PROMPTS), (batch,), generator=g)]
-        x1 = torch.stack([means[p] + 0.8 * torch.randn(latent_shape, generator=g) for p in prompts])
+        x1, _ = draw(prompts)
         x0 = torch.randn(x1.shape, generator=g)
         t = torch.rand(batch, generator=g)
         emb = [text[p] for p in prompts]
@@ -160,7 +194,8 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, batch: int = 16, 
     dit.eval().requires_grad_(False)
     save_dit(dit, base_root, dit.cfg, dtype=torch.float32)
     k = max(1, steps // 10)
-    return {"steps": steps, "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k}
+    return {"steps": steps, "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+            "factor_taste_r": round(r, 3), "factor_std": factor_std, "other_std": other_std}
 
 
 def write_round_data(gen: Generator, dit, prompts: list[str], seeds: list[int], rnd: int, store: Path) -> tuple[Path, dict]:
@@ -247,7 +282,7 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
         result = train(config, manifest=manifest, init=policy_root, out_dir=out, on_metrics=curve.append,
                        reference=base_root if args.reference == "base" else None)
         train_s = time.time() - t0
-        policy_root = result.final_dir
+        previous, policy_root = policy, result.final_dir
         policy = load_dit(policy_root, dtype=torch.float32)
         print(f"\n== round {rnd}: {data_stats['pairs']} pairs from the round-{rnd - 1} policy, train {train_s:.0f}s")
         print(" step    loss   acc  margin  grad_weight")
@@ -258,6 +293,10 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
         vs_base = evaluate(gen, policy, base, prompts, eval_seeds)
         print(f"held-out win rate vs base: {vs_base['win_rate']:.3f} (mean taste delta "
               f"{vs_base['mean_taste_delta']:+.2f} /255, n={vs_base['n']})")
+        vs_previous = evaluate(gen, policy, previous, prompts, eval_seeds) if rnd > 1 else vs_base
+        if rnd > 1:
+            print(f"held-out win rate vs the round-{rnd - 1} policy: {vs_previous['win_rate']:.3f} (mean taste delta "
+                  f"{vs_previous['mean_taste_delta']:+.2f} /255)")
         tail = curve[-max(1, len(curve) // 5):]
         rounds.append({
             "round": rnd, "pairs": data_stats["pairs"], "trained_on": len(manifest.read_text().splitlines()),
@@ -266,7 +305,8 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
             "final_loss": round(sum(m["loss"] for m in tail) / len(tail), 4),
             "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3),
             "win_rate_vs_base": vs_base["win_rate"],
-            "taste_delta_vs_base": round(vs_base["mean_taste_delta"], 3), "train_s": round(train_s, 1),
+            "taste_delta_vs_base": round(vs_base["mean_taste_delta"], 3),
+            "win_rate_vs_previous": vs_previous["win_rate"], "train_s": round(train_s, 1),
         })
     return rounds
 
@@ -301,6 +341,10 @@ def main() -> None:
                     help="tiny base DiT: a random velocity field (default), flow-matching pretrained on a synthetic "
                          "latent distribution, or zero-initialised output (v = 0)")
     ap.add_argument("--pretrain-steps", type=int, default=400, help="with --dit-init pretrained")
+    ap.add_argument("--factor-std", type=float, default=1.0,
+                    help="with --dit-init pretrained: std of the taste factor in the synthetic data (unit-RMS direction)")
+    ap.add_argument("--other-std", type=float, default=0.5,
+                    help="with --dit-init pretrained: std of the isotropic other variation in the synthetic data")
     ap.add_argument("--reference", choices=["previous", "base"], default="previous",
                     help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
     ap.add_argument("--data", choices=["round", "cumulative"], default="round",
@@ -329,9 +373,10 @@ def main() -> None:
     pretrain = None
     if args.dit_init == "pretrained" and fresh:
         t0 = time.time()
-        pretrain = pretrain_base(gen, base_root, args.pretrain_steps)
+        pretrain = pretrain_base(gen, base_root, args.pretrain_steps, args.taste, args.factor_std, args.other_std)
         print(f"pretrained the tiny base DiT: flow-matching loss {pretrain['loss_first']:.3f} -> "
-              f"{pretrain['loss_last']:.3f} in {args.pretrain_steps} steps ({time.time() - t0:.0f}s)")
+              f"{pretrain['loss_last']:.3f} in {args.pretrain_steps} steps ({time.time() - t0:.0f}s); "
+              f"corr(factor, taste) on its data {pretrain['factor_taste_r']:.2f}")
     opposite = {"top-lit": "bottom-lit", "bottom-lit": "top-lit", "bright": "dark", "dark": "bright"}[args.taste]
     rounds = run_loop(args, gen, base_root, args.taste, work / args.taste)
     result = {"win_rate": rounds[-1]["win_rate_vs_base"], "rounds": rounds,
