@@ -190,7 +190,7 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, taste_name: str, 
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     dit.eval().requires_grad_(False)
     save_dit(dit, base_root, dit.cfg, dtype=torch.float32)
     k = max(1, steps // 10)
@@ -337,9 +337,9 @@ def main() -> None:
     ap.add_argument("--cfg-scale", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--taste", choices=sorted(TASTES), default="top-lit")
-    ap.add_argument("--dit-init", choices=["pretrained", "zero", "random"], default="random",
-                    help="tiny base DiT: a random velocity field (default), flow-matching pretrained on a synthetic "
-                         "latent distribution, or zero-initialised output (v = 0)")
+    ap.add_argument("--dit-init", choices=["pretrained", "zero", "random"], default="pretrained",
+                    help="tiny base DiT: flow-matching pretrained on a synthetic latent set in which the taste is a "
+                         "factor of variation (default), a random velocity field, or zero-initialised output (v = 0)")
     ap.add_argument("--pretrain-steps", type=int, default=400, help="with --dit-init pretrained")
     ap.add_argument("--factor-std", type=float, default=1.0,
                     help="with --dit-init pretrained: std of the taste factor in the synthetic data (unit-RMS direction)")
@@ -347,8 +347,8 @@ def main() -> None:
                     help="with --dit-init pretrained: std of the isotropic other variation in the synthetic data")
     ap.add_argument("--reference", choices=["previous", "base"], default="previous",
                     help="round r>1 reference: the round's starting policy (on-policy rounds) or the fixed base")
-    ap.add_argument("--data", choices=["round", "cumulative"], default="round",
-                    help="train round r on its own pairs or on the pairs of rounds 1..r")
+    ap.add_argument("--data", choices=["round", "cumulative"], default="cumulative",
+                    help="train round r on the pairs of rounds 1..r (default) or on its own pairs only")
     ap.add_argument("--seed", type=int, default=0,
                     help="repetition: changes the training seeds and (t, noise) draws, not the base model or eval set")
     ap.add_argument("--no-control", action="store_true", help="skip the opposite taste (the control run)")

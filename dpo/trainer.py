@@ -327,7 +327,7 @@ class FlowDPOTrainer:
         base_dtype = torch.bfloat16 if (cfg.use_lora and self.autocast_enabled) else torch.float32
         self._base_dtype = base_dtype
         reference: Any = None  # reference_mode 'cached': built after the models by _reference_cache()
-        if self.use_fsdp and not cfg.use_lora and self._given_policy is None:
+        if self.use_fsdp and self._given_policy is None:
             self._build_models_fsdp(resume_dir)
             return
         if self._given_policy is not None:
@@ -340,21 +340,17 @@ class FlowDPOTrainer:
             source = self.init
             if resume_dir is not None and not cfg.use_lora:
                 source = resume_dir  # exact fp32 weights of the checkpoint
-            # FSDP + LoRA: every rank reads the (frozen, bf16) base to host memory; fully_shard keeps its shard.
-            load_device = "cpu" if self.use_fsdp else self.device
-            policy = load_dit(source, device=load_device, dtype=base_dtype)
+            policy = load_dit(source, device=self.device, dtype=base_dtype)
             if source != self.init:
                 logger.info("policy weights from %s", source)
-        if not self.use_fsdp:
-            policy = policy.to(self.device)
+        policy = policy.to(self.device)
 
-        # Reference BEFORE adapters/sharding: an exact copy of the starting weights, or a separate checkpoint.
+        # Reference BEFORE adapters: an exact copy of the starting weights, or a separate checkpoint.
         if cfg.reference_mode == "frozen_copy":
-            ref_device = "cpu" if self.use_fsdp else self.device
             if self.reference_root is not None:
-                ref_module = self._load_separate_reference(ref_device, base_dtype)
+                ref_module = self._load_separate_reference(self.device, base_dtype)
             elif resume_dir is not None and not cfg.use_lora and self._given_policy is None:
-                ref_module = load_dit(self.init, device=ref_device, dtype=base_dtype)
+                ref_module = load_dit(self.init, device=self.device, dtype=base_dtype)
             else:
                 ref_module = FrozenReference.copy_of(policy).module
             if resume_dir is not None and (resume_dir / REFERENCE_FILE).is_file():
@@ -363,27 +359,14 @@ class FlowDPOTrainer:
                 ref_module.load_state_dict(load_file(str(resume_dir / REFERENCE_FILE), device="cpu"))
             reference = FrozenReference(ref_module)
         if cfg.use_lora:
-            policy.requires_grad_(False)
-            policy = apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                target_modules=cfg.lora_target_modules)
-            if resume_dir is not None:
-                from peft import set_peft_model_state_dict
-                from safetensors.torch import load_file
-
-                adapters = load_file(str(resume_dir / ADAPTER_DIR / "adapter_model.safetensors"),
-                                     device="cpu" if self.use_fsdp else str(self.device))
-                result = set_peft_model_state_dict(policy, adapters)
-                if getattr(result, "unexpected_keys", None):
-                    raise RuntimeError(f"{resume_dir}: unexpected adapter keys {result.unexpected_keys[:5]}")
+            policy = self._with_lora(policy, resume_dir)
         else:
             policy.requires_grad_(True)
         if cfg.reference_mode == "lora_adapters_off":
             reference = AdapterOffReference(policy)
         _find_dit(policy).gradient_checkpointing = cfg.gradient_checkpointing
         policy.train()
-
-        # Parallel wrapping: FSDP2 shards policy and frozen reference on the same mesh; otherwise DDP.
-        if self.use_fsdp:
+        if self.use_fsdp:  # a policy given in memory (a checkpoint is loaded by _build_models_fsdp)
             self._shard(policy)
             if isinstance(reference, FrozenReference):
                 self._shard(reference.module)
@@ -393,20 +376,44 @@ class FlowDPOTrainer:
             )
         self.policy, self.reference = policy, reference
 
+    def _with_lora(self, policy: nn.Module, resume_dir: Path | None) -> nn.Module:
+        """Freeze ``policy`` and wrap it with peft LoRA adapters (fresh, or the checkpoint's on resume)."""
+        cfg = self.config
+        policy.requires_grad_(False)
+        policy = apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                            target_modules=cfg.lora_target_modules)
+        if resume_dir is not None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            device = next(policy.parameters()).device
+            adapters = load_file(str(resume_dir / ADAPTER_DIR / "adapter_model.safetensors"), device=str(device))
+            result = set_peft_model_state_dict(policy, adapters)
+            if getattr(result, "unexpected_keys", None):
+                raise RuntimeError(f"{resume_dir}: unexpected adapter keys {result.unexpected_keys[:5]}")
+        return policy
+
     def _build_models_fsdp(self, resume_dir: Path | None) -> None:
-        """FSDP full fine-tuning: every rank builds the DiT on the meta device and shards it; only rank 0 reads
-        weights from disk and ``set_model_state_dict`` broadcasts them shard by shard (host memory: one full copy
-        on rank 0 at a time, instead of one per rank)."""
+        """FSDP: every rank builds the DiT (with LoRA: the peft-wrapped DiT) on the meta device and shards it; only
+        rank 0 reads weights from disk and ``set_model_state_dict`` broadcasts them shard by shard (host memory: one
+        full copy on rank 0 at a time, instead of one per rank). The frozen reference is sharded on the same mesh."""
         from model.checkpoint import load_dit, read_dit_config
 
         cfg = self.config
         if self.init is None:
             raise ValueError("init (a model root) is required")
         self.dit_config = read_dit_config(self.init)
-        source = resume_dir if resume_dir is not None else self.init  # a checkpoint holds exact fp32 weights
-        policy = self._fsdp_load(lambda: load_dit(source, device="cpu", dtype=torch.float32).state_dict())
-        policy.requires_grad_(True)
-        reference = None
+        dtype = self._base_dtype
+        if cfg.use_lora:  # rank 0 builds the adapters (the same RNG draws as one process), then broadcasts them
+            def read_policy() -> dict[str, torch.Tensor]:
+                return self._with_lora(load_dit(self.init, device="cpu", dtype=dtype), resume_dir).state_dict()
+
+            policy = self._fsdp_load(read_policy, dtype, lora=True)
+        else:
+            source = resume_dir if resume_dir is not None else self.init  # a checkpoint holds exact fp32 weights
+            policy = self._fsdp_load(lambda: load_dit(source, device="cpu", dtype=dtype).state_dict(), dtype)
+            policy.requires_grad_(True)
+        reference: Any = None
         if cfg.reference_mode == "frozen_copy":
             if resume_dir is not None and (resume_dir / REFERENCE_FILE).is_file():  # a soft-synced reference
                 from safetensors.torch import load_file
@@ -414,22 +421,31 @@ class FlowDPOTrainer:
                 state = lambda: load_file(str(resume_dir / REFERENCE_FILE), device="cpu")  # noqa: E731
             elif self.reference_root is not None:
                 self._check_reference_architecture()
-                state = lambda: load_dit(self.reference_root, device="cpu", dtype=torch.float32).state_dict()  # noqa: E731
+                state = lambda: load_dit(self.reference_root, device="cpu", dtype=dtype).state_dict()  # noqa: E731
             else:
-                state = lambda: load_dit(self.init, device="cpu", dtype=torch.float32).state_dict()  # noqa: E731
-            reference = FrozenReference(self._fsdp_load(state))
+                state = lambda: load_dit(self.init, device="cpu", dtype=dtype).state_dict()  # noqa: E731
+            reference = FrozenReference(self._fsdp_load(state, dtype))
+        elif cfg.reference_mode == "lora_adapters_off":
+            reference = AdapterOffReference(policy)
         _find_dit(policy).gradient_checkpointing = cfg.gradient_checkpointing
         policy.train()
         self.policy, self.reference = policy, reference
 
-    def _fsdp_load(self, read_state: Callable[[], dict[str, torch.Tensor]]) -> nn.Module:
-        """A sharded DiT whose weights come from ``read_state()``, called on rank 0 only."""
+    def _fsdp_load(self, read_state: Callable[[], dict[str, torch.Tensor]], dtype: torch.dtype,
+                   lora: bool = False) -> nn.Module:
+        """A sharded DiT (``lora``: frozen and wrapped with the config's adapters) whose weights come from
+        ``read_state()``, called on rank 0 only."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         from model.transformer import StepVideoDiT
 
-        with torch.device("meta"):
-            module = StepVideoDiT(self.dit_config)
+        cfg = self.config
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):  # peft draws adapter inits on the CPU RNG
+            module = StepVideoDiT(self.dit_config).to(dtype)
+            if lora:
+                module.requires_grad_(False)
+                module = apply_lora(module, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                    target_modules=cfg.lora_target_modules)
         self._shard(module)
         module.to_empty(device=self.device)
         state = read_state() if self.is_main else {}
@@ -500,12 +516,11 @@ class FlowDPOTrainer:
             root = self.reference_root or self.init
             if self.reference_root is not None:
                 self._check_reference_architecture()
-            if self.use_fsdp and not cfg.use_lora:  # rank 0 reads, the shards are broadcast
-                module = self._fsdp_load(lambda: load_dit(root, device="cpu", dtype=torch.float32).state_dict())
+            if self.use_fsdp:  # rank 0 reads, the shards are broadcast
+                module = self._fsdp_load(lambda: load_dit(root, device="cpu", dtype=self._base_dtype).state_dict(),
+                                         self._base_dtype)
             else:
-                module = load_dit(root, device="cpu" if self.use_fsdp else self.device, dtype=self._base_dtype)
-                if self.use_fsdp:
-                    self._shard(module)
+                module = load_dit(root, device=self.device, dtype=self._base_dtype)
             errors = self._reference_errors_all(FrozenReference(module))
             del module
         if self.is_main:
@@ -947,7 +962,7 @@ class FlowDPOTrainer:
     def policy_state_dict_merged(self) -> dict[str, torch.Tensor]:
         """The policy as a plain DiT state dict (LoRA merged: W + (alpha/r) B A)."""
         sd = self._policy_state_dict()
-        if not self.config.use_lora:
+        if not self.config.use_lora or not sd:  # FSDP gathers the full state dict on rank 0 only
             return sd
         return merge_lora_into(base_state_dict(sd), _adapters_from_full(sd), self.config.lora_alpha / self.config.lora_r)
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_closed_loop_benchmark_runs_both_tastes_and_reports_the_target(tmp_path):
     cmd = [sys.executable, "benchmarks/dpo_closed_loop.py", "--prompts", "2", "--seeds", "3", "--eval-seeds", "2",
            "--steps", "2", "--batch", "2", "--size", "32", "--num-steps", "2", "--reference", "base",
-           "--workdir", str(tmp_path)]
+           "--pretrain-steps", "3", "--workdir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -28,9 +28,14 @@ def test_closed_loop_benchmark_runs_both_tastes_and_reports_the_target(tmp_path)
         assert [r["round"] for r in run["rounds"]] == [1, 2]
         assert [r["reference"] for r in run["rounds"]] == ["base", "base"]
         assert all(r["pairs"] == 2 * 3 and 0.0 <= r["win_rate_vs_base"] <= 1.0 for r in run["rounds"])
+        assert [r["trained_on"] for r in run["rounds"]] == [6, 12]  # round 2 trains on the pairs of rounds 1 and 2
+        assert 0.0 <= run["rounds"][1]["win_rate_vs_previous"] <= 1.0
         assert set(run["target"]) == {"round1_ok", "holds", "met"}
         assert run["win_rate"] == run["rounds"][-1]["win_rate_vs_base"]
     assert "top-lit: win rate vs base by round" in proc.stdout
+    # the pretrained base's synthetic data make the taste visible: its factor predicts the decoded taste score
+    pretraining = result["base_pretraining"]
+    assert pretraining["steps"] == 3 and pretraining["factor_taste_r"] > 0.5, pretraining
     for taste in ("top-lit", "bottom-lit"):  # each taste's runs and round-2 data live in their own folder
         assert (tmp_path / taste / "run-2" / "final" / "dpo_info.json").is_file()
         info = json.loads((tmp_path / taste / "run-2" / "final" / "dpo_info.json").read_text())

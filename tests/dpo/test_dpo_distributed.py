@@ -22,27 +22,38 @@ def _torchrun(tmp_path, tiny_root, manifest, name: str, nproc: int, extra: list[
            "--set", "beta=50", "--set", "learning_rate=1e-4", "--set", "bf16=false", "--set", "max_steps=2",
            "--set", "save_steps=0", "--set", "final_dtype=float32", *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    (tmp_path / f"{name}.log").write_text(proc.stdout + proc.stderr)  # every rank's output, for a failure's cause
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if logs is not None:
         logs.append(proc.stdout + proc.stderr)
     return out
 
 
+LORA = ["--set", "use_lora=true", "--set", "lora_r=4", "--set", "lora_alpha=8"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-cached"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-cached", "fsdp-lora"])
 def test_two_process_gloo_equals_one_process(tmp_path, tiny_root, manifest_factory, mode):
     """2 ranks x 1 pair == 1 rank x 2 pairs (same pairs, same per-pair t/noise): same losses and weights.
     fsdp-cached: the 2-rank run precomputes its reference errors (rank-strided, an odd number of pairs so one
-    rank pads) and then trains without a reference network; it must still equal the 1-rank live reference."""
+    rank pads) and then trains without a reference network; it must still equal the 1-rank live reference.
+    fsdp-lora: rank 0 alone reads the base and draws the adapters' initial values (the same draws as one process)
+    and broadcasts them; the reference is the base with adapters off."""
     from model.checkpoint import load_dit
 
     manifest = manifest_factory(num_pairs=5 if mode == "fsdp-cached" else 4)
     extra = ["--set", "fsdp=full_shard"] if mode.startswith("fsdp") else []
     if mode == "fsdp-cached":
         extra += ["--set", "reference_mode=cached", "--set", "reference_cache_draws=2"]
-    two = _torchrun(tmp_path, tiny_root, manifest, "two", 2, ["--set", "per_device_train_batch_size=1", *extra])
+    lora = LORA if mode == "fsdp-lora" else []
+    logs: list[str] = []
+    two = _torchrun(tmp_path, tiny_root, manifest, "two", 2, ["--set", "per_device_train_batch_size=1", *extra, *lora],
+                    logs)
+    if mode == "fsdp-lora":
+        assert logs[0].count("rank 0 read") == 1, logs[0][-2000:]  # the base, once (not once per rank)
     one = _torchrun(tmp_path, tiny_root, manifest, "one", 1, ["--set", "per_device_train_batch_size=1",
-                                                               "--set", "gradient_accumulation_steps=2"])
+                                                               "--set", "gradient_accumulation_steps=2", *lora])
     m2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
     m1 = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
     assert [m["num_pairs"] for m in m2] == [2, 2]
@@ -57,16 +68,19 @@ def test_two_process_gloo_equals_one_process(tmp_path, tiny_root, manifest_facto
 
 
 @pytest.mark.slow
-def test_fsdp_reads_weights_on_rank0_only_and_resumes_exactly(tmp_path, tiny_root, manifest_factory):
-    """FSDP full fine-tuning: one rank reads each checkpoint (policy, reference) and broadcasts the shards; a run
-    stopped after step 1 and resumed equals the uninterrupted run."""
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_fsdp_reads_weights_on_rank0_only_and_resumes_exactly(tmp_path, tiny_root, manifest_factory, lora):
+    """FSDP: one rank reads each checkpoint (policy, reference; with LoRA the base and, on resume, the adapters)
+    and broadcasts the shards; a run stopped after step 1 and resumed equals the uninterrupted run."""
     from model.checkpoint import load_dit
 
     manifest = manifest_factory(num_pairs=4)
-    common = ["--set", "per_device_train_batch_size=1", "--set", "fsdp=full_shard", "--set", "save_steps=1"]
+    common = ["--set", "per_device_train_batch_size=1", "--set", "fsdp=full_shard", "--set", "save_steps=1",
+              *(LORA if lora else [])]
     logs: list[str] = []
     full = _torchrun(tmp_path, tiny_root, manifest, "full", 2, common, logs)
-    assert logs[0].count("rank 0 read") == 2  # policy and frozen reference, each read once (not once per rank)
+    # full: policy and frozen reference, each read once (not once per rank); LoRA: the base, adapters off = reference
+    assert logs[0].count("rank 0 read") == (1 if lora else 2)
     part = _torchrun(tmp_path, tiny_root, manifest, "part", 2, [*common, "--set", "max_steps=1"])
     part = _torchrun(tmp_path, tiny_root, manifest, "part", 2, [*common, "--resume"])
     mf = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
