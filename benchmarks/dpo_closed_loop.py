@@ -323,7 +323,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=10)
     ap.add_argument("--size", type=int, default=32, help="video height = width in pixels (tiny VAE: 16 px per latent)")
-    ap.add_argument("--seeds", type=int, default=8, help="K candidates per prompt per round")
+    ap.add_argument("--seeds", type=int, default=12, help="K candidates per prompt per round")
     ap.add_argument("--eval-seeds", type=int, default=16, help="held-out seeds per prompt")
     ap.add_argument("--steps", type=int, default=100, help="optimizer steps per round")
     ap.add_argument("--batch", type=int, default=16)

@@ -840,9 +840,12 @@ class FlowDPOTrainer:
         """setup() + train() + cleanup()."""
         try:
             self.setup()
-            return self.train()
-        finally:
+            result = self.train()
+        except BaseException:
             self.cleanup()
+            raise
+        self.cleanup(synchronize=True)
+        return result
 
     def _write_status(self, state: str, error: str | None = None) -> None:
         status = {"state": state, "step": self.global_step, "total_steps": getattr(self, "total_steps", None),
@@ -987,13 +990,18 @@ class FlowDPOTrainer:
         self._barrier()
         return final
 
-    def cleanup(self) -> None:
-        """Release models and the process group (only if this trainer created it)."""
-        for name in ("policy", "reference", "optimizer", "scheduler"):
+    def cleanup(self, synchronize: bool = False) -> None:
+        """Release models and the process group. ``synchronize`` (a run that ended normally on every rank): wait
+        for all ranks before tearing the group down, so no rank closes its connections while a peer still has
+        collective work in flight (seen once in ~12 gloo test runs as "terminate called without an active
+        exception" on a rank at exit)."""
+        for name in ("policy", "reference", "optimizer", "scheduler", "_mesh"):  # the mesh holds the group
             if hasattr(self, name):
                 delattr(self, name)
         self._is_setup = False
         if getattr(self, "distributed", False) and torch.distributed.is_initialized():
+            if synchronize:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
