@@ -992,9 +992,7 @@ class FlowDPOTrainer:
 
     def cleanup(self, synchronize: bool = False) -> None:
         """Release models and the process group. ``synchronize`` (a run that ended normally on every rank): wait
-        for all ranks before tearing the group down, so no rank closes its connections while a peer still has
-        collective work in flight (seen once in ~12 gloo test runs as "terminate called without an active
-        exception" on a rank at exit)."""
+        for all ranks before tearing the group down, so no rank closes its connections while a peer still works."""
         for name in ("policy", "reference", "optimizer", "scheduler", "_mesh"):  # the mesh holds the group
             if hasattr(self, name):
                 delattr(self, name)
