@@ -21,7 +21,7 @@ each gains the same on its own taste; what is even in the labels (second order) 
 whatever the labels. Only a result where BOTH win shows learning.
 
 The base (``--dit-init pretrained``, default) is what DPO starts from in practice: a trained generator whose samples
-vary in what the annotator judges. The tiny DiT is flow-matching pretrained (400 steps, ~1 min) on a synthetic latent
+vary in what the annotator judges. The tiny DiT is flow-matching pretrained (400 steps, 1-2 min) on a synthetic latent
 set where the taste is one factor of variation (std ``--factor-std`` along the latent direction that raises the
 taste of the decoded video) among isotropic others (``--other-std``); the VAE stays the random tiny one and the
 annotator still judges decoded pixels (corr(factor, taste) = 0.91). A random DiT (``--dit-init random``), whose
