@@ -215,9 +215,10 @@ class FlowDPOConfig:
             "cannot soft-sync a reference that is the base model with adapters off; use reference_mode: frozen_copy",
         )
         _check(
-            not (self.fsdp and self.use_lora and self.reference_mode == "frozen_copy"),
-            "fsdp",
-            "LoRA under FSDP is only supported with reference_mode: lora_adapters_off",
+            not (self.sync_ref_model and self.use_lora),
+            "sync_ref_model",
+            "soft sync mixes the policy's weights into the reference, but a LoRA policy holds adapters on a frozen "
+            "base; use full fine-tuning (use_lora: false) for TR-DPO",
         )
 
     # ------------------------------------------------------------------ I/O

@@ -42,6 +42,7 @@ def test_unknown_field_is_rejected_by_name():
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
         ({"reference_mode": "lora_adapters_off"}, "reference_mode"),
         ({"use_lora": True, "sync_ref_model": True}, "sync_ref_model"),
+        ({"use_lora": True, "reference_mode": "frozen_copy", "sync_ref_model": True}, "sync_ref_model"),
         ({"learning_rate": "fast"}, "learning_rate"),
         ({"bf16": "yes"}, "bf16"),
         ({"ref_model_mixup_alpha": 0.0}, "ref_model_mixup_alpha"),

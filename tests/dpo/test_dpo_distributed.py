@@ -33,25 +33,28 @@ LORA = ["--set", "use_lora=true", "--set", "lora_r=4", "--set", "lora_alpha=8"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-cached", "fsdp-lora"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-cached", "fsdp-lora", "fsdp-lora-frozen"])
 def test_two_process_gloo_equals_one_process(tmp_path, tiny_root, manifest_factory, mode):
     """2 ranks x 1 pair == 1 rank x 2 pairs (same pairs, same per-pair t/noise): same losses and weights.
     fsdp-cached: the 2-rank run precomputes its reference errors (rank-strided, an odd number of pairs so one
     rank pads) and then trains without a reference network; it must still equal the 1-rank live reference.
     fsdp-lora: rank 0 alone reads the base and draws the adapters' initial values (the same draws as one process)
-    and broadcasts them; the reference is the base with adapters off."""
+    and broadcasts them; the reference is the base with adapters off. fsdp-lora-frozen: the reference is a sharded
+    frozen copy of the base (what a separate ``--reference`` checkpoint takes), so it equals the adapters-off run."""
     from model.checkpoint import load_dit
 
     manifest = manifest_factory(num_pairs=5 if mode == "fsdp-cached" else 4)
     extra = ["--set", "fsdp=full_shard"] if mode.startswith("fsdp") else []
     if mode == "fsdp-cached":
         extra += ["--set", "reference_mode=cached", "--set", "reference_cache_draws=2"]
-    lora = LORA if mode == "fsdp-lora" else []
+    lora = LORA if mode.startswith("fsdp-lora") else []
+    if mode == "fsdp-lora-frozen":
+        extra += ["--set", "reference_mode=frozen_copy"]
     logs: list[str] = []
     two = _torchrun(tmp_path, tiny_root, manifest, "two", 2, ["--set", "per_device_train_batch_size=1", *extra, *lora],
                     logs)
-    if mode == "fsdp-lora":
-        assert logs[0].count("rank 0 read") == 1, logs[0][-2000:]  # the base, once (not once per rank)
+    if lora:  # the base once (not once per rank), and the frozen reference once
+        assert logs[0].count("rank 0 read") == (2 if mode == "fsdp-lora-frozen" else 1), logs[0][-2000:]
     one = _torchrun(tmp_path, tiny_root, manifest, "one", 1, ["--set", "per_device_train_batch_size=1",
                                                                "--set", "gradient_accumulation_steps=2", *lora])
     m2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
