@@ -243,17 +243,15 @@ def _concat_manifests(parts: list[Path], out: Path) -> Path:
     return out
 
 
-def evaluate(gen: Generator, policy, reference, prompts: list[str], seeds: list[int]) -> dict:
-    """Same initial noise (seed) for policy and reference; win = policy preferred by the taste, ties half."""
-    wins, n, d = 0.0, 0, []
-    for prompt in prompts:
-        _, fp = gen.run(policy, prompt, seeds)
-        _, fr = gen.run(reference, prompt, seeds)
-        sp, sr = taste(fp), taste(fr)
-        wins += float((sp > sr).sum() + 0.5 * (sp == sr).sum())
-        n += len(seeds)
-        d.append(float((sp - sr).mean()))
-    return {"win_rate": wins / n, "mean_taste_delta": sum(d) / len(d), "n": n}
+def taste_scores(gen: Generator, dit, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+    """The taste of ``dit``'s videos for every (prompt, seed), (P * S,), from each seed's fixed initial noise."""
+    return torch.cat([taste(gen.run(dit, prompt, seeds)[1]) for prompt in prompts])
+
+
+def compare(scores: torch.Tensor, other: torch.Tensor) -> dict:
+    """Same initial noise for both; win = ``scores`` preferred by the taste, ties half."""
+    wins = float((scores > other).sum() + 0.5 * (scores == other).sum())
+    return {"win_rate": wins / len(scores), "mean_taste_delta": float((scores - other).mean()), "n": len(scores)}
 
 
 def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path) -> list[dict]:
@@ -266,6 +264,7 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
     eval_seeds = list(range(10_000, 10_000 + args.eval_seeds))  # never used for training data
     print(f"\n######## taste {taste_name}")
     rounds, policy_root, policy = [], base_root, base
+    base_scores = policy_scores = taste_scores(gen, base, prompts, eval_seeds)
     for rnd in range(1, args.rounds + 1):
         first = args.seed * 1000 + rnd * 100  # held-out seeds (10,000+) are never used for training data
         train_seeds = list(range(first, first + args.seeds))
@@ -286,7 +285,7 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
         result = train(config, manifest=manifest, init=policy_root, out_dir=out, on_metrics=curve.append,
                        reference=base_root if args.reference == "base" else None)
         train_s = time.time() - t0
-        previous, policy_root = policy, result.final_dir
+        policy_root = result.final_dir
         policy = load_dit(policy_root, dtype=torch.float32)
         print(f"\n== round {rnd}: {data_stats['pairs']} pairs from the round-{rnd - 1} policy, train {train_s:.0f}s")
         print(" step    loss   acc  margin  grad_weight")
@@ -294,10 +293,12 @@ def run_loop(args, gen: Generator, base_root: Path, taste_name: str, work: Path)
             if m["step"] == 1 or m["step"] % max(1, args.steps // 10) == 0:
                 print(f"{m['step']:5d} {m['loss']:7.4f} {m['rewards/accuracies']:5.2f} {m['rewards/margins']:7.3f}"
                       f" {m['dpo/grad_weight']:7.3f}")
-        vs_base = evaluate(gen, policy, base, prompts, eval_seeds)
+        previous_scores = policy_scores
+        policy_scores = taste_scores(gen, policy, prompts, eval_seeds)
+        vs_base = compare(policy_scores, base_scores)
         print(f"held-out win rate vs base: {vs_base['win_rate']:.3f} (mean taste delta "
               f"{vs_base['mean_taste_delta']:+.2f} /255, n={vs_base['n']})")
-        vs_previous = evaluate(gen, policy, previous, prompts, eval_seeds) if rnd > 1 else vs_base
+        vs_previous = compare(policy_scores, previous_scores)  # the previous round's videos are not regenerated
         if rnd > 1:
             print(f"held-out win rate vs the round-{rnd - 1} policy: {vs_previous['win_rate']:.3f} (mean taste delta "
                   f"{vs_previous['mean_taste_delta']:+.2f} /255)")

@@ -439,13 +439,10 @@ class FlowDPOTrainer:
 
         from model.transformer import StepVideoDiT
 
-        cfg = self.config
         with torch.device("meta"), torch.random.fork_rng(devices=[]):  # peft draws adapter inits on the CPU RNG
             module = StepVideoDiT(self.dit_config).to(dtype)
             if lora:
-                module.requires_grad_(False)
-                module = apply_lora(module, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                    target_modules=cfg.lora_target_modules)
+                module = self._with_lora(module, None)
         self._shard(module)
         module.to_empty(device=self.device)
         state = read_state() if self.is_main else {}
