@@ -1,14 +1,18 @@
-"""Pure functions: the pairs a judgment implies, their aggregation across annotators, and Krippendorff's alpha.
+"""Pure functions: the pairs a judgment implies, their aggregation across annotators, and Krippendorff's alpha
+(through the ``krippendorff`` package).
 
 No Django imports: the services and selectors feed these with plain tuples, and the tests check them by hand.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import combinations
+
+import krippendorff
+import numpy as np
 
 PREFERRED, NON_PREFERRED, NEUTRAL = "preferred", "non_preferred", "neutral"
 LABELLED = "labelled"
@@ -108,40 +112,23 @@ def aggregate(*, judgments: Iterable[tuple[int, set[tuple[int, int]], bool]], mi
 def krippendorff_alpha(units: dict[Hashable, list[float]], *, level: str = "nominal") -> float | None:
     """Krippendorff's alpha for ``units`` (unit -> the values its coders gave; missing values simply absent).
 
-    Coincidence-matrix form (Krippendorff 2011, "Computing Krippendorff's alpha-reliability"): units with fewer than two
-    values are not pairable and ignored; ``level`` is "nominal" or "ordinal". None when it is undefined (fewer than two
-    pairable values, or a single value used throughout)."""
+    Computed by the ``krippendorff`` package from the units' value counts. Units with fewer than two values are not
+    pairable and ignored; ``level`` is "nominal" or "ordinal" (ordinal distances use the sorted values' ranks). None
+    when it is undefined (fewer than two pairable values, or a single value used throughout)."""
     if level not in ("nominal", "ordinal"):
         raise ValueError(f"level must be 'nominal' or 'ordinal', not {level!r}")
-    coincidences: Counter = Counter()
-    for values in units.values():
-        m = len(values)
-        if m < 2:
-            continue
-        for i, c in enumerate(values):
-            for j, k in enumerate(values):
-                if i != j:
-                    coincidences[(c, k)] += 1.0 / (m - 1)
-    categories = sorted({c for c, _ in coincidences})
-    n_c = {c: sum(v for (a, _), v in coincidences.items() if a == c) for c in categories}
-    n = sum(n_c.values())
-    if n < 2 or len(categories) < 2:
+    pairable = [values for values in units.values() if len(values) >= 2]
+    domain = sorted({v for values in pairable for v in values})
+    if len(domain) < 2:
         return None
-
-    def delta(c, k) -> float:
-        if c == k:
-            return 0.0
-        if level == "nominal":
-            return 1.0
-        lo, hi = (c, k) if c < k else (k, c)
-        between = sum(n_c[g] for g in categories if lo <= g <= hi)
-        return (between - (n_c[lo] + n_c[hi]) / 2.0) ** 2
-
-    observed = sum(v * delta(c, k) for (c, k), v in coincidences.items())
-    expected = sum(n_c[c] * n_c[k] * delta(c, k) for c in categories for k in categories) / (n - 1)
-    if expected == 0:
-        return None
-    return 1.0 - observed / expected
+    index = {v: i for i, v in enumerate(domain)}
+    counts = np.zeros((len(pairable), len(domain)))
+    for row, values in enumerate(pairable):
+        for v in values:
+            counts[row, index[v]] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = float(krippendorff.alpha(value_counts=counts, value_domain=domain, level_of_measurement=level))
+    return None if not np.isfinite(alpha) else alpha
 
 
 def pairwise_agreement(units: dict[Hashable, list[float]]) -> float | None:

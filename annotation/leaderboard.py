@@ -12,9 +12,9 @@ directly: their labels are relative to their own group, so mixing them would be 
 prompt's comparisons are pooled into one bootstrap unit, since they share the prompt's difficulty; resampling prompts,
 not judgments, gives intervals that account for that correlation.
 
-Fit: Hunter's (2004) MM iterations for the BT maximum likelihood, ``p_i <- W_i / sum_j N_ij / (p_i + p_j)``, with a
-small symmetric prior (``prior`` wins each way on every pair that met) so a checkpoint that never won still has a
-finite strength. Strengths are reported as centred log-strengths ``theta`` (P(i beats j) = sigmoid(theta_i - theta_j))
+Fit: the BT maximum likelihood by choix (iterative Luce spectral ranking, Maystre & Grossglauser 2015, on the dense
+win matrix), with a small symmetric prior (``prior`` wins each way on every pair that met) so a checkpoint that never
+won still has a finite strength. Strengths are reported as centred log-strengths ``theta`` (P(i beats j) = sigmoid(theta_i - theta_j))
 and on an Elo-like scale (400 / ln 10 per unit, 1000 at the mean).
 """
 
@@ -24,8 +24,10 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+import choix
 import numpy as np
 from django.db.models import Count
+from scipy.sparse.csgraph import connected_components
 
 from annotation.agreement import LABELLED, LabelRow, implied_pairs
 from annotation.models import Candidate, CandidateLabel, Checkpoint, Judgment
@@ -35,51 +37,42 @@ TIE_OUTCOMES = (Judgment.Outcome.ALL_GOOD, Judgment.Outcome.ALL_BAD)
 
 
 # -- pure numerics ------------------------------------------------------------------------------------------------------
-def bt_fit_batch(wins: np.ndarray, *, prior: float = 0.1, max_iter: int = 5_000, tol: float = 1e-9) -> np.ndarray:
-    """Bradley-Terry log-strengths for a batch of win matrices: ``wins`` (B, K, K) -> (B, K), each row centred.
+def bt_fit(wins: np.ndarray, *, prior: float = 0.1, initial: np.ndarray | None = None, tol: float = 1e-10) -> np.ndarray:
+    """Bradley-Terry log-strengths (K,) from one win matrix (K, K), each connected part centred.
 
-    ``wins[b, i, j]`` = (fractional) wins of i over j. MM iterations (Hunter 2004), all B problems at once;
+    ``wins[i, j]`` = (fractional) wins of i over j. The maximum-likelihood fit is choix's ILSR on the dense matrix;
     ``prior`` adds that many wins each way to every pair that met (0 = plain MLE, which diverges for a checkpoint
-    that never won or never lost). A checkpoint without any comparison gets 0."""
+    that never won or never lost). A checkpoint without any comparison gets 0; checkpoints that were never compared,
+    even through others, are in separate parts, each centred on 0. ``initial`` (K,) warm-starts the iterations."""
     w = np.asarray(wins, dtype=np.float64)
-    met = (w + np.swapaxes(w, 1, 2)) > 0
+    met = (w + w.T) > 0
     w = w + prior * met
-    n = w + np.swapaxes(w, 1, 2)  # (B, K, K) games
-    total = w.sum(axis=2)  # (B, K) wins
-    active = total > 0
-    p = np.ones(total.shape)
-    for _ in range(max_iter):
-        denom = (n / (p[:, :, None] + p[:, None, :])).sum(axis=2)  # (B, K)
-        new = np.where(active & (denom > 0), total / np.where(denom > 0, denom, 1.0), 1.0)
-        logs = np.where(active, np.log(np.where(active, new, 1.0)), 0.0)
-        counts = np.maximum(active.sum(axis=1, keepdims=True), 1)
-        new = np.exp(logs - (logs.sum(axis=1, keepdims=True) / counts) * active)  # geometric mean 1 over active
-        done = np.max(np.abs(np.log(new) - np.log(p))) < tol
-        p = new
-        if done:
-            break
-    theta = np.where(active, np.log(p), 0.0)
-    counts = np.maximum(active.sum(axis=1, keepdims=True), 1)
-    return np.where(active, theta - theta.sum(axis=1, keepdims=True) / counts, 0.0)
-
-
-def bt_fit(wins: np.ndarray, *, prior: float = 0.1) -> np.ndarray:
-    """Bradley-Terry log-strengths (centred, shape (K,)) from one win matrix (K, K); see ``bt_fit_batch``."""
-    return bt_fit_batch(np.asarray(wins, dtype=np.float64)[None], prior=prior)[0]
+    theta = np.zeros(w.shape[0])
+    n_parts, part = connected_components(met, directed=False)
+    for p in range(n_parts):
+        idx = np.flatnonzero(part == p)
+        if len(idx) < 2:
+            continue
+        start = None if initial is None else initial[idx] - initial[idx].mean()
+        params = choix.ilsr_pairwise_dense(w[np.ix_(idx, idx)], initial_params=start, max_iter=10_000, tol=tol)
+        theta[idx] = params - params.mean()
+    return theta
 
 
 def bt_bootstrap(per_unit: np.ndarray, *, n_boot: int = 200, seed: int = 0, prior: float = 0.1,
                  level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of the log-strengths, resampling units (prompts) with replacement.
 
-    ``per_unit``: (U, K, K) wins per prompt. Returns (low, high), each (K,). All resamples are fitted as one batch."""
+    ``per_unit``: (U, K, K) wins per prompt. Returns (low, high), each (K,). Each resample's fit starts from the
+    full data's strengths (a few iterations each)."""
     units, k = per_unit.shape[0], per_unit.shape[1]
     if units == 0 or n_boot <= 0:
         return np.full(k, np.nan), np.full(k, np.nan)
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(units, np.full(units, 1.0 / units), size=n_boot)  # (B, U) draws of each prompt
     resampled = (counts @ per_unit.reshape(units, k * k)).reshape(n_boot, k, k)  # (B, K, K)
-    thetas = bt_fit_batch(resampled, prior=prior)
+    full = bt_fit(per_unit.sum(axis=0), prior=prior)
+    thetas = np.stack([bt_fit(wins, prior=prior, initial=full, tol=1e-8) for wins in resampled])
     alpha = (1.0 - level) / 2.0
     return np.quantile(thetas, alpha, axis=0), np.quantile(thetas, 1.0 - alpha, axis=0)
 
