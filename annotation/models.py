@@ -473,6 +473,10 @@ class DPORun(TimeStamped):
     )
     data_rounds = models.ManyToManyField(Round, blank=True, related_name="dpo_runs")
     pair_filter = models.JSONField(default=dict, blank=True)
+    # the run's training data: a manifest export of the run's pair filter and weighting (versioned, content-hashed)
+    manifest_export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="dpo_runs"
+    )
     pairs_count = models.PositiveIntegerField(default=0)
     config = models.JSONField(default=dict, blank=True)
     metrics_summary = models.JSONField(default=dict, blank=True)
