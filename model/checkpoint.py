@@ -26,18 +26,21 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.config import DiTConfig, StepLLMConfig, VAEConfig
+from model.layout import (  # noqa: F401 - the layout's names live in the torch-free model.layout; re-exported
+    CLIP_MODEL_DIR,
+    CLIP_TOKENIZER_DIR,
+    DIT_DIR,
+    DIT_INDEX,
+    DIT_WEIGHTS,
+    LLM_DIR,
+    LLM_INDEX,
+    LLM_TOKENIZER,
+    LLM_WEIGHTS,
+    VAE_FILE,
+)
 
 logger = logging.getLogger(__name__)
 
-DIT_DIR, DIT_WEIGHTS, DIT_INDEX = (
-    "transformer",
-    "diffusion_pytorch_model",
-    "diffusion_pytorch_model.safetensors.index.json",
-)
-LLM_DIR, LLM_WEIGHTS, LLM_INDEX = "step_llm", "model", "model.safetensors.index.json"
-LLM_TOKENIZER = "step1_chat_tokenizer.model"
-VAE_FILE = "vae/vae_v2.safetensors"
-CLIP_MODEL_DIR, CLIP_TOKENIZER_DIR = "hunyuan_clip/clip_text_encoder", "hunyuan_clip/tokenizer"
 # Runtime-only DiTConfig fields: not written to transformer/config.json.
 RUNTIME_FIELDS = ("attention_backend", "gradient_checkpointing")
 # vae_v2.safetensors name -> module name (the official loader's rename).
@@ -240,7 +243,10 @@ def read_dit_config(root: str | os.PathLike) -> DiTConfig:
     path = transformer_dir(root) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: transformer config not found")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
     if data.get("use_additional_conditions"):
         raise CheckpointError(f"{path}: use_additional_conditions=true (TI2V conditioning) is not supported")
     return DiTConfig.from_dict({k: v for k, v in data.items() if k not in RUNTIME_FIELDS})
@@ -263,6 +269,7 @@ def load_dit(
     from model.transformer import StepVideoDiT
 
     folder = transformer_dir(root)
+    from_config = cfg is None
     cfg = cfg or read_dit_config(folder)
     overrides = {}
     if attention_backend is not None:
@@ -275,7 +282,16 @@ def load_dit(
     state, _ = read_safetensors([folder / f for f in files], device=device, dtype=dtype)
     with torch.device("meta"):
         model = StepVideoDiT(cfg)
-    return load_into_meta_module(model, state, str(source), strict=strict).eval()
+    config_path = folder / "config.json"
+    try:
+        return load_into_meta_module(model, state, str(source), strict=strict).eval()
+    except CheckpointError as exc:
+        if not from_config:
+            raise
+        raise CheckpointError(
+            f"{exc} (the network was built from {config_path}: {cfg.num_layers} layers, "
+            f"{cfg.num_attention_heads}x{cfg.attention_head_dim} heads, ffn_dim {cfg.ffn_dim}; config and weights disagree)"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,12 +338,17 @@ def load_vae(
     from model.vae import VideoVAE
 
     path = Path(root)
+    source = "given config"
     if path.is_dir():
+        if cfg is None and (path / "vae" / "config.json").is_file():
+            source = str(path / "vae" / "config.json")
         cfg = cfg or read_vae_config(path)
         path = path / VAE_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: VAE weights not found")
-    cfg = cfg or VAEConfig()
+    if cfg is None:
+        cfg, source = VAEConfig(), "no vae/config.json: official default"
+    logger.info("%s: VAE GroupNorm eps %g (%s)", path, cfg.norm_eps, source)
     state, _ = read_safetensors([path], device=device, dtype=dtype, renames=_VAE_RENAMES)
     with torch.device("meta"):
         model = VideoVAE(cfg)

@@ -36,7 +36,10 @@ class DiTConfig:
     out_channels: int = 64
     patch_size: int = 1
     caption_channels: tuple[int, int] = (6144, 1024)  # (Step-LLM dim, Hunyuan-CLIP dim)
-    ffn_dim: int = 24576
+    # FFN width. None derives it as the official code does: ``StepVideoTransformerBlock`` builds
+    # ``FeedForward(dim=inner_dim, inner_dim=None)`` and FeedForward uses ``dim * mult`` with ``mult=4``
+    # (stepvideo/modules/blocks.py), so an official config.json (which has no such field) gives 4 x inner_dim.
+    ffn_dim: int | None = None
     # RoPE-3D: head_dim split for (frame, height, width); doc §1.5 hard-codes [64, 32, 32] (ratio 1/2, 1/4, 1/4).
     rope_split: tuple[int, int, int] = (64, 32, 32)
     rope_theta: float = 10000.0
@@ -49,6 +52,8 @@ class DiTConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
+        if self.ffn_dim is None:
+            object.__setattr__(self, "ffn_dim", 4 * self.num_attention_heads * self.attention_head_dim)
         if sum(self.rope_split) != self.attention_head_dim:
             raise ValueError(f"rope_split {self.rope_split} must sum to attention_head_dim {self.attention_head_dim}")
         if any(d % 2 for d in self.rope_split):
@@ -83,7 +88,10 @@ class VAEConfig:
     decoder_ch_mult: tuple[int, ...] = (1, 2, 4, 4)
     decoder_num_res_blocks: int = 3
     norm_groups: int = 32
-    norm_eps: float = 1e-6  # UNVERIFIED: the doc gives 32 groups but not eps; 1e-6 is the LDM-family default
+    # Every official VAE norm is ``nn.GroupNorm(32, C)`` with no eps argument (stepvideo/vae/vae.py: AttnBlock,
+    # Resnet3DBlock, VideoEncoder/VideoDecoder.norm_out, Res3DBlockUpsample), i.e. PyTorch's default 1e-5.
+    # Roots written by this project before that was checked may say 1e-6 in vae/config.json and keep it.
+    norm_eps: float = 1e-5
     frame_len: int = 17  # pixel frames per chunk
     latent_len: int = 3  # latent frames per chunk
     spatial_ratio: int = 16

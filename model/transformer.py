@@ -122,14 +122,21 @@ class SelfAttention(nn.Module):
         self.q_norm = RMSNorm(hd, eps=cfg.qk_norm_eps)
         self.k_norm = RMSNorm(hd, eps=cfg.qk_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x: (B, N, D); rope: cos/sin (N, head_dim) -> (B, N, D)."""
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], sp=None) -> torch.Tensor:
+        """x: (B, N, D); rope: cos/sin (N, head_dim) -> (B, N, D).
+
+        With ``sp`` (a :class:`model.parallel.SequenceParallel`), x and rope hold this rank's N/P tokens and the
+        attention runs Ulysses-style across the group.
+        """
         B, N, _ = x.shape
         qkv = self.wqkv(x).view(B, N, self.num_heads, 3 * self.head_dim)  # (B, N, heads, 3*hd), per-head [q k v]
         q, k, v = qkv.split(self.head_dim, dim=-1)  # 3 x (B, N, heads, hd)
         q = apply_rope_3d(self.q_norm(q), *rope, self.rope_split)  # QK-norm before RoPE
         k = apply_rope_3d(self.k_norm(k), *rope, self.rope_split)
-        out = attention(q, k, v, backend=self.backend)  # (B, N, heads, hd)
+        if sp is not None:
+            out = sp.attention(q, k, v, backend=self.backend)  # (B, N/P, heads, hd)
+        else:
+            out = attention(q, k, v, backend=self.backend)  # (B, N, heads, hd)
         return self.wo(out.reshape(B, N, -1))  # (B, N, D)
 
 
@@ -211,8 +218,11 @@ class StepVideoTransformerBlock(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor | None,
         rope: tuple[torch.Tensor, torch.Tensor],
+        sp=None,
     ) -> torch.Tensor:
-        """x: (B, N, D); t_mod: (B, 6D) fp32; text: (B, L, D); text_mask: (B, L) bool or None -> (B, N, D)."""
+        """x: (B, N, D); t_mod: (B, 6D) fp32; text: (B, L, D); text_mask: (B, L) bool or None -> (B, N, D).
+
+        ``sp``: sequence parallel (x holds this rank's tokens); only the self-attention communicates."""
         B, _, D = x.shape
         # 1. Modulation parameters (fp32): (6, D) + (B, 6, D) -> 6 x (B, 1, D)
         mod = self.scale_shift_table.float()[None] + t_mod.float().view(B, 6, D)
@@ -220,7 +230,7 @@ class StepVideoTransformerBlock(nn.Module):
 
         # 2. Self-attention with AdaLN
         h = (layer_norm_fp32(x, self.norm1) * (1 + scale_msa) + shift_msa).to(x.dtype)  # (B, N, D)
-        x = (x.float() + gate_msa * self.attn1(h, rope).float()).to(x.dtype)
+        x = (x.float() + gate_msa * self.attn1(h, rope, sp).float()).to(x.dtype)
 
         # 3. Cross-attention (no norm, no modulation, no gate)
         x = x + self.attn2(x, text, text_mask)
@@ -317,6 +327,8 @@ class StepVideoDiT(nn.Module):
         self.norm_out = nn.LayerNorm(D, eps=cfg.final_norm_eps, elementwise_affine=False)
         self.scale_shift_table = nn.Parameter(torch.randn(2, D) / D**0.5)
         self.proj_out = nn.Linear(D, cfg.patch_size * cfg.patch_size * cfg.out_channels, bias=True)
+        # Sequence parallelism (model.parallel.SequenceParallel) used by forward() when set; None = one process.
+        self.sequence_parallel = None
         self.init_weights()
 
     @torch.no_grad()
@@ -356,9 +368,11 @@ class StepVideoDiT(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor,
         llm_states: torch.Tensor,
-        llm_mask: torch.Tensor,
+        llm_mask: torch.Tensor | None,
         clip_states: torch.Tensor,
         clip_mask: torch.Tensor | None = None,
+        *,
+        sequence_parallel=None,
     ) -> torch.Tensor:
         """Predict the velocity ``v = x1 - x0``.
 
@@ -366,19 +380,32 @@ class StepVideoDiT(nn.Module):
             x: (B, F, C, H, W) noisy latent x_t.
             t: (B,) float in [0, 1] (0 = noise, 1 = data); a scalar is broadcast.
             llm_states: (B, L_llm, caption_channels[0]) Step-LLM hidden states.
-            llm_mask: (B, L_llm) bool/int, 1 on BOS..EOS, 0 on padding.
+            llm_mask: (B, L_llm) bool/int, 1 on BOS..EOS, 0 on padding; or the official combined mask
+                (B, L_clip + L_llm) over [CLIP ; LLM] (the official server's ``y_mask``: the LLM mask left-padded with
+                L_clip ones), of which, as in the official ``prepare_attn_mask``, only the count of ones is used (the
+                first ``sum`` text positions are attended). None attends to every position.
             clip_states: (B, L_clip=77, caption_channels[1]) Hunyuan-CLIP last hidden states.
-            clip_mask: (B, L_clip) or None. None (the official behaviour) attends to all 77 CLIP positions.
+            clip_mask: (B, L_clip) or None. None (the official behaviour) attends to all 77 CLIP positions. Must be
+                None with a combined mask.
+            sequence_parallel: a :class:`model.parallel.SequenceParallel` (default ``self.sequence_parallel``): the
+                tokens run across its ranks (every rank passes the same inputs and gets the whole output).
 
         Returns:
             (B, F, C_out, H, W) velocity in x's dtype.
         """
         cfg = self.cfg
+        if x.ndim != 5 or x.shape[2] != cfg.in_channels:
+            raise ValueError(f"x must be (B, F, {cfg.in_channels}, H, W) latents, got {tuple(x.shape)}")
         B, Fr, C, H, W = x.shape
         p = cfg.patch_size
         if H % p or W % p:
             raise ValueError(f"latent height/width ({H}, {W}) must be multiples of patch_size {p}")
         h, w = H // p, W // p
+        sp = self.sequence_parallel if sequence_parallel is None else sequence_parallel
+        if sp is not None and sp.world_size == 1:
+            sp = None
+        if sp is not None:
+            sp.check(cfg.num_attention_heads, Fr * h * w)
         dtype = self.proj_out.weight.dtype
         in_dtype = x.dtype
 
@@ -394,25 +421,28 @@ class StepVideoDiT(nn.Module):
         llm = self.caption_projection(self.caption_norm(llm_states.float()).to(dtype))  # (B, L_llm, D)
         clip = self.clip_projection(clip_states.to(dtype))  # (B, 77, D)
         text = torch.cat([clip, llm], dim=1)  # (B, L, D), CLIP first
-        if clip_mask is None:
-            clip_mask = torch.ones(clip.shape[:2], dtype=torch.bool, device=x.device)
-        text_mask = torch.cat([clip_mask.to(x.device).bool(), llm_mask.to(x.device).bool()], dim=1)  # (B, L)
+        text_mask = combined_text_mask(llm_mask, clip_mask, B, clip.shape[1], llm.shape[1], x.device)  # (B, L)
         text, text_mask = _trim_text(text, text_mask)
 
-        # 4. Transformer blocks
+        # 4. Transformer blocks (under sequence parallelism each rank keeps its N/P tokens and RoPE rows)
         rope = rope_3d_cos_sin(Fr, h, w, cfg.rope_split, cfg.rope_theta, x.device)  # 2 x (N, head_dim)
+        if sp is not None:
+            tokens = sp.shard(tokens, dim=1)  # (B, N/P, D)
+            rope = tuple(sp.shard(table, dim=0) for table in rope)  # 2 x (N/P, head_dim)
         for block in self.transformer_blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 tokens = torch.utils.checkpoint.checkpoint(
-                    block, tokens, t_mod, text, text_mask, rope, use_reentrant=False
+                    block, tokens, t_mod, text, text_mask, rope, sp, use_reentrant=False
                 )
             else:
-                tokens = block(tokens, t_mod, text, text_mask, rope)
+                tokens = block(tokens, t_mod, text, text_mask, rope, sp)
 
         # 5. Final AdaLN on the raw embedded timestep: (1, 2, D) + (B, 1, D) -> shift, scale (B, 1, D)
         shift, scale = (self.scale_shift_table.float()[None] + embedded.float()[:, None]).chunk(2, dim=1)
         tokens = (layer_norm_fp32(tokens, self.norm_out) * (1 + scale) + shift).to(dtype)
         out = self.proj_out(tokens)  # (B, N, p*p*C_out)
+        if sp is not None:
+            out = sp.gather(out)  # (B, N/P, p*p*C_out) shards -> (B, N, p*p*C_out)
 
         # 6. Unpatchify: (B, F*h*w, p*p*C_out) -> (B*F, h, w, p, p, C_out) -> (B*F, C_out, h, p, w, p) -> (B, F, C_out, H, W)
         C_out = cfg.out_channels
@@ -422,6 +452,46 @@ class StepVideoDiT(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def combined_text_mask(
+    llm_mask: torch.Tensor | None,
+    clip_mask: torch.Tensor | None,
+    batch: int,
+    clip_len: int,
+    llm_len: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The key-padding mask (B, L_clip + L_llm) bool over [CLIP ; LLM] from either mask convention (see forward).
+
+    Raises ValueError naming both sizes when a mask does not fit its tokens.
+    """
+    total = clip_len + llm_len
+    if llm_mask is None:
+        llm_mask = torch.ones(batch, llm_len, dtype=torch.bool, device=device)
+    if llm_mask.ndim != 2 or llm_mask.shape[0] != batch:
+        raise ValueError(f"llm_mask must be (B={batch}, L), got {tuple(llm_mask.shape)}")
+    n = llm_mask.shape[1]
+    if n == total and n != llm_len:  # the official combined mask: only its count of ones is used
+        if clip_mask is not None:
+            raise ValueError(
+                f"llm_mask has length {n} = {clip_len} CLIP + {llm_len} LLM tokens (the official combined mask); "
+                "pass clip_mask=None with it"
+            )
+        count = llm_mask.to(device).long().sum(dim=1, keepdim=True)  # (B, 1)
+        return torch.arange(total, device=device)[None, :] < count  # (B, L)
+    if n != llm_len:
+        raise ValueError(
+            f"llm_mask has length {n} but llm_states has {llm_len} tokens (or pass the official combined mask of "
+            f"length {clip_len} + {llm_len} = {total})"
+        )
+    if clip_mask is None:
+        clip_mask = torch.ones(batch, clip_len, dtype=torch.bool, device=device)
+    elif tuple(clip_mask.shape) != (batch, clip_len):
+        raise ValueError(
+            f"clip_mask has shape {tuple(clip_mask.shape)} but clip_states has {clip_len} tokens (batch {batch})"
+        )
+    return torch.cat([clip_mask.to(device).bool(), llm_mask.to(device).bool()], dim=1)
 
 
 def _trim_text(text: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -502,17 +502,25 @@ class VideoVAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32, device=gen_device).to(mean.device)
         return mean + torch.exp(0.5 * logvar) * noise
 
-    def _decode_chunks(self, z: torch.Tensor, chunks_per_batch: int | None) -> torch.Tensor:
-        """z (B, t, z, h, w) -> (B, T, 3, H, W) fp32: independent 3-latent chunks, then the border mix."""
+    def _decode_chunks(
+        self, z: torch.Tensor, chunks_per_batch: int | None, out_device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """z (B, t, z, h, w) -> (B, T, 3, H, W) fp32 before the border mix: independent 3-latent chunks (time tiles),
+        ``chunks_per_batch`` at a time, each written into the output on ``out_device`` (default: z's device)."""
         cfg = self.cfg
         B, t, C, h, w = z.shape
         chunk = 1 if t == 1 else cfg.latent_len
         n = t // chunk
-        x = z.to(self.dtype).reshape(B * n, chunk, C, h, w).transpose(1, 2)  # (B*n, z, 3, h, w)
+        x = z.to(self.dtype).reshape(B * n, chunk, C, h, w).transpose(1, 2)  # (B*n, z, 3, h, w) chunk-major per sample
         step = B * (chunks_per_batch or n)
-        frames = torch.cat([self.decoder(x[s : s + step]).float() for s in range(0, B * n, step)])  # (B*n, 3, 17, H, W)
-        video = frames.transpose(1, 2).reshape(B, n * frames.shape[2], *frames.shape[1:2], *frames.shape[3:])
-        return mix_chunk_borders(video, frames.shape[2], cfg.mix_weight)  # (B, T, 3, H, W)
+        out = None
+        for s in range(0, B * n, step):
+            frames = self.decoder(x[s : s + step]).float()  # (b, 3, 17, H, W)
+            if out is None:
+                fl = frames.shape[2]
+                out = torch.empty(B * n, fl, 3, *frames.shape[3:], device=out_device or frames.device)
+            out[s : s + frames.shape[0]] = frames.transpose(1, 2).to(out.device)  # (b, 17, 3, H, W)
+        return out.reshape(B, n * out.shape[1], *out.shape[2:])  # (B, T, 3, H, W)
 
     def decode(
         self,
@@ -521,15 +529,22 @@ class VideoVAE(nn.Module):
         tile_size: int | None = None,
         tile_stride: int | None = None,
         chunks_per_batch: int | None = 1,
+        mix: bool = True,
+        out_device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """latent (B, t, z, h, w) -> video (B, T, 3, H, W) fp32 in about [-1, 1].
 
-        ``chunks_per_batch``: 3-latent chunks decoded together (1 = least memory, the default; None = all).
+        Memory: decoding is tiled in time (``chunks_per_batch`` 3-latent chunks at a time; 1 = least memory, the
+        default; None = all; exact, the chunks are independent) and optionally in space: ``tile_size``/``tile_stride``
+        (latent pixels, e.g. 34/16) decode overlapping spatial tiles blended with linear ramps (not bit-identical to
+        untiled decoding; the official server does not tile). ``out_device="cpu"`` assembles the output video in
+        host memory, so the decoding device holds only one chunk x tile at a time.
 
-        ``tile_size``/``tile_stride`` (latent pixels, e.g. 34/16) decode overlapping spatial tiles blended with linear
-        ramps (saves memory; not bit-identical to untiled decoding). The official server does not tile.
+        ``mix=False`` returns the frames before the chunk-border mix (:func:`mix_chunk_borders`, applied last).
         """
         cfg = self.cfg
+        if z.ndim != 5:
+            raise ValueError(f"latent must be (B, t, z, h, w), got shape {tuple(z.shape)}")
         B, t, C, h, w = z.shape
         if C != cfg.z_channels:
             raise ValueError(f"latent has {C} channels, the VAE expects z_channels={cfg.z_channels}")
@@ -539,10 +554,18 @@ class VideoVAE(nn.Module):
                 f"to {cfg.frame_len} frames); got {t}"
             )
         if tile_size is None or (tile_size >= h and tile_size >= w):
-            return self._decode_chunks(z, chunks_per_batch)
-        return self._decode_tiled(z, tile_size, tile_stride or tile_size // 2, chunks_per_batch)
+            video = self._decode_chunks(z, chunks_per_batch, out_device)
+        else:
+            video = self._decode_tiled(z, tile_size, tile_stride or tile_size // 2, chunks_per_batch, out_device)
+        if not mix or t == 1:
+            return video
+        return mix_chunk_borders(video, cfg.frame_len, cfg.mix_weight)  # (B, T, 3, H, W)
 
-    def _decode_tiled(self, z: torch.Tensor, tile: int, stride: int, chunks_per_batch: int | None) -> torch.Tensor:
+    def _decode_tiled(
+        self, z: torch.Tensor, tile: int, stride: int, chunks_per_batch: int | None, out_device=None
+    ) -> torch.Tensor:
+        """Spatial tiles (each decoded in time tiles), blended; before the border mix (it is linear, so the order of
+        blending and mixing does not matter)."""
         r = self.cfg.spatial_ratio
         B, t, C, h, w = z.shape
         ys, xs = _tile_starts(h, tile, stride), _tile_starts(w, tile, stride)
@@ -551,7 +574,7 @@ class VideoVAE(nn.Module):
             for x0 in xs:
                 th, tw = min(tile, h - y0), min(tile, w - x0)
                 piece = self._decode_chunks(
-                    z[:, :, :, y0 : y0 + th, x0 : x0 + tw], chunks_per_batch
+                    z[:, :, :, y0 : y0 + th, x0 : x0 + tw], chunks_per_batch, out_device
                 )  # (B, T, 3, th*r, tw*r)
                 if out is None:
                     out = piece.new_zeros(B, piece.shape[1], 3, h * r, w * r)
