@@ -254,6 +254,10 @@ class ParallelPipeline:
             raise RuntimeError("this ParallelPipeline is closed")
         progress = kwargs.pop("progress", None)
         self.pipeline.check_sample_request(text, seeds, **kwargs)  # bad sizes fail here, before any rank works
+        cfg_scale = kwargs.get("cfg_scale")
+        cfg_scale = self.pipeline.preset.sampler.cfg_scale if cfg_scale is None else cfg_scale
+        if cfg_scale != 1.0 and kwargs.get("negative") is None:  # the other ranks have no text encoders
+            kwargs["negative"] = self.pipeline.encode_text([self.pipeline.preset.negative_prompt])
         request = {"text": text.to("cpu"), "seeds": seeds, "kwargs": {
             k: (v.to("cpu") if hasattr(v, "to") else v) for k, v in kwargs.items()}}
         for child in self.children:
