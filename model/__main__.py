@@ -15,7 +15,7 @@ from model.presets import PRESET_NAMES
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model", description="Step-Video-T2V model utilities")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="parameter counts per component (built on the meta device)")
+    info = sub.add_parser("info", help="parameter counts per component (meta device) and the per-GPU memory plan")
     info.add_argument("--preset", required=True, choices=PRESET_NAMES)
     info.add_argument("--json", action="store_true", help="print {component: {params, keys: {name: shape}}} as JSON")
     tiny = sub.add_parser("make-tiny", help="write a complete tiny model root (random weights) in the official layout")
@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({k: {"params": v["params"], "keys": v["keys"]} for k, v in data.items()}, sys.stdout)
             sys.stdout.write("\n")
         else:
+            from model.memory import format_memory_plan
+
             print(format_table(args.preset, data))
+            print()
+            print(format_memory_plan(args.preset))
         return 0
     if args.command == "encode-text":
         from model.pipeline import write_text_embedding_file

@@ -244,7 +244,9 @@ class ParallelPipeline:
         logger.info("sequence-parallel pipeline on %d ranks (%s), root %s", world_size, device, root)
         return cls(pipeline, children, world_size)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only called for names not set in __init__: delegate to the rank-0 pipeline
+        if name in ("pipeline", "children", "world_size", "closed"):
+            raise AttributeError(name)
         return getattr(self.pipeline, name)
 
     @torch.no_grad()
@@ -283,6 +285,12 @@ class ParallelPipeline:
                 child.kill()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+    def __del__(self):  # the pipeline cache drops a replaced pipeline and collects it: stop the ranks with it
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
 
     def __enter__(self):
         return self

@@ -88,6 +88,7 @@ class StepVideoPipeline:
         attention_backend: str | None = None,
         load_text_encoders: bool = True,
         load_vae: bool = True,
+        dit_fp8: bool = False,
     ) -> StepVideoPipeline:
         """Load a model root (official layout). Network sizes come from the root's config files when present
         (``transformer/config.json``, ``step_llm/config.json``, ``vae/config.json``), else from the preset;
@@ -96,6 +97,7 @@ class StepVideoPipeline:
         dtype: DiT dtype (default bf16 on CUDA, fp32 on CPU). The VAE and Step-LLM default to the dtype of their device
         the same way; CLIP always runs in fp32. ``load_vae=False`` / ``load_text_encoders=False`` leave those out
         (latent-only sampling from given text embeddings, e.g. a DiT-only card or a sequence-parallel rank).
+        ``dit_fp8=True``: FP8 weight-only DiT blocks (:func:`model.memory.quantize_dit_fp8`; torchao, Ada/Hopper).
         """
         preset = get_preset(preset) if isinstance(preset, str) else preset
         root = Path(root)
@@ -104,6 +106,10 @@ class StepVideoPipeline:
         vae_device = torch.device(vae_device) if vae_device is not None else device
         dtype = dtype or _default_dtype(device)
         dit = load_dit(root, device=device, dtype=dtype, attention_backend=attention_backend)
+        if dit_fp8:
+            from model.memory import quantize_dit_fp8
+
+            quantize_dit_fp8(dit)
         vae = None
         if load_vae:
             vae_cfg = read_vae_config(root) or preset.vae

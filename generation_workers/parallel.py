@@ -1,0 +1,38 @@
+"""A generation worker that owns N GPUs: the DiT runs sequence-parallel across them (``model.parallel``).
+
+``VIDEODPO_GPUS_PER_JOB=N`` (default 1) with ``VIDEODPO_PIPELINE_FACTORY=generation_workers.parallel.pipeline_factory``
+makes the worker's pipeline a :class:`model.parallel.ParallelPipeline`: on its first job the worker process becomes
+rank 0 of a new process group and launches ranks 1..N-1 as child processes on the next visible GPUs (one process group
+per worker; give each worker its own N cards with ``CUDA_VISIBLE_DEVICES``). The worker still takes one job at a time
+from queue ``gpu``; the children only follow its ``sample`` calls. They stop when the pipeline is replaced (another
+checkpoint) or the worker exits.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_VAR = "VIDEODPO_GPUS_PER_JOB"
+
+
+def gpus_per_job() -> int:
+    """``VIDEODPO_GPUS_PER_JOB`` as a positive int (ValueError naming the variable otherwise)."""
+    raw = os.environ.get(ENV_VAR, "1").strip() or "1"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_VAR} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{ENV_VAR} must be a positive integer, got {value}")
+    return value
+
+
+def pipeline_factory(root, preset: str = "tiny", device: str = "cpu"):
+    """``factory(root, preset=, device=)`` for the pipeline cache: one process, or N sequence-parallel ranks."""
+    from model.parallel import ParallelPipeline
+    from model.pipeline import StepVideoPipeline
+
+    n = gpus_per_job()
+    if n == 1:
+        return StepVideoPipeline.from_pretrained(root, preset=preset, device=device)
+    return ParallelPipeline.launch(root, preset, device=device, world_size=n)
