@@ -20,6 +20,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.urls import reverse
 
+from annotation.conf import videodpo
+
 MEDIA_SALT = "annotation.storage.media"
 
 
@@ -68,6 +70,11 @@ def uri_for(key: str) -> str:
     if is_s3():
         return f"s3://{default_storage.bucket_name}/{key}"
     return Path(default_storage.path(key)).as_uri()
+
+
+def s3_client():
+    """The boto3 client of the S3 storage backend (its endpoint and credentials); None with local storage."""
+    return default_storage.connection.meta.client if is_s3() else None
 
 
 def key_from_uri(uri: str) -> str:
@@ -134,7 +141,7 @@ def object_list(*, prefix: str) -> Iterator[str]:
 
 def object_url(*, key: str, ttl_s: int | None = None) -> str:
     """A time-limited URL that a browser can GET (with Range requests)."""
-    ttl_s = ttl_s or settings.VIDEODPO["MEDIA_URL_TTL_S"]
+    ttl_s = ttl_s or videodpo().media_url_ttl_s
     if is_s3():
         return default_storage.url(key, expire=ttl_s)
     token = signing.dumps({"k": key, "ttl": ttl_s}, salt=MEDIA_SALT, compress=True)

@@ -4,7 +4,7 @@ Loaded lazily by the first task that needs it (not in ``worker_process_init``, w
 for the next tasks, and replaced only when a task asks for another checkpoint (or preset, or device). GPU workers run
 one process per GPU (``--pool=solo``, ``CUDA_VISIBLE_DEVICES``), so "per process" is "per GPU".
 
-The factory is ``model.pipeline.StepVideoPipeline.from_pretrained`` unless ``VIDEODPO["PIPELINE_FACTORY"]`` (or the
+The factory is ``model.pipeline.StepVideoPipeline.from_pretrained`` unless ``VIDEODPO["PIPELINE_FACTORY"]`` (from the
 environment variable ``VIDEODPO_PIPELINE_FACTORY``) names another callable ``factory(root, preset=, device=)`` (tests
 and benchmarks use it for stand-ins).
 """
@@ -14,29 +14,22 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
-from generation_workers.checkpoints import fingerprint, resolve_model_root
+from annotation.conf import videodpo
+from generation_workers.checkpoints import resolve_model_root
+from model.layout import TEXT_ENCODER_FOLDERS, fingerprint
 
 logger = logging.getLogger(__name__)
-
-TEXT_ENCODER_FOLDERS = ("step_llm", "hunyuan_clip")
-
-
-def _videodpo(name: str, default=None):
-    return (getattr(settings, "VIDEODPO", {}) or {}).get(name, default)
 
 
 def resolve_device(name: str | None = None) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    name = name or _videodpo("DEVICE", "auto") or "auto"
+    name = name or videodpo().device or "auto"
     if name != "auto":
         return name
     import torch
@@ -45,7 +38,7 @@ def resolve_device(name: str | None = None) -> str:
 
 
 def _factory():
-    dotted = _videodpo("PIPELINE_FACTORY") or os.environ.get("VIDEODPO_PIPELINE_FACTORY")
+    dotted = videodpo().pipeline_factory
     if not dotted:
         from model.pipeline import StepVideoPipeline
 

@@ -33,9 +33,9 @@ class ScreeningThresholds:
 
     @classmethod
     def from_settings(cls) -> ScreeningThresholds:
-        from django.conf import settings
+        from annotation.conf import videodpo
 
-        overrides = (getattr(settings, "VIDEODPO", {}) or {}).get("SCREENING") or {}
+        overrides = videodpo().screening
         names = {f.name for f in fields(cls)}
         return cls(**{k: float(v) for k, v in overrides.items() if k in names})
 

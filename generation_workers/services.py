@@ -22,21 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import close_old_connections, connection
 
 from annotation import storage
+from annotation.conf import videodpo
 from annotation.models import Candidate, CandidateGroup, Checkpoint, Prompt, Round
 from annotation.services import candidates as candidate_services
 from generation_workers import screening, video
 from generation_workers.errors import CandidateCancelled
 from generation_workers.pipeline_cache import LoadedPipeline, pipeline_get
+from model.layout import VAE_FOLDERS, fingerprint
 
 logger = logging.getLogger(__name__)
-
-
-def _videodpo(name: str, default=None):
-    return (getattr(settings, "VIDEODPO", {}) or {}).get(name, default)
 
 
 # -- timings (the benchmark's split) ----------------------------------------------------------------------------------
@@ -105,7 +102,7 @@ class Heartbeat:
 
     def __init__(self, candidate_ids: list[int], interval: float | None = None):
         self.candidate_ids = list(candidate_ids)
-        self.interval = float(interval if interval is not None else _videodpo("HEARTBEAT_S", 10))
+        self.interval = float(interval if interval is not None else videodpo().heartbeat_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="candidate-heartbeat", daemon=True)
 
@@ -135,7 +132,7 @@ class ThrottledProgress:
 
     def __init__(self, candidate_ids: list[int], interval: float | None = None):
         self.candidate_ids = list(candidate_ids)
-        self.interval = float(interval if interval is not None else _videodpo("PROGRESS_INTERVAL_S", 0.5))
+        self.interval = float(interval if interval is not None else videodpo().progress_interval_s)
         self._last = float("-inf")
         self.writes = 0
 
@@ -162,13 +159,13 @@ def text_for_prompt(job_or_prompt: Job | Prompt, preset) -> str:
     """What the text encoders read: the prompt plus the preset's positive suffix (the official pipeline's
     ``pos_magic``) unless ``VIDEODPO["POSITIVE_SUFFIX"]`` is False."""
     prompt = job_or_prompt.prompt if isinstance(job_or_prompt, Job) else job_or_prompt
-    suffix = preset.positive_suffix if _videodpo("POSITIVE_SUFFIX", True) else ""
+    suffix = preset.positive_suffix if videodpo().positive_suffix else ""
     return prompt.text + suffix
 
 
 def encoder_version(loaded: LoadedPipeline) -> str:
     """The cache key of a prompt's embeddings: the text encoders' fingerprint, and whether the suffix is appended."""
-    return loaded.encoder_version + ("" if _videodpo("POSITIVE_SUFFIX", True) else "-nosuffix")
+    return loaded.encoder_version + ("" if videodpo().positive_suffix else "-nosuffix")
 
 
 def text_embeddings_ensure(*, loaded: LoadedPipeline, prompt: Prompt, timings: Timings | None = None) -> StoredText:
@@ -234,11 +231,9 @@ def latent_metadata(*, job: Job, candidate: Candidate, latent, vae_version: str)
 
 
 def vae_version(loaded: LoadedPipeline) -> str:
-    from generation_workers.checkpoints import fingerprint
-
     if not hasattr(loaded, "_vae_version"):
         loaded._vae_version = getattr(loaded.pipeline, "vae_version", None) or (
-            f"{loaded.preset}-{fingerprint(loaded.root, ('vae',))}"
+            f"{loaded.preset}-{fingerprint(loaded.root, VAE_FOLDERS)}"
         )
     return loaded._vae_version
 
@@ -319,8 +314,8 @@ def candidate_render(*, job: Job, candidate: Candidate, frames: np.ndarray, timi
         tmp = Path(tmp)
         with timings.stage("ffmpeg"):
             try:
-                mp4 = video.encode_mp4(frames, tmp / "video.mp4", fps=fps, preset=_videodpo("X264_PRESET", "medium"),
-                                       crf=int(_videodpo("X264_CRF", 18)))
+                mp4 = video.encode_mp4(frames, tmp / "video.mp4", fps=fps, preset=videodpo().x264_preset,
+                                       crf=videodpo().x264_crf)
                 info = video.probe(mp4)
             except video.VideoEncodeError as exc:
                 raise StageError("encode", str(exc)) from exc

@@ -1,4 +1,6 @@
-"""Celery tasks of the GPU workers. Each takes ids, re-reads the rows, and is idempotent: a candidate that is ready,
+"""Celery tasks of the workers: generation (queues ``gpu``/``text``/``vae``) and training (queue ``train``, see
+``training.py``). The domain sends them by name (``annotation.services.dispatch``). Each takes ids, re-reads the rows,
+and is idempotent: a candidate that is ready,
 failed, cancelled or held by a live worker is skipped, and every object key is deterministic, so a redelivered or
 redone job (``acks_late``; a SIGKILLed worker) overwrites its own objects and creates nothing twice.
 
@@ -17,6 +19,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from annotation.services import candidates as candidate_services
+from generation_workers import training
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +179,19 @@ def candidates_decode(self, candidate_ids: list[int]) -> dict:
         return {"statuses": statuses}
 
     return _run(self, candidate_ids, body)
+
+
+# -- training (queue "train") -----------------------------------------------------------------------------------------
+@shared_task(name="generation_workers.tasks.dpo_run_execute", acks_late=True)
+def dpo_run_execute(run_id: int) -> str:
+    """One DPO run: its manifest export -> ``dpo`` -> metrics -> the new checkpoint (``training.dpo_run_execute``)."""
+    return training.dpo_run_execute(run_id=run_id)
+
+
+@shared_task(name="generation_workers.tasks.checkpoint_average_run", acks_late=True)
+def checkpoint_average_run(checkpoint_ids: list[int], name: str, actor_id: int | None = None) -> int:
+    """The uniform mean of several checkpoints' DiT weights as a new checkpoint; idempotent by name."""
+    return training.checkpoint_average(checkpoint_ids=checkpoint_ids, name=name, actor_id=actor_id)
 
 
 # -- recovery ---------------------------------------------------------------------------------------------------------

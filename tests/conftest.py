@@ -124,6 +124,20 @@ def s3_storage(settings, s3_server, s3_bucket, s3_env, monkeypatch):
     return s3_bucket
 
 
+@pytest.fixture
+def sent_tasks(monkeypatch):
+    """What the app sends to the broker, as (task name, args, queue), instead of sending it."""
+    from webapp.celery import app
+
+    sent: list[tuple[str, tuple, str | None]] = []
+
+    def send_task(name, args=None, kwargs=None, **options):
+        sent.append((name, tuple(args or ()), options.get("queue")))
+
+    monkeypatch.setattr(app, "send_task", send_task)
+    return sent
+
+
 # -- Celery worker -----------------------------------------------------------------------------------------------------
 class WorkerProcess:
     """A real ``celery worker`` child process; ``kill()`` sends SIGKILL (a worker dying mid-job)."""

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 from annotation.models import Export, PreferencePair, Round
 
-ERR_UNKNOWN_KEYS = "Unknown filter field(s): {keys}. Allowed: rounds, min_agreement, min_annotators, source, date_from, date_to."
+ERR_UNKNOWN_KEYS = ("Unknown filter field(s): {keys}. Allowed: rounds, min_agreement, min_annotators, source, date_from, "
+                    "date_to, weighting.")
 ERR_ROUNDS = "rounds must be a list of round ids (integers)."
 ERR_UNKNOWN_ROUNDS = "Unknown round id(s): {ids}."
 ERR_MIN_AGREEMENT = "min_agreement must be a number between 0 and 1."
@@ -18,7 +19,12 @@ ERR_DATE = "{name} must be a date (YYYY-MM-DD)."
 ERR_DATE_ORDER = "date_from ({date_from}) is after date_to ({date_to})."
 ERR_NOT_FOR_RAW = "{name} applies to preference pairs, not to raw judgments: remove it for the raw format."
 
-ALLOWED_KEYS = ("rounds", "min_agreement", "min_annotators", "source", "date_from", "date_to")
+# The ``weight`` column of pair formats: the weight stored at aggregation (default), the pair's agreement (what DPO
+# runs use by default), or 1 for every pair.
+WEIGHTINGS = ("stored", "agreement", "uniform")
+ERR_WEIGHTING = "weighting must be one of: " + ", ".join(WEIGHTINGS) + "."
+
+ALLOWED_KEYS = ("rounds", "min_agreement", "min_annotators", "source", "date_from", "date_to", "weighting")
 
 
 class ExportFilterError(ValueError):
@@ -33,6 +39,7 @@ class ExportFilter:
     source: list[str] = field(default_factory=list)
     date_from: dt.date | None = None
     date_to: dt.date | None = None
+    weighting: str | None = None  # None: "stored"
 
     def as_json(self) -> dict:
         """Canonical JSON: only the fields that are set, dates as ISO strings, lists sorted."""
@@ -55,6 +62,8 @@ class ExportFilter:
             parts.append("source " + "/".join(self.source))
         if self.date_from or self.date_to:
             parts.append(f"dates {self.date_from or '...'} to {self.date_to or '...'}")
+        if self.weighting:
+            parts.append(f"weight = {self.weighting}")
         return "; ".join(parts) or "everything"
 
 
@@ -121,8 +130,12 @@ def filter_parse(data: dict | None, *, format: str | None = None) -> ExportFilte
     date_from, date_to = _date("date_from", data.get("date_from")), _date("date_to", data.get("date_to"))
     if date_from and date_to and date_from > date_to:
         raise ExportFilterError(ERR_DATE_ORDER.format(date_from=date_from, date_to=date_to))
+    weighting = data.get("weighting")
+    if weighting is not None and weighting not in WEIGHTINGS:
+        raise ExportFilterError(ERR_WEIGHTING)
+    weighting = None if weighting == "stored" else weighting  # canonical: the default is not stored
     if format == Export.Format.RAW:
-        for name, value in (("min_agreement", min_agreement), ("source", source)):
+        for name, value in (("min_agreement", min_agreement), ("source", source), ("weighting", weighting)):
             if value not in (None, []):
                 raise ExportFilterError(ERR_NOT_FOR_RAW.format(name=name))
-    return ExportFilter(rounds, min_agreement, min_annotators, source, date_from, date_to)
+    return ExportFilter(rounds, min_agreement, min_annotators, source, date_from, date_to, weighting)

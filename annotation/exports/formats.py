@@ -75,6 +75,7 @@ class WriteContext:
     card: Callable[[], str] = lambda: ""  # the Hugging Face dataset card (README.md), built after the rows
     rows_per_shard: int = 500_000
     index: dict[str, int] = field(default_factory=lambda: dict(PAIR_INDEX))  # column name -> position in a row
+    weighting: str = "stored"  # the filter's weighting of the ``weight`` column (annotation.exports.filters)
     extra: dict = field(default_factory=dict)
 
 
@@ -90,6 +91,15 @@ class Artifact:
 def _col(rows: list[tuple], ctx: WriteContext, name: str) -> list:
     i = ctx.index[name]
     return [r[i] for r in rows]
+
+
+def _weights(rows: list[tuple], ctx: WriteContext) -> list[float]:
+    """The ``weight`` of each pair under the export's weighting: stored, the pair's agreement, or uniform (1)."""
+    if ctx.weighting == "agreement":
+        return [float(a) for a in _col(rows, ctx, "agreement")]
+    if ctx.weighting == "uniform":
+        return [1.0] * len(rows)
+    return _col(rows, ctx, "weight")
 
 
 def _iso(value) -> str | None:
@@ -111,7 +121,7 @@ def trl_columns(rows: list[tuple], ctx: WriteContext) -> dict[str, list]:
         "rejected": _col(rows, ctx, "rejected_video"),
         "chosen_latent": _col(rows, ctx, "chosen_latent"),
         "rejected_latent": _col(rows, ctx, "rejected_latent"),
-        "weight": _col(rows, ctx, "weight"),
+        "weight": _weights(rows, ctx),
         "round": _col(rows, ctx, "round_id"),
         "checkpoint": _col(rows, ctx, "policy_checkpoint"),
     }
@@ -192,7 +202,7 @@ def manifest_columns(rows: list[tuple], ctx: WriteContext) -> dict[str, list]:
         "chosen_latent_uri": _col(rows, ctx, "chosen_latent"),
         "rejected_latent_uri": _col(rows, ctx, "rejected_latent"),
         "text_embedding_uri": _col(rows, ctx, "text_embedding"),
-        "weight": _col(rows, ctx, "weight"),
+        "weight": _weights(rows, ctx),
         "source": _col(rows, ctx, "source"),
         "agreement": _col(rows, ctx, "agreement"),
     }
@@ -320,7 +330,7 @@ def write_videodpo(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
         for rows in chunks:
             index: dict[int, int] = {}
             group = None
-            for r in rows:
+            for r, weight in zip(rows, _weights(rows, ctx), strict=True):
                 if r[p["group_id"]] != group:
                     group, index = r[p["group_id"]], {}
                 for role in ("chosen", "rejected"):
@@ -335,7 +345,7 @@ def write_videodpo(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
                     meta.write(("" if first_meta else ",\n") + _dumps(item))
                     first_meta = False
                 pair = {"video1": index[r[p["chosen_id"]]], "video2": index[r[p["rejected_id"]]],
-                        "frame_caption": r[p["prompt"]], "score": r[p["weight"]]}
+                        "frame_caption": r[p["prompt"]], "score": weight}
                 pairs.write(("" if first_pair else ",\n") + _dumps(pair))
                 first_pair = False
             n += len(rows)
@@ -392,8 +402,8 @@ class FormatSpec:
     columns: tuple[str, ...] = ()  # the PAIR_COLUMNS it reads (fewer columns, fewer joins); () = all
 
 
-TRL_READS = ("prompt", "chosen_video", "rejected_video", "chosen_latent", "rejected_latent", "weight", "round_id",
-             "policy_checkpoint")
+TRL_READS = ("prompt", "chosen_video", "rejected_video", "chosen_latent", "rejected_latent", "weight", "agreement",
+             "round_id", "policy_checkpoint")
 
 FORMATS: dict[str, FormatSpec] = {
     Export.Format.TRL: FormatSpec(
@@ -418,11 +428,12 @@ FORMATS: dict[str, FormatSpec] = {
     ),
     Export.Format.VIDEODPO: FormatSpec(
         Export.Format.VIDEODPO, "videodpo.zip", "application/zip", "pairs", write_videodpo,
-        columns=("group_id", "prompt", "chosen_id", "rejected_id", "chosen_video", "rejected_video", "chosen_duration", "rejected_duration", "weight"),
+        columns=("group_id", "prompt", "chosen_id", "rejected_id", "chosen_video", "rejected_video", "chosen_duration",
+                 "rejected_duration", "weight", "agreement"),
     ),
     Export.Format.HF_DATASETS: FormatSpec(
         Export.Format.HF_DATASETS, "hf_dataset.zip", "application/zip", "pairs", write_hf_datasets,
-        columns=(*TRL_READS, "pair_id", "prompt_id", "category", "agreement", "n_annotators", "source", "created_at"),
+        columns=(*TRL_READS, "pair_id", "prompt_id", "category", "n_annotators", "source", "created_at"),
     ),
     Export.Format.RAW: FormatSpec(
         Export.Format.RAW, "judgments.jsonl", "application/x-ndjson", "judgments",

@@ -22,15 +22,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import timedelta
-from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from annotation import storage
+from annotation.conf import videodpo
 from annotation.models import Candidate, CandidateGroup, Checkpoint, Prompt, Round
+from annotation.services import dispatch
+from annotation.services.round_states import round_transition_apply
+from model import layout
+from model.presets import PRESET_NAMES, get_preset  # torch-free (model.config only)
 
 # -- messages (reused by tests) ---------------------------------------------------------------------------------------
 ERR_UNKNOWN_PRESET = "Unknown model preset {preset!r}; expected one of: {names}."
@@ -60,64 +64,25 @@ TERMINAL = (Candidate.Status.READY, Candidate.Status.FAILED, Candidate.Status.CA
 LAUNCHABLE_ROUND_STATUSES = (Round.Status.DRAFT, Round.Status.GENERATING, Round.Status.ANNOTATING, Round.Status.FAILED)
 
 
-def _videodpo(name: str, default):
-    return (getattr(settings, "VIDEODPO", {}) or {}).get(name, default)
-
-
 def stale_running_s() -> float:
     """Seconds without a heartbeat after which a running candidate is considered abandoned."""
-    return float(_videodpo("STALE_RUNNING_S", 300))
+    return videodpo().stale_running_s
 
 
 # -- validation -------------------------------------------------------------------------------------------------------
-# Files of the official layout that every model root needs (model/checkpoint.py, docs/contracts.md).
-REQUIRED_ROOT_ENTRIES = {
-    "transformer/config.json": "the DiT config (transformer/config.json)",
-    "vae/vae_v2.safetensors": "the VAE weights (vae/vae_v2.safetensors)",
-    "step_llm/config.json": "the Step-LLM text encoder (step_llm/config.json)",
-    "step_llm/step1_chat_tokenizer.model": "the Step-LLM tokenizer (step_llm/step1_chat_tokenizer.model)",
-    "hunyuan_clip/clip_text_encoder": "the CLIP text encoder (hunyuan_clip/clip_text_encoder/)",
-    "hunyuan_clip/tokenizer": "the CLIP tokenizer (hunyuan_clip/tokenizer/)",
-}
-DIT_WEIGHTS = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors")
-
-
-def _local_root(uri: str) -> Path:
-    return Path(uri[len("file://") :]) if uri.startswith("file://") else Path(uri)
-
-
-def _checkpoint_entries(uri: str) -> set[str]:
-    """Which of the needed relative paths exist under a model root, local (symlinked components count, as in the DPO
-    trainer's ``final/`` root) or ``s3://`` (one listing)."""
-    wanted = [*REQUIRED_ROOT_ENTRIES, *(f"transformer/{name}" for name in DIT_WEIGHTS)]
-    if uri.startswith("s3://"):
-        from generation_workers.checkpoints import s3_list_root
-
-        entries: set[str] = set()
-        for key in s3_list_root(uri):
-            parts = key.split("/")
-            entries.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-        return entries & set(wanted) | ({"."} if entries else set())
-    root = _local_root(uri)
-    if not root.is_dir():
-        return set()
-    return {rel for rel in wanted if (root / rel).exists()} | {"."}
-
-
 def checkpoint_validate(*, checkpoint: Checkpoint) -> None:
-    """Refuse a model root that lacks a file the pipeline needs (a missing file is not worth a GPU job)."""
+    """Refuse a model root that lacks a file the pipeline needs (a missing file is not worth a GPU job); the layout and
+    the listing (local or one S3 listing) are model.layout's."""
     uri = (checkpoint.uri or "").strip()
     if not uri:
         raise ValidationError(ERR_NO_URI.format(checkpoint=checkpoint.name))
     try:
-        entries = _checkpoint_entries(uri)
+        entries = layout.root_entries(uri, client=storage.s3_client() if layout.is_s3(uri) else None)
     except Exception as exc:  # noqa: BLE001 - any listing error is reported as a validation message
         raise ValidationError(ERR_CHECKPOINT_UNREADABLE.format(checkpoint=checkpoint.name, uri=uri, error=exc)) from exc
-    if not entries:
+    if entries is None:
         raise ValidationError(ERR_CHECKPOINT_MISSING.format(checkpoint=checkpoint.name, uri=uri, what="everything (no such folder)"))
-    missing = [what for path, what in REQUIRED_ROOT_ENTRIES.items() if path not in entries]
-    if not any(f"transformer/{name}" in entries for name in DIT_WEIGHTS):
-        missing.append("the DiT weights (transformer/diffusion_pytorch_model*.safetensors)")
+    missing = layout.missing_parts(entries)
     if missing:
         raise ValidationError(ERR_CHECKPOINT_MISSING.format(checkpoint=checkpoint.name, uri=uri, what=", ".join(missing)))
 
@@ -146,8 +111,6 @@ def round_generation_validate(*, round: Round, prompt_ids: Iterable[int] | None 
     Checks: the preset exists and matches the checkpoints; sizes follow the model's rules (frames 1 or a multiple of
     the VAE chunk, height/width multiples of the spatial compression); sampler values; the prompts; the checkpoints'
     model roots hold every file the pipeline loads. Returns the prompt ids to generate."""
-    from model.presets import PRESET_NAMES, get_preset  # torch-free (model.config only)
-
     errors: dict[str, list[str]] = {}
 
     def add(field: str, message: str) -> None:
@@ -209,9 +172,7 @@ def round_generation_validate(*, round: Round, prompt_ids: Iterable[int] | None 
 
 # -- launch -----------------------------------------------------------------------------------------------------------
 def _round_transition(round: Round, to_status: str, *, actor=None, note: str = "") -> None:
-    """The guarded state machine of annotation.services.rounds (an illegal move raises ValidationError)."""
-    from annotation.services.rounds import round_transition_apply
-
+    """The guarded state machine of annotation.services.round_states (an illegal move raises ValidationError)."""
     round_transition_apply(round=round, to_status=to_status, actor=actor, note=note)
 
 
@@ -222,7 +183,7 @@ def round_seeds(round: Round) -> list[int]:
 
 def _batches(candidates: list[Candidate]) -> list[list[int]]:
     """Job batches: one per (group, checkpoint) with the K seeds when ``VIDEODPO["BATCH_SEEDS"]``, else one each."""
-    if not _videodpo("BATCH_SEEDS", False):
+    if not videodpo().batch_seeds:
         return [[c.id] for c in candidates]
     by_key: dict[tuple[int, int], list[int]] = {}
     for c in candidates:
@@ -232,10 +193,8 @@ def _batches(candidates: list[Candidate]) -> list[list[int]]:
 
 def _enqueue(candidates: list[Candidate]) -> list[list[int]]:
     """Send the jobs once the surrounding transaction commits (the worker must see the rows)."""
-    from generation_workers.dispatch import generation_dispatch_on_commit
-
     batches = _batches(sorted(candidates, key=lambda c: (c.group_id, c.checkpoint_id, c.seed)))
-    generation_dispatch_on_commit(batches)
+    dispatch.generation_dispatch_on_commit(batches)
     return batches
 
 

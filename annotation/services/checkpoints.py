@@ -1,12 +1,14 @@
-"""Checkpoint actions of the researcher: average several checkpoints (Step: averaging beats EMA) and evaluate a
-checkpoint against its reference (a fixed-seed evaluation round: both generate from the same initial noise on a
-held-out prompt set, annotators judge them side by side, blind)."""
+"""Checkpoints: registering a new one (DPO runs, averaging), and the researcher's actions on them: average several
+checkpoints (Step: averaging beats EMA) and evaluate a checkpoint against its reference (a fixed-seed evaluation
+round: both generate from the same initial noise on a held-out prompt set, annotators judge them side by side, blind)."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from annotation.models import Checkpoint, Round
+from annotation.services import candidates, dispatch
 from annotation.services.rounds import prompts_select, round_create
 
 ERR_AVERAGE_COUNT = "Pick at least two checkpoints to average."
@@ -16,12 +18,38 @@ ERR_NO_REFERENCE = "Checkpoint {name!r} has no reference or parent to evaluate a
 ERR_NO_HELD_OUT = "No active held-out prompt: mark some prompts 'held out' (admin) for evaluation rounds."
 
 
+def checkpoint_register(*, name: str, uri: str, preset: str, kind: str, parent: Checkpoint | None = None,
+                        reference: Checkpoint | None = None, actor_id: int | None = None, config: dict | None = None,
+                        metrics: dict | None = None, averaged_from: list[Checkpoint] | None = None) -> Checkpoint:
+    """A new model root in the registry with its lineage; complete (with its sources) or not at all."""
+    with transaction.atomic():
+        checkpoint = Checkpoint(name=name, uri=uri, preset=preset, kind=kind, parent=parent, reference=reference,
+                                created_by_id=actor_id, config=config or {}, metrics=metrics or {})
+        checkpoint.full_clean(validate_unique=False, validate_constraints=False)
+        checkpoint.save()
+        if averaged_from:
+            checkpoint.averaged_from.set(averaged_from)
+    return checkpoint
+
+
+def checkpoint_average_register(*, checkpoint_ids: list[int], name: str, uri: str,
+                                actor_id: int | None = None) -> Checkpoint:
+    """Register the average of ``checkpoint_ids`` (written by the worker at ``uri``): kind 'averaged', parent and
+    reference from the first source. Idempotent by name (a redelivered job finds it)."""
+    existing = Checkpoint.objects.filter(name=name).first()
+    if existing is not None:
+        return existing
+    sources = list(Checkpoint.objects.filter(id__in=checkpoint_ids).order_by("id"))
+    return checkpoint_register(
+        name=name, uri=uri, preset=sources[0].preset, kind=Checkpoint.Kind.AVERAGED, parent=sources[0],
+        reference=sources[0].reference, actor_id=actor_id, averaged_from=sources,
+        config={"averaged_from": [c.name for c in sources], "method": "uniform mean of DiT weights"},
+    )
+
+
 def checkpoint_average_create(*, checkpoint_ids: list[int], name: str, actor=None) -> None:
     """Validate, then average the DiT weights in a job on queue ``train``; the new checkpoint (kind 'averaged',
     parent = the first, ``averaged_from`` = all) appears when the job is done."""
-    from annotation.services.candidates import checkpoint_validate
-    from annotation.tasks_dpo import checkpoint_average_run
-
     checkpoints = list(Checkpoint.objects.filter(id__in=checkpoint_ids).order_by("id"))
     if len(checkpoints) < 2:
         raise ValidationError(ERR_AVERAGE_COUNT)
@@ -31,8 +59,9 @@ def checkpoint_average_create(*, checkpoint_ids: list[int], name: str, actor=Non
     if not name or Checkpoint.objects.filter(name=name).exists():
         raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
     for checkpoint in checkpoints:
-        checkpoint_validate(checkpoint=checkpoint)
-    checkpoint_average_run.delay_on_commit([c.id for c in checkpoints], name, getattr(actor, "pk", None))
+        candidates.checkpoint_validate(checkpoint=checkpoint)
+    dispatch.checkpoint_average_dispatch_on_commit(checkpoint_ids=[c.id for c in checkpoints], name=name,
+                                                   actor_id=getattr(actor, "pk", None))
 
 
 def evaluation_round_create(*, checkpoint: Checkpoint, name: str, seeds_per_prompt: int = 2, sample_size: int = 0,

@@ -1,22 +1,29 @@
 """DPO rounds: choose pairs, validate, queue the trainer on ``train``, stream its metrics, register the checkpoint.
 
-The run itself (``annotation.tasks_dpo.dpo_run_execute``) writes the pair manifest, runs ``dpo`` in process (or
-``torchrun -m dpo`` when ``config["nproc_per_node"] > 1``), copies every logged step into DPOMetric rows (the run
-page draws its curves from them) and, on success, registers the output checkpoint with its lineage."""
+A run's training data is an ``Export`` of format ``manifest`` with the run's pair filter and weighting, created with
+the run (so every run's data is a versioned, content-hashed export, and the same filter exported by hand gives the same
+bytes). The job (``generation_workers.training``, by task name through ``services.dispatch``) runs that export,
+trains on its artifact with ``dpo`` in process (or ``torchrun -m dpo`` when ``config["nproc_per_node"] > 1``),
+copies every logged step into DPOMetric rows (the run page draws its curves from them) and, on success, registers the
+output checkpoint with its lineage through :func:`dpo_run_finish`."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotation import storage
-from annotation.models import Checkpoint, DPOMetric, DPORun, PreferencePair, Round
-from annotation.services.rounds import round_transition_apply
+from annotation.exports.filters import ExportFilter, ExportFilterError, filter_parse
+from annotation.models import Checkpoint, DPOMetric, DPORun, Export, Round
+from annotation.selectors.exports import pair_queryset_for_export
+from annotation.services import candidates, dispatch
+from annotation.services.checkpoints import checkpoint_register
+from annotation.services.exports import export_create
+from annotation.services.round_states import round_transition_apply
+from dpo.config import FlowDPOConfig  # torch-free validation of every field (unknown/LLM-only rejected)
 
 ERR_NO_PAIRS = "No usable preference pairs: rounds {rounds}, min agreement {min_agreement}, min annotators {min_annotators}."
-ERR_PAIRS_WITHOUT_LATENTS = "{n} selected pairs have candidates without stored latents (e.g. pair {example})."
 ERR_RUN_NOT_CANCELLABLE = "DPO run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NAME_TAKEN = "A DPO run named {name!r} already exists."
 ERR_REFERENCE_WITH_ADAPTERS_OFF = (
@@ -44,21 +51,14 @@ def _is_positive(value) -> bool:
         return False  # FlowDPOConfig reports the bad value by name
 
 
-def pairs_for_training(*, round_ids: list[int], min_agreement: float = 0.0, min_annotators: int = 1) -> QuerySet:
-    return (
-        PreferencePair.objects.filter(round_id__in=round_ids, agreement__gte=min_agreement, n_annotators__gte=min_annotators)
-        .select_related("round", "group", "chosen", "rejected")
-        .order_by("id")
-    )
-
-
-def pair_weight(pair: PreferencePair, weighting: str) -> float:
-    """'uniform' = 1; 'agreement' = the pair's agreement; 'stored' = the weight computed at aggregation."""
-    if weighting == "agreement":
-        return float(pair.agreement)
-    if weighting == "stored":
-        return float(pair.weight)
-    return 1.0
+def training_filter(*, round_ids: list[int], min_agreement: float = 0.0, min_annotators: int = 1,
+                    weighting: str = "agreement") -> ExportFilter:
+    """The manifest-export filter of a run's pair selection (raises ValidationError for a bad one)."""
+    try:
+        return filter_parse({"rounds": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
+                             "weighting": weighting}, format=Export.Format.MANIFEST)
+    except ExportFilterError as exc:
+        raise ValidationError(str(exc)) from exc
 
 
 @transaction.atomic
@@ -66,9 +66,9 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
                    reference_checkpoint: Checkpoint | None = None, config_preset: str = "tiny-cpu",
                    config_overrides: dict | None = None, use_lora: bool = False, min_agreement: float = 0.0,
                    min_annotators: int = 1, weighting: str = "agreement", actor=None, launch: bool = True) -> DPORun:
-    """Validate the selection (pairs exist and have latents, checkpoints are loadable) and queue the run on commit."""
-    from annotation.services.candidates import checkpoint_validate
-
+    """Validate the selection (usable pairs exist, checkpoints are loadable), create the run with its manifest export
+    and queue the run on commit. Pairs without both latents or the text embedding are left out, as in every manifest
+    export (``pair_filter["left_out"]`` counts them)."""
     if DPORun.objects.filter(name=name).exists():
         raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
     if config_preset not in CONFIG_PRESETS:
@@ -77,11 +77,9 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     if use_lora:
         config["use_lora"] = True
     if _is_positive(config.get("prompt_dropout")) and not config.get("null_text_embedding_uri"):
-        # written by the run from the starting checkpoint's text encoders (annotation.tasks_dpo)
+        # written by the run from the starting checkpoint's text encoders (generation_workers.training)
         config["null_text_embedding_uri"] = storage.uri_for(
             storage.empty_prompt_embedding_key(checkpoint_id=init_checkpoint.id))
-    from dpo.config import FlowDPOConfig  # torch-free validation of every field (unknown/LLM-only rejected)
-
     try:
         resolved = FlowDPOConfig.from_dict(config)
     except ValueError as exc:
@@ -93,27 +91,25 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
         raise ValidationError({"reference_checkpoint": ERR_REFERENCE_PRESET.format(
             reference=reference_checkpoint.name, ref_preset=reference_checkpoint.preset, preset=init_checkpoint.preset)})
     for checkpoint in {init_checkpoint, reference_checkpoint}:
-        checkpoint_validate(checkpoint=checkpoint)
-    pairs = pairs_for_training(round_ids=round_ids, min_agreement=min_agreement, min_annotators=min_annotators)
-    count = pairs.count()
+        candidates.checkpoint_validate(checkpoint=checkpoint)
+    flt = training_filter(round_ids=round_ids, min_agreement=min_agreement, min_annotators=min_annotators,
+                          weighting=weighting)
+    count = pair_queryset_for_export(flt=flt, format=Export.Format.MANIFEST).count()
     if count == 0:
         raise ValidationError(ERR_NO_PAIRS.format(rounds=round_ids, min_agreement=min_agreement, min_annotators=min_annotators))
-    no_latent = pairs.filter(chosen__latent_uri="") | pairs.filter(rejected__latent_uri="")
-    if no_latent.exists():
-        raise ValidationError(ERR_PAIRS_WITHOUT_LATENTS.format(n=no_latent.count(), example=no_latent.first().id))
+    left_out = pair_queryset_for_export(flt=flt, format=Export.Format.TRL).count() - count
+    manifest = export_create(format=Export.Format.MANIFEST, filter=flt.as_json(), actor=actor, enqueue=False)
     run = DPORun.objects.create(
         name=name, init_checkpoint=init_checkpoint, reference_checkpoint=reference_checkpoint, created_by=actor,
         pair_filter={"round_ids": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
-                     "weighting": weighting, "config_preset": config_preset},
-        pairs_count=count, config=config, progress_total=int(config.get("max_steps") or 0),
+                     "weighting": weighting, "config_preset": config_preset, "left_out": left_out},
+        pairs_count=count, config=config, progress_total=int(config.get("max_steps") or 0), manifest_export=manifest,
     )
     run.data_rounds.set(round_ids)
     for round in Round.objects.select_for_update().filter(id__in=round_ids, status=Round.Status.ANNOTATING):
         round_transition_apply(round=round, to_status=Round.Status.TRAINING, actor=actor, note=f"DPO run {name}")
     if launch:
-        from annotation.tasks_dpo import dpo_run_execute
-
-        dpo_run_execute.delay_on_commit(run.id)
+        dispatch.dpo_run_dispatch_on_commit(run_id=run.id)
     return run
 
 
@@ -128,13 +124,32 @@ def dpo_run_cancel(*, run_id: int, actor=None) -> DPORun:
     return run
 
 
+def dpo_run_mark_running(*, run_id: int) -> DPORun | None:
+    """The worker takes the run: ``queued``/``running`` (a redelivered job resumes) -> ``running``. None when the run
+    is closed (nothing to do) or was cancelled before it started (then it is closed here)."""
+    run = DPORun.objects.select_related("init_checkpoint", "reference_checkpoint", "manifest_export").get(id=run_id)
+    if run.status in (DPORun.Status.DONE, DPORun.Status.FAILED, DPORun.Status.CANCELLED):
+        return None
+    if run.cancel_requested:
+        dpo_run_finish(run_id=run_id, status=DPORun.Status.CANCELLED, error="cancelled")
+        return None
+    DPORun.objects.filter(id=run_id).update(status=DPORun.Status.RUNNING, started_at=run.started_at or timezone.now(),
+                                            updated_at=timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+def dpo_run_cancel_requested(*, run_id: int) -> bool:
+    return DPORun.objects.filter(id=run_id, cancel_requested=True).exists()
+
+
 def dpo_run_record_metrics(*, run_id: int, metrics: dict) -> bool:
     """Store one step's metrics; returns True when a cancel was requested (the trainer then stops)."""
     step = int(metrics.get("step", 0))
     clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     DPOMetric.objects.update_or_create(run_id=run_id, step=step, defaults={"values": clean})
     DPORun.objects.filter(id=run_id).update(progress_step=step, updated_at=timezone.now())
-    return DPORun.objects.filter(id=run_id, cancel_requested=True).exists()
+    return dpo_run_cancel_requested(run_id=run_id)
 
 
 @transaction.atomic
@@ -147,11 +162,14 @@ def dpo_run_finish(*, run_id: int, status: str, error: str = "", output_uri: str
     run.metrics_summary = summary or run.metrics_summary
     run.output_uri = output_uri or run.output_uri
     if status == DPORun.Status.DONE:
-        run.output_checkpoint = Checkpoint.objects.create(
-            name=f"{run.name}", uri=output_uri, preset=run.init_checkpoint.preset, kind=Checkpoint.Kind.DPO,
-            parent=run.init_checkpoint, reference=run.reference_checkpoint, created_by=run.created_by,
+        export = run.manifest_export
+        run.output_checkpoint = checkpoint_register(
+            name=run.name, uri=output_uri, preset=run.init_checkpoint.preset, kind=Checkpoint.Kind.DPO,
+            parent=run.init_checkpoint, reference=run.reference_checkpoint, actor_id=run.created_by_id,
             config={"dpo": run.config, "pair_filter": run.pair_filter, "pairs_count": run.pairs_count,
-                    "data_rounds": list(run.data_rounds.values_list("id", flat=True)), "dpo_run": run.id},
+                    "data_rounds": list(run.data_rounds.values_list("id", flat=True)), "dpo_run": run.id,
+                    "manifest_export": None if export is None else {
+                        "id": export.pk, "version": export.version, "sha256": export.content_hash, "uri": export.uri}},
             metrics=summary or {},
         )
     run.save()

@@ -39,6 +39,7 @@ from annotation.selectors.exports import (
     pair_datasheet_stats,
     snapshot,
 )
+from annotation.services import dispatch
 from annotation.services.accounts import pseudonym_for
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ NOTES = {
     Export.Format.RAW: "One row per judgment and candidate (a skip without labels: one row with empty candidate "
     "fields). annotator is a stable pseudonym.",
     Export.Format.MANIFEST: "Columns of docs/contracts.md; pairs without both latents or the text embedding are "
-    "left out (the trainer cannot use them).",
+    "left out (the trainer cannot use them). Every DPO run trains on one of these exports.",
 }
 
 
@@ -112,9 +113,7 @@ def export_create(*, format: str, filter: dict | None, actor, enqueue: bool = Tr
                 export.full_clean()
                 export.save()
                 if enqueue:
-                    from annotation.tasks_exports import export_run as export_run_task
-
-                    export_run_task.delay_on_commit(export.pk)
+                    dispatch.export_run_dispatch_on_commit(export_id=export.pk)
                 return export
         except IntegrityError:  # a concurrent create took this version number
             continue
@@ -204,7 +203,8 @@ def export_run(*, export_id: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Expor
             **stats,
         }
         ctx = WriteContext(pseudonyms=Pseudonyms(), progress=_progress_updater(export.pk, total),
-                           card=lambda: _hf_card(export, datasheet), rows_per_shard=HF_ROWS_PER_SHARD)
+                           card=lambda: _hf_card(export, datasheet), rows_per_shard=HF_ROWS_PER_SHARD,
+                           weighting=flt.weighting or "stored")
         if spec.rows == "pairs" and spec.columns:
             ctx.index = {name: i for i, name in enumerate(spec.columns)}
         key = export_artifact_key(export=export)

@@ -1,10 +1,4 @@
-"""Rounds: creation with prompt selection and validation, and the guarded status machine.
-
-    draft -> generating -> annotating -> training -> done
-    (generating | annotating | training) -> failed ; any non-final -> cancelled ; failed -> generating (relaunch)
-    annotating -> generating (more prompts) ; training -> annotating (a failed/cancelled DPO run)
-
-Every transition is recorded (RoundEvent: from, to, actor, time, note); an illegal one raises ValidationError."""
+"""Rounds: creation with prompt selection and validation. Status changes go through ``round_states``."""
 
 from __future__ import annotations
 
@@ -12,53 +6,14 @@ import random
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.models import Checkpoint, Prompt, Round, RoundEvent
+from annotation.services.candidates import round_generation_enqueue, round_generation_validate
+from annotation.services.round_states import round_transition, round_transition_apply  # noqa: F401 - re-exported
+from model.presets import PRESET_NAMES, get_preset
 
-ERR_ILLEGAL_TRANSITION = "Round {round!r} cannot go from {from_status} to {to_status} (allowed: {allowed})."
 ERR_NO_PROMPTS_SELECTED = "No active prompt matches the selection (category {category!r}, tags {tags}, search {search!r})."
 ERR_NAME_TAKEN = "A round named {name!r} already exists."
-
-TRANSITIONS: dict[str, set[str]] = {
-    Round.Status.DRAFT: {Round.Status.GENERATING, Round.Status.CANCELLED},
-    Round.Status.GENERATING: {Round.Status.ANNOTATING, Round.Status.FAILED, Round.Status.CANCELLED},
-    Round.Status.ANNOTATING: {Round.Status.TRAINING, Round.Status.DONE, Round.Status.GENERATING, Round.Status.CANCELLED},
-    Round.Status.TRAINING: {Round.Status.DONE, Round.Status.ANNOTATING, Round.Status.FAILED, Round.Status.CANCELLED},
-    Round.Status.FAILED: {Round.Status.GENERATING, Round.Status.CANCELLED},
-    Round.Status.DONE: set(),
-    Round.Status.CANCELLED: set(),
-}
-
-
-def round_transition_apply(*, round: Round, to_status: str, actor=None, note: str = "") -> bool:
-    """Apply a guarded transition to a row the caller has locked; False when already there (idempotent)."""
-    if round.status == to_status:
-        return False
-    allowed = TRANSITIONS.get(round.status, set())
-    if to_status not in allowed:
-        raise ValidationError(ERR_ILLEGAL_TRANSITION.format(
-            round=round.name, from_status=round.status, to_status=to_status,
-            allowed=", ".join(sorted(allowed)) or "none (final)"))
-    RoundEvent.objects.create(round=round, from_status=round.status, to_status=to_status, actor=actor, note=note)
-    now = timezone.now()
-    round.status = to_status
-    fields = ["status", "updated_at"]
-    if to_status == Round.Status.GENERATING and round.started_at is None:
-        round.started_at = now
-        fields.append("started_at")
-    if to_status in (Round.Status.DONE, Round.Status.FAILED, Round.Status.CANCELLED):
-        round.finished_at = now
-        fields.append("finished_at")
-    round.save(update_fields=fields)
-    return True
-
-
-@transaction.atomic
-def round_transition(*, round_id: int, to_status: str, actor=None, note: str = "") -> Round:
-    round = Round.objects.select_for_update().get(id=round_id)
-    round_transition_apply(round=round, to_status=to_status, actor=actor, note=note)
-    return round
 
 
 def prompts_select(*, category: str = "", tags: list[str] | None = None, search: str = "", sample_size: int = 0,
@@ -92,9 +47,6 @@ def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[i
                  exclude_flagged: bool = True, launch: bool = False) -> Round:
     """Create a draft round (sampler settings default to the preset's); validated in full before anything is saved.
     With ``launch=True`` its generation is queued on commit. Raises ValidationError, creating nothing."""
-    from annotation.services.candidates import round_generation_enqueue, round_generation_validate
-    from model.presets import PRESET_NAMES, get_preset
-
     preset = preset or policy_checkpoint.preset
     defaults = get_preset(preset) if preset in PRESET_NAMES else None
     if Round.objects.filter(name=name).exists():

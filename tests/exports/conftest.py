@@ -8,3 +8,4 @@ def loop(db):
     from tests.exports.factories import build_loop
 
     return build_loop(n_prompts=4)
+

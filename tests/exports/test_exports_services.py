@@ -23,15 +23,13 @@ def create_run(format="trl", filter=None, **kw) -> Export:
     return export_run(export_id=export.pk, **kw)
 
 
-def test_empty_result_is_refused_before_anything_is_created(loop, monkeypatch):
-    queued = []
-    monkeypatch.setattr("annotation.tasks_exports.export_run.delay_on_commit", lambda *a: queued.append(a))
-    with pytest.raises(ExportError, match="Nothing to export: no preference pairs match this filter") as exc:
+def test_empty_result_is_refused_before_anything_is_created(loop, sent_tasks, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(ExportError, match="Nothing to export: no preference pairs match this filter") as exc:
         export_create(format="trl", filter={"min_agreement": 1.0, "min_annotators": 5}, actor=loop.researcher)
     assert "agreement >= 1" in str(exc.value) and "annotators >= 5" in str(exc.value)
-    with pytest.raises(ExportError, match="no judgments match"):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(ExportError, match="no judgments match"):
         export_create(format="raw", filter={"date_to": "2001-01-01"}, actor=loop.researcher)
-    assert Export.objects.count() == 0 and queued == []
+    assert Export.objects.count() == 0 and sent_tasks == []
 
 
 @pytest.mark.parametrize(
@@ -59,12 +57,13 @@ def test_raw_refuses_pair_only_filters(loop):
         export_create(format="raw", filter={"min_agreement": 0.5}, actor=None, enqueue=False)
 
 
-def test_create_queues_on_commit(loop, monkeypatch, django_capture_on_commit_callbacks):
-    queued = []
-    monkeypatch.setattr("annotation.tasks_exports.export_run.delay", lambda *a: queued.append(a))
-    with django_capture_on_commit_callbacks(execute=True):
+def test_create_queues_on_commit(loop, sent_tasks, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         export = export_create(format="manifest", filter={"rounds": [loop.gen_round.pk]}, actor=loop.researcher)
-    assert queued == [(export.pk,)]
+    assert sent_tasks == []  # nothing is sent before the transaction commits
+    for callback in callbacks:
+        callback()
+    assert sent_tasks == [("annotation.tasks_exports.export_run", (export.pk,), "default")]
     assert export.status == Export.Status.QUEUED and export.filter == {"rounds": [loop.gen_round.pk]}
     assert export.created_by == loop.researcher
 

@@ -39,8 +39,7 @@ def test_annotators_and_reviewers_get_403(client, loop, url_name, args):
     assert client.post(reverse("research-api-export-create"), {"format": "trl"}, content_type="application/json").status_code == 403
 
 
-def test_create_form_then_status_then_download(researcher_client, loop, monkeypatch):
-    monkeypatch.setattr("annotation.tasks_exports.export_run.delay_on_commit", lambda pk: None)
+def test_create_form_then_status_then_download(researcher_client, loop, sent_tasks):
     page = researcher_client.get(reverse("research-exports"))
     assert page.status_code == 200 and b'name="min_agreement"' in page.content
     # empty filter: the form comes back (htmx partial) with the message; nothing created
@@ -67,18 +66,18 @@ def test_create_form_then_status_then_download(researcher_client, loop, monkeypa
     assert export.content_hash[:12].encode() in listing.content
 
 
-def test_api_create_status_and_leaderboard(researcher_client, loop, monkeypatch):
-    queued = []
-    monkeypatch.setattr("annotation.tasks_exports.export_run.delay_on_commit", lambda pk: queued.append(pk))
+def test_api_create_status_and_leaderboard(researcher_client, loop, sent_tasks, django_capture_on_commit_callbacks):
     url = reverse("research-api-export-create")
     bad = researcher_client.post(url, {"format": "raw", "date_to": "2001-01-01"}, content_type="application/json")
     assert bad.status_code == 400 and "Nothing to export" in bad.json()["detail"]
     assert researcher_client.post(url, {"format": "nope"}, content_type="application/json").status_code == 400
-    resp = researcher_client.post(url, {"format": "manifest", "rounds": [loop.gen_round.pk], "min_annotators": 2},
-                                  content_type="application/json")
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = researcher_client.post(url, {"format": "manifest", "rounds": [loop.gen_round.pk], "min_annotators": 2},
+                                      content_type="application/json")
     assert resp.status_code == 201, resp.content
     body = resp.json()
-    assert body["status"] == "queued" and body["download_url"] is None and queued == [body["id"]]
+    assert body["status"] == "queued" and body["download_url"] is None
+    assert sent_tasks == [("annotation.tasks_exports.export_run", (body["id"],), "default")]
     export_run(export_id=body["id"])
     done = researcher_client.get(body["status_url"]).json()
     assert done["status"] == "done" and done["row_count"] == 10 and done["download_url"]

@@ -45,7 +45,7 @@ def make_round(tiny_root):
 def no_dispatch(monkeypatch):
     """Capture what the services would enqueue instead of sending it."""
     sent: list[list[int]] = []
-    monkeypatch.setattr("generation_workers.dispatch.generation_dispatch", lambda batches: sent.extend(batches))
+    monkeypatch.setattr("annotation.services.dispatch.generation_dispatch", lambda batches: sent.extend(batches))
     return sent
 
 

@@ -8,9 +8,9 @@ import botocore.exceptions
 import kombu.exceptions
 import pytest
 
-from generation_workers.checkpoints import CheckpointMissingError
 from generation_workers.errors import is_transient
 from generation_workers.tasks import retry_countdown
+from model.layout import ModelRootMissingError
 
 
 @pytest.mark.parametrize("exc", [
@@ -39,7 +39,7 @@ def _chained() -> Exception:
 
 @pytest.mark.parametrize("exc", [
     ValueError("bad shape"), KeyError("preset"), FileNotFoundError("transformer/config.json"),
-    CheckpointMissingError("model root missing"), PermissionError(errno.EACCES, "denied"), RuntimeError("CUDA OOM"),
+    ModelRootMissingError("model root missing"), PermissionError(errno.EACCES, "denied"), RuntimeError("CUDA OOM"),
     OSError(errno.ENOSPC, "disk full"),
 ])
 def test_deterministic(exc):

@@ -231,9 +231,9 @@ def test_screening_flags_a_static_video(make_round, no_dispatch, fast_settings, 
 
 
 def test_split_queues_chain_text_sample_decode(make_round, no_dispatch, fast_settings, django_capture_on_commit_callbacks, settings):
-    from generation_workers.dispatch import generation_signature
+    from annotation.services.dispatch import generation_signature
 
-    settings.VIDEODPO_SPLIT_QUEUES = True
+    settings.VIDEODPO = {**settings.VIDEODPO, "SPLIT_QUEUES": True}
     r = make_round(n_prompts=1, seeds=2)
     with django_capture_on_commit_callbacks(execute=True):
         batches = round_generation_enqueue(round_id=r.id)

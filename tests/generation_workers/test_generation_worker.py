@@ -130,7 +130,7 @@ def test_sigkilled_worker_job_is_redone_without_duplicates(broker, s3_storage, s
 def test_generated_video_plays_in_chromium(s3_storage, make_round, page, fast_settings, django_capture_on_commit_callbacks, monkeypatch):
     from generation_workers import tasks
 
-    monkeypatch.setattr("generation_workers.dispatch.generation_dispatch", lambda batches: None)
+    monkeypatch.setattr("annotation.services.dispatch.generation_dispatch", lambda batches: None)
     r = make_round(n_prompts=1, seeds=2)
     with django_capture_on_commit_callbacks(execute=True):
         batches = round_generation_enqueue(round_id=r.id)
@@ -155,7 +155,7 @@ def test_split_queues_on_one_worker(s3_storage, start_worker, make_round, settin
 
     if not os.environ.get("CELERY_BROKER_URL"):
         pytest.skip("CELERY_BROKER_URL is unset")
-    settings.VIDEODPO_SPLIT_QUEUES = True
+    settings.VIDEODPO = {**settings.VIDEODPO, "SPLIT_QUEUES": True}
     worker = start_worker(queues="text,gpu,vae", extra_env={"DJANGO_SETTINGS_MODULE": "tests.generation_workers.worker_settings",
                                                             "TEST_SPLIT_QUEUES": "1"})
     r = make_round(n_prompts=1, seeds=2)

@@ -15,4 +15,4 @@ VIDEODPO = {
 if os.environ.get("TEST_MODEL_CACHE_DIR"):
     VIDEODPO["MODEL_CACHE_DIR"] = os.environ["TEST_MODEL_CACHE_DIR"]
 if os.environ.get("TEST_SPLIT_QUEUES"):
-    VIDEODPO_SPLIT_QUEUES = os.environ["TEST_SPLIT_QUEUES"] == "1"
+    VIDEODPO["SPLIT_QUEUES"] = os.environ["TEST_SPLIT_QUEUES"] == "1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from webapp.embedded import embedded_database_url
 from webapp.env import BASE_DIR, DATA_DIR, database_url_parse, env
@@ -121,26 +122,40 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
 }
 
-# Product settings (each overridable from the environment).
+# Product settings: every default of the app and the workers is here (each overridable from the environment); read
+# through the typed, frozen ``annotation.conf.videodpo()`` (a missing or unknown key fails at first use).
+_model_cache_dir = env("VIDEODPO_MODEL_CACHE_DIR", default=str(DATA_DIR / "model-cache"))
 VIDEODPO = {
+    # annotation
     "RESERVATION_TTL_S": env.int("VIDEODPO_RESERVATION_TTL_S", default=15 * 60),
+    "RESERVATION_LOOKAHEAD": env.int("VIDEODPO_RESERVATION_LOOKAHEAD", default=1),
     "MAX_PROMPT_CHARS": env.int("VIDEODPO_MAX_PROMPT_CHARS", default=2000),
     "MEDIA_URL_TTL_S": env.int("VIDEODPO_MEDIA_URL_TTL_S", default=60 * 60),
-    "MODEL_CACHE_DIR": env("VIDEODPO_MODEL_CACHE_DIR", default=str(DATA_DIR / "model-cache")),
-    "DEVICE": env("VIDEODPO_DEVICE", default="auto"),
+    # annotation quality control (annotation/services/quality.py, pairs.py)
+    "FULL_PLAYBACK_MIN_COVERAGE": env.float("VIDEODPO_FULL_PLAYBACK_MIN_COVERAGE", default=0.9),
+    "PAIR_MIN_MAJORITY": env.float("VIDEODPO_PAIR_MIN_MAJORITY", default=2 / 3),
+    "QC_MIN_GOLD": env.int("VIDEODPO_QC_MIN_GOLD", default=5),
+    "QC_MIN_GOLD_ACCURACY": env.float("VIDEODPO_QC_MIN_GOLD_ACCURACY", default=0.6),
+    "QC_MIN_JUDGMENTS_FOR_BIAS": env.int("VIDEODPO_QC_MIN_JUDGMENTS_FOR_BIAS", default=30),
+    "QC_MAX_POSITION_BIAS": env.float("VIDEODPO_QC_MAX_POSITION_BIAS", default=0.9),
+    "QC_SAMPLE_LIMIT": env.int("VIDEODPO_QC_SAMPLE_LIMIT", default=50_000),
     # generation workers (generation_workers/README.md)
+    "MODEL_CACHE_DIR": _model_cache_dir,
+    "DEVICE": env("VIDEODPO_DEVICE", default="auto"),
     "SPLIT_QUEUES": env.bool("VIDEODPO_SPLIT_QUEUES", default=False),
     "BATCH_SEEDS": env.bool("VIDEODPO_BATCH_SEEDS", default=False),
     "STALE_RUNNING_S": env.float("VIDEODPO_STALE_RUNNING_S", default=300.0),
     "HEARTBEAT_S": env.float("VIDEODPO_HEARTBEAT_S", default=10.0),
     "PROGRESS_INTERVAL_S": env.float("VIDEODPO_PROGRESS_INTERVAL_S", default=0.5),
-    # annotation quality control (annotation/conf.py)
-    "FULL_PLAYBACK_MIN_COVERAGE": env.float("VIDEODPO_FULL_PLAYBACK_MIN_COVERAGE", default=0.9),
-    "PAIR_MIN_MAJORITY": env.float("VIDEODPO_PAIR_MIN_MAJORITY", default=2 / 3),
-    "QC_MIN_GOLD": env.int("VIDEODPO_QC_MIN_GOLD", default=5),
-    "QC_MIN_GOLD_ACCURACY": env.float("VIDEODPO_QC_MIN_GOLD_ACCURACY", default=0.6),
-    "QC_MAX_POSITION_BIAS": env.float("VIDEODPO_QC_MAX_POSITION_BIAS", default=0.9),
-    "RESERVATION_LOOKAHEAD": env.int("VIDEODPO_RESERVATION_LOOKAHEAD", default=1),
+    "POSITIVE_SUFFIX": env.bool("VIDEODPO_POSITIVE_SUFFIX", default=True),
+    "X264_PRESET": env("VIDEODPO_X264_PRESET", default="medium"),
+    "X264_CRF": env.int("VIDEODPO_X264_CRF", default=18),
+    # a callable factory(root, preset=, device=) instead of StepVideoPipeline.from_pretrained (tests, benchmarks)
+    "PIPELINE_FACTORY": env("VIDEODPO_PIPELINE_FACTORY", default=""),
+    "SCREENING": {},  # overrides of generation_workers.screening.ScreeningThresholds, e.g. {"static_diff": 0.5}
+    # DPO runs (generation_workers/training.py): run folders (manifest, checkpoints, final model root), by default
+    # next to the model cache
+    "RUNS_DIR": env("VIDEODPO_RUNS_DIR", default=str(Path(_model_cache_dir).parent / "dpo-runs")),
 }
 
 from webapp.settings.components.celery import *  # noqa: E402,F401,F403

@@ -37,10 +37,13 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("gpu"), Queue("train"), Queue("text"), Queue("vae"))
-CELERY_IMPORTS = ("annotation.tasks_dpo", "annotation.tasks_exports")
+CELERY_IMPORTS = ("annotation.tasks_exports",)
+# The domain sends every job by name with its queue (annotation/services/dispatch.py); these routes are the same for
+# jobs sent by hand (`celery call`). Exact names win over the glob: the training jobs run on queue train.
 CELERY_TASK_ROUTES = {
+    "generation_workers.tasks.dpo_run_execute": {"queue": "train"},
+    "generation_workers.tasks.checkpoint_average_run": {"queue": "train"},
     "generation_workers.*": {"queue": "gpu"},
-    "annotation.tasks_dpo.*": {"queue": "train"},
 }
 # Periodic jobs (run by `celery beat`, or `worker -B` in the quick start).
 CELERY_BEAT_SCHEDULE = {
