@@ -62,6 +62,7 @@ class ShownCandidateSerializer(serializers.Serializer):
 class GroupNextApi(APIView):
     """The caller's current group (reserving one when needed); blind: no seed, checkpoint or round."""
 
+    throttle_scope = "annotate"
     permission_classes = [IsAuthenticated, IsAnnotator]
     renderer_classes = [JSONRenderer]  # the annotator hot path: JSON only (no browsable-API negotiation)
 
@@ -95,6 +96,7 @@ class JudgmentOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+    throttle_scope = "annotate"
 class JudgmentSubmitApi(APIView):
     """Submit the answer for one reserved group. Repeating a submit returns the first result (200)."""
 
@@ -117,7 +119,7 @@ class JudgmentSubmitApi(APIView):
         assignment = serializers.IntegerField()
         outcome = serializers.CharField(max_length=32)
         skip_reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
-        time_spent_ms = serializers.IntegerField(required=False, default=0, min_value=0)
+        time_spent_ms = serializers.IntegerField(required=False, default=0, min_value=0, max_value=24 * 3600 * 1000)
         labels = LabelSerializer(many=True, required=False, default=list)
 
     @extend_schema(request=InputSerializer, responses={201: JudgmentOutputSerializer, 200: JudgmentOutputSerializer})
@@ -142,6 +144,7 @@ class JudgmentSubmitApi(APIView):
         except JudgmentError as exc:
             return _error(exc.message, exc.status)
         return Response(JudgmentOutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+    throttle_scope = "annotate"
 
 
 class JudgmentListApi(APIView):
@@ -181,6 +184,7 @@ class JudgmentListApi(APIView):
         filters.is_valid(raise_exception=True)
         qs = Judgment.objects.prefetch_related("labels__flaws__tag")
         if not permissions.is_reviewer(request.user):
+    throttle_scope = "research"
             qs = qs.filter(annotator=request.user)
         elif "annotator" in filters.validated_data:
             qs = qs.filter(annotator_id=filters.validated_data["annotator"])
@@ -234,6 +238,7 @@ class PromptOutputSerializer(serializers.Serializer):
     language = serializers.CharField()
     category = serializers.CharField(source="category.slug", allow_null=True)
     prompt_set = serializers.CharField(source="prompt_set.name", allow_null=True)
+    throttle_scope = "research"
     source = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField())
     is_active = serializers.BooleanField()
@@ -249,6 +254,7 @@ class PromptInputSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=Prompt.Source.choices, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     is_held_out = serializers.BooleanField(required=False)
+    throttle_scope = "research"
 
 
 class PromptListApi(APIView):
@@ -266,6 +272,7 @@ class PromptListApi(APIView):
         if filters.validated_data.get("category"):
             qs = qs.filter(category__slug=filters.validated_data["category"])
         if filters.validated_data.get("is_active") is not None:
+    throttle_scope = "research"
             qs = qs.filter(is_active=filters.validated_data["is_active"])
         paginator = IdCursorPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
@@ -275,6 +282,7 @@ class PromptListApi(APIView):
 class PromptCreateApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcher]
 
+    throttle_scope = "research"
     @extend_schema(request=PromptInputSerializer, responses={201: PromptOutputSerializer})
     def post(self, request):
         data = PromptInputSerializer(data=request.data)
@@ -291,6 +299,7 @@ class PromptCreateApi(APIView):
             return _error(validation_message(exc), status.HTTP_400_BAD_REQUEST)
         if held_out:
             prompt = prompt_update(prompt=prompt, is_held_out=True)
+    throttle_scope = "research"
         return Response(PromptOutputSerializer(prompt).data, status=status.HTTP_201_CREATED)
 
 
@@ -304,6 +313,7 @@ class PromptDetailApi(APIView):
 
 
 class PromptUpdateApi(APIView):
+    throttle_scope = "research"
     permission_classes = [IsAuthenticated, IsResearcher]
 
     class InputSerializer(PromptInputSerializer):
@@ -338,6 +348,7 @@ class PromptDeleteApi(APIView):
 class PromptBulkImportApi(APIView):
     """Import a JSON list of prompts (objects like the create input, or plain strings): all or nothing when an item
     is invalid (400 with a per-item report; ``line`` = 1-based item number); prompts already in the pool are skipped."""
+    throttle_scope = "annotate"
 
     permission_classes = [IsAuthenticated, IsResearcher]
 

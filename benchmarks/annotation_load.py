@@ -133,7 +133,8 @@ def make_users(args, seed_info: dict, db_url: str) -> list[str]:
     import psycopg
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken, get_digest_token
+    from knox.settings import CONSTANTS
 
     from annotation.models import AnnotatorProfile
     from annotation.services.accounts import pseudonym_for
@@ -147,13 +148,15 @@ def make_users(args, seed_info: dict, db_url: str) -> list[str]:
     User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=group.pk) for u in users])
     AnnotatorProfile.objects.bulk_create([AnnotatorProfile(user=u, pseudonym=pseudonym_for(user_id=u.pk)) for u in users])
     live = [u for u in users if u.username.startswith("live")]
-    tokens = Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in live])
+    keys = [get_digest_token() for _ in live]  # (digest, token): knox stores only the digest
+    AuthToken.objects.bulk_create([AuthToken(user=u, digest=digest, token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
+                                   for u, (digest, token) in zip(live, keys, strict=True)])
     t0 = time.monotonic()
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(HISTORY_SQL.format(per_done=seed_info["per_done"]))
         conn.execute("ANALYZE")
     log(f"seeded {seed_info['history_judgments']} judgments (+ assignments) in {time.monotonic() - t0:.1f} s")
-    return [t.key for t in tokens]
+    return [token for _, token in keys]
 
 
 def queries_per_request(tokens: list[str]) -> dict:
@@ -389,7 +392,10 @@ def main() -> None:
     db_url = bench_database_url(args.database_url, args.database_name)
     recreate_database(args.database_url, args.database_name)
     env = {**os.environ, "DATABASE_URL": db_url, "DJANGO_SETTINGS_MODULE": "webapp.settings.local", "DJANGO_DEBUG": "false",
-           "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_CONN_MAX_AGE": "600", "VIDEODPO_RESERVATION_TTL_S": "3600"}
+           "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_CONN_MAX_AGE": "600", "VIDEODPO_RESERVATION_TTL_S": "3600",
+           # the generator's annotators have no think time: the per-user throttle is still checked on every call,
+           # with a rate they cannot reach
+           "VIDEODPO_THROTTLE_ANNOTATE": "1000000/min"}
     t0 = time.monotonic()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True)
     log(f"migrated in {time.monotonic() - t0:.1f} s")

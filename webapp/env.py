@@ -7,6 +7,8 @@ keep the names their libraries use. A malformed value fails at start with a mess
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -68,6 +70,32 @@ def storage_backend() -> str:
         )
     if value == "s3" and not os.environ.get("AWS_STORAGE_BUCKET_NAME"):
         raise ImproperlyConfigured("STORAGE_BACKEND='s3' needs AWS_STORAGE_BUCKET_NAME (the bucket to store videos in).")
+    return value
+
+
+def installation_secret(data_dir: Path, name: str = "secret_key") -> str:
+    """A random secret made on first start and kept in ``data_dir/name`` (mode 0600); the same on every later start.
+    Created with O_EXCL so that processes starting together agree on one value."""
+    path = Path(data_dir) / name
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: wait for its write
+        for _ in range(100):
+            value = path.read_text().strip()
+            if value:
+                return value
+            time.sleep(0.01)
+        raise ImproperlyConfigured(f"{path} is empty: delete it, or set DJANGO_SECRET_KEY.") from None
+    with os.fdopen(fd, "w") as f:
+        value = secrets.token_urlsafe(64)
+        f.write(value + "\n")
     return value
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from webapp.embedded import embedded_database_url
-from webapp.env import BASE_DIR, DATA_DIR, database_url_parse, env
+from webapp.env import BASE_DIR, DATA_DIR, database_url_parse, env, installation_secret
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-local-development-key-change-me")
+# DJANGO_SECRET_KEY unset: a random key generated on first start and kept in the data folder (never a fixed string,
+# so sessions, signed links and export pseudonyms cannot be forged or reversed from the source code).
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="") or installation_secret(DATA_DIR)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -22,7 +25,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
@@ -33,6 +38,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -41,6 +47,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into a 429 page
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -85,6 +92,53 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
 
+# -- authentication and abuse limits -----------------------------------------------------------------------------------
+# django-axes (https://django-axes.readthedocs.io/): a username is locked for AXES_COOLOFF_TIME after
+# AXES_FAILURE_LIMIT wrong passwords from one address; the lockout is checked before the password is hashed.
+AUTHENTICATION_BACKENDS = [
+    "annotation.authentication.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("VIDEODPO_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("VIDEODPO_LOGIN_COOLOFF_MIN", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_LOCKOUT_CALLABLE = "annotation.authentication.lockout_response"
+# django-rest-knox (https://jazzband.github.io/django-rest-knox/): tokens stored hashed, expire, revoked by logout.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env.int("VIDEODPO_TOKEN_TTL_H", default=12)),
+    "AUTO_REFRESH": False,
+    "TOKEN_LIMIT_PER_USER": env.int("VIDEODPO_TOKEN_LIMIT_PER_USER", default=20),
+}
+# Password reset mails: printed on the console unless an SMTP server is configured (DJANGO_EMAIL_URL).
+_email = env.email_url("DJANGO_EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST, EMAIL_PORT = _email.get("EMAIL_HOST", ""), _email.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_USER", ""), _email.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="videodpo@localhost")
+
+# -- Content-Security-Policy (django-csp): scripts, styles and media from this origin only (htmx and the player are
+# static files; no inline script or style). Media links are same-origin (/m/) or the object store's presigned URLs.
+_media_origins = env.list("VIDEODPO_CSP_MEDIA_ORIGINS", default=[])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", *_media_origins],
+        "media-src": ["'self'", "blob:", *_media_origins],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+# The OpenAPI schema and its docs page: public only when DEBUG (or VIDEODPO_PUBLIC_API_DOCS); else signed-in users.
+PUBLIC_API_DOCS = env.bool("VIDEODPO_PUBLIC_API_DOCS", default=DEBUG)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -92,10 +146,17 @@ LOGOUT_REDIRECT_URL = "login"
 # https://www.django-rest-framework.org/api-guide/settings/
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-        # DRF's token authentication, loading the user's roles and annotator profile in the same query
+        # expiring, revocable tokens (django-rest-knox), loading the user's roles and profile in the same query;
+        # first, so that a missing or bad token answers 401 with "WWW-Authenticate: Token"
         "annotation.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env("VIDEODPO_THROTTLE_AUTH", default="10/min"),  # token obtain: per client address
+        "annotate": env("VIDEODPO_THROTTLE_ANNOTATE", default="1200/min"),  # next group / submit: per user
+        "research": env("VIDEODPO_THROTTLE_RESEARCH", default="300/min"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -110,6 +171,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "PromptSourceEnum": "annotation.models.Prompt.Source",
+    # /api/schema/ and /api/docs/: anyone in development, signed-in users (session or token) otherwise
+    "SERVE_PERMISSIONS": [
+        "rest_framework.permissions.AllowAny" if PUBLIC_API_DOCS else "rest_framework.permissions.IsAuthenticated"
+    ],
         "PairSourceEnum": "annotation.models.PreferencePair.Source",
     },
 }
@@ -160,3 +225,12 @@ VIDEODPO = {
 
 from webapp.settings.components.celery import *  # noqa: E402,F401,F403
 from webapp.settings.components.storage import *  # noqa: E402,F401,F403
+
+# Media from the object store: presigned URLs on its origin are allowed as images and video (CSP).
+if STORAGE_BACKEND == "s3":  # noqa: F405
+    from urllib.parse import urlsplit as _urlsplit
+
+    _endpoint = _urlsplit(AWS_S3_ENDPOINT_URL or "https://s3.amazonaws.com")  # noqa: F405
+    _store_origins = [f"{_endpoint.scheme}://{_endpoint.netloc}", f"{_endpoint.scheme}://*.{_endpoint.netloc}"]
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["img-src"] += _store_origins
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["media-src"] += _store_origins

@@ -1,5 +1,5 @@
 import pytest
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from annotation.models import Judgment, PreferencePair, Prompt
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def client_for(user, token=False):
     client = APIClient()
     if token:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=user)[1]}")
     else:
         client.force_authenticate(user)
     return client
