@@ -62,8 +62,8 @@ class ShownCandidateSerializer(serializers.Serializer):
 class GroupNextApi(APIView):
     """The caller's current group (reserving one when needed); blind: no seed, checkpoint or round."""
 
-    throttle_scope = "annotate"
     permission_classes = [IsAuthenticated, IsAnnotator]
+    throttle_scope = "annotate"
     renderer_classes = [JSONRenderer]  # the annotator hot path: JSON only (no browsable-API negotiation)
 
     class OutputSerializer(serializers.Serializer):
@@ -96,11 +96,11 @@ class JudgmentOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-    throttle_scope = "annotate"
 class JudgmentSubmitApi(APIView):
     """Submit the answer for one reserved group. Repeating a submit returns the first result (200)."""
 
     permission_classes = [IsAuthenticated, IsAnnotator]
+    throttle_scope = "annotate"
     renderer_classes = [JSONRenderer]
 
     class InputSerializer(serializers.Serializer):
@@ -136,15 +136,11 @@ class JudgmentSubmitApi(APIView):
                            rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
                            flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
             )
-        try:
-            judgment, created = judgment_submit(
-                annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
-                skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
-            )
-        except JudgmentError as exc:
-            return _error(exc.message, exc.status)
+        judgment, created = judgment_submit(
+            annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
+            skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
+        )
         return Response(JudgmentOutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
-    throttle_scope = "annotate"
 
 
 class JudgmentListApi(APIView):
@@ -152,6 +148,7 @@ class JudgmentListApi(APIView):
     only their own."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "annotate"
 
     class FilterSerializer(serializers.Serializer):
         round = serializers.IntegerField(required=False)
@@ -182,23 +179,16 @@ class JudgmentListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        qs = Judgment.objects.prefetch_related("labels__flaws__tag")
-        if not permissions.is_reviewer(request.user):
-    throttle_scope = "research"
-            qs = qs.filter(annotator=request.user)
-        elif "annotator" in filters.validated_data:
-            qs = qs.filter(annotator_id=filters.validated_data["annotator"])
-        if "round" in filters.validated_data:
-            qs = qs.filter(group__round_id=filters.validated_data["round"])
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        f = filters.validated_data
+        qs = judgment_list(user=request.user, round_id=f.get("round"), annotator_id=f.get("annotator"))
+        return IdCursorPagination.respond(self, qs, self.OutputSerializer)
 
 
 class PairListApi(APIView):
     """Aggregated preference pairs (researchers)."""
 
     permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
 
     class FilterSerializer(serializers.Serializer):
         round = serializers.IntegerField(required=False)
@@ -238,7 +228,6 @@ class PromptOutputSerializer(serializers.Serializer):
     language = serializers.CharField()
     category = serializers.CharField(source="category.slug", allow_null=True)
     prompt_set = serializers.CharField(source="prompt_set.name", allow_null=True)
-    throttle_scope = "research"
     source = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField())
     is_active = serializers.BooleanField()
@@ -254,11 +243,11 @@ class PromptInputSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=Prompt.Source.choices, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     is_held_out = serializers.BooleanField(required=False)
-    throttle_scope = "research"
 
 
 class PromptListApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
 
     class FilterSerializer(serializers.Serializer):
         category = serializers.CharField(required=False)
@@ -268,43 +257,31 @@ class PromptListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        qs = Prompt.objects.select_related("category", "prompt_set")
-        if filters.validated_data.get("category"):
-            qs = qs.filter(category__slug=filters.validated_data["category"])
-        if filters.validated_data.get("is_active") is not None:
-    throttle_scope = "research"
-            qs = qs.filter(is_active=filters.validated_data["is_active"])
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(PromptOutputSerializer(page, many=True).data)
+        qs = prompt_list(category=filters.validated_data.get("category"), is_active=filters.validated_data["is_active"])
+        return IdCursorPagination.respond(self, qs, PromptOutputSerializer)
 
 
 class PromptCreateApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcher]
-
     throttle_scope = "research"
+
     @extend_schema(request=PromptInputSerializer, responses={201: PromptOutputSerializer})
     def post(self, request):
         data = PromptInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         d = dict(data.validated_data)
-        try:
-            d["category"] = category_by_slug(d.get("category"))
-            d["prompt_set"] = PromptSet.objects.get_or_create(name=d["prompt_set"])[0] if d.get("prompt_set") else None
-            held_out = d.pop("is_held_out", False)
-            prompt = prompt_create(**d)
-        except PromptError as exc:
-            return _error(exc.message, exc.status)
-        except ValidationError as exc:
-            return _error(validation_message(exc), status.HTTP_400_BAD_REQUEST)
+        d["category"] = category_by_slug(d.get("category"))
+        d["prompt_set"] = prompt_set_by_name(d.get("prompt_set"))
+        held_out = d.pop("is_held_out", False)
+        prompt = prompt_create(**d)
         if held_out:
             prompt = prompt_update(prompt=prompt, is_held_out=True)
-    throttle_scope = "research"
         return Response(PromptOutputSerializer(prompt).data, status=status.HTTP_201_CREATED)
 
 
 class PromptDetailApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
 
     @extend_schema(responses={200: PromptOutputSerializer})
     def get(self, request, prompt_id: int):
@@ -313,8 +290,8 @@ class PromptDetailApi(APIView):
 
 
 class PromptUpdateApi(APIView):
-    throttle_scope = "research"
     permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
 
     class InputSerializer(PromptInputSerializer):
         text = serializers.CharField(required=False)
@@ -334,6 +311,7 @@ class PromptUpdateApi(APIView):
 
 class PromptDeleteApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request, prompt_id: int):
@@ -348,9 +326,9 @@ class PromptDeleteApi(APIView):
 class PromptBulkImportApi(APIView):
     """Import a JSON list of prompts (objects like the create input, or plain strings): all or nothing when an item
     is invalid (400 with a per-item report; ``line`` = 1-based item number); prompts already in the pool are skipped."""
-    throttle_scope = "annotate"
 
     permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
 
     class InputSerializer(serializers.Serializer):
         prompt_set = serializers.CharField(required=False, allow_null=True, allow_blank=True)
@@ -386,6 +364,7 @@ class AnnotatorStatsApi(APIView):
     """Per-annotator statistics: your own, or anyone's for reviewers and researchers."""
 
     permission_classes = [IsAuthenticated]
+    throttle_scope = "annotate"
 
     class OutputSerializer(serializers.Serializer):
         judgments = serializers.IntegerField()
