@@ -34,6 +34,7 @@ lint: install-dev
 
 bench-cpu: install-dev
 	$(PY) benchmarks/model_cpu.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/sequence_parallel.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/dpo_closed_loop.py
 
