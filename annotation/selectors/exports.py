@@ -289,11 +289,11 @@ def export_list(*, limit: int = 100) -> QuerySet[Export]:
 
 
 def export_download_url(*, export: Export, ttl_s: int | None = None) -> str | None:
-    """A fresh time-limited URL of a finished export's artifact (None while it is not done)."""
+    """A fresh time-limited URL of a finished export's artifact (None while it is not done); the artifact's file
+    name is in its datasheet."""
     from annotation import storage
-    from annotation.exports.formats import FORMATS
 
-    if export.status != Export.Status.DONE or not export.uri:
+    if export.status != Export.Status.DONE or not export.uri or not export.datasheet.get("file"):
         return None
-    return storage.object_url(key=storage.export_key(export_id=export.pk, filename=FORMATS[export.format].filename),
+    return storage.object_url(key=storage.export_key(export_id=export.pk, filename=export.datasheet["file"]),
                               ttl_s=ttl_s)

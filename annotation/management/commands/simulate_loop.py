@@ -42,12 +42,15 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def brightness(candidate: Candidate) -> float:
-    """The scripted taste: mean luma of the decoded video in [0, 255]."""
-    from generation_workers.video import decode_frames
+    """The scripted taste: mean luma of the decoded video in [0, 255] (decoded by imageio-ffmpeg's reader: the domain
+    does not import the workers)."""
+    import imageio_ffmpeg
 
     with tempfile.TemporaryDirectory() as tmp:
         path = storage.object_download(key=storage.key_from_uri(candidate.video_uri), path=Path(tmp) / "v.mp4")
-        frames = decode_frames(path).astype(np.float32)
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        width, height = next(reader)["size"]
+        frames = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]).astype(np.float32)
     return float((0.299 * frames[..., 0] + 0.587 * frames[..., 1] + 0.114 * frames[..., 2]).mean())
 
 
