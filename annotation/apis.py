@@ -136,10 +136,13 @@ class JudgmentSubmitApi(APIView):
                            rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
                            flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
             )
-        judgment, created = judgment_submit(
-            annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
-            skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
-        )
+        try:
+            judgment, created = judgment_submit(
+                annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
+                skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
+            )
+        except JudgmentError as exc:
+            return _error(exc.message, exc.status)
         return Response(JudgmentOutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -179,9 +182,16 @@ class JudgmentListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        f = filters.validated_data
-        qs = judgment_list(user=request.user, round_id=f.get("round"), annotator_id=f.get("annotator"))
-        return IdCursorPagination.respond(self, qs, self.OutputSerializer)
+        qs = Judgment.objects.prefetch_related("labels__flaws__tag")
+        if not permissions.is_reviewer(request.user):
+            qs = qs.filter(annotator=request.user)
+        elif "annotator" in filters.validated_data:
+            qs = qs.filter(annotator_id=filters.validated_data["annotator"])
+        if "round" in filters.validated_data:
+            qs = qs.filter(group__round_id=filters.validated_data["round"])
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
 
 class PairListApi(APIView):
@@ -257,8 +267,14 @@ class PromptListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        qs = prompt_list(category=filters.validated_data.get("category"), is_active=filters.validated_data["is_active"])
-        return IdCursorPagination.respond(self, qs, PromptOutputSerializer)
+        qs = Prompt.objects.select_related("category", "prompt_set")
+        if filters.validated_data.get("category"):
+            qs = qs.filter(category__slug=filters.validated_data["category"])
+        if filters.validated_data.get("is_active") is not None:
+            qs = qs.filter(is_active=filters.validated_data["is_active"])
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(PromptOutputSerializer(page, many=True).data)
 
 
 class PromptCreateApi(APIView):
@@ -270,10 +286,15 @@ class PromptCreateApi(APIView):
         data = PromptInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         d = dict(data.validated_data)
-        d["category"] = category_by_slug(d.get("category"))
-        d["prompt_set"] = prompt_set_by_name(d.get("prompt_set"))
-        held_out = d.pop("is_held_out", False)
-        prompt = prompt_create(**d)
+        try:
+            d["category"] = category_by_slug(d.get("category"))
+            d["prompt_set"] = PromptSet.objects.get_or_create(name=d["prompt_set"])[0] if d.get("prompt_set") else None
+            held_out = d.pop("is_held_out", False)
+            prompt = prompt_create(**d)
+        except PromptError as exc:
+            return _error(exc.message, exc.status)
+        except ValidationError as exc:
+            return _error(validation_message(exc), status.HTTP_400_BAD_REQUEST)
         if held_out:
             prompt = prompt_update(prompt=prompt, is_held_out=True)
         return Response(PromptOutputSerializer(prompt).data, status=status.HTTP_201_CREATED)

@@ -169,12 +169,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {
-        "PromptSourceEnum": "annotation.models.Prompt.Source",
     # /api/schema/ and /api/docs/: anyone in development, signed-in users (session or token) otherwise
     "SERVE_PERMISSIONS": [
         "rest_framework.permissions.AllowAny" if PUBLIC_API_DOCS else "rest_framework.permissions.IsAuthenticated"
     ],
+    "ENUM_NAME_OVERRIDES": {
+        "PromptSourceEnum": "annotation.models.Prompt.Source",
         "PairSourceEnum": "annotation.models.PreferencePair.Source",
     },
 }
