@@ -164,7 +164,7 @@ def train_torchrun(*, run: DPORun, config: dict, manifest: Path, init: Path, ref
     """Several GPUs: ``torchrun -m dpo train`` (FSDP/DDP); metrics are recorded as the ranks write them."""
     config_path = out_dir / "config.json"
     config_path.write_text(json.dumps(config))
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "dpo", "train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "dpo", "train",
            "--config", str(config_path), "--manifest", str(manifest), "--init", str(init), "--reference", str(reference),
            "--out", str(out_dir), "--resume", "--no-progress"]
     tail = MetricsTail(out_dir / "metrics.jsonl")
