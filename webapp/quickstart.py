@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,6 +22,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 def log(message: str) -> None:
     print(f"[make run] {message}", flush=True)
+
+
+def wait_until_answering(url: str, server: subprocess.Popen, timeout_s: float = 120.0) -> bool:
+    """True once ``url`` answers HTTP (any status: a redirect to the login page is an answer); False when the server
+    exited or did not answer within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # 4xx/5xx is still the server answering
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def main() -> int:
@@ -54,8 +71,13 @@ def main() -> int:
     children.append(subprocess.Popen([*celery, "-Q", "gpu,text,vae", "-n", "gpu@%h"], cwd=REPO))
     children.append(subprocess.Popen([*celery, "-Q", "default,train", "-n", "default@%h", "-B",
                                       "--schedule", str(DATA_DIR / "celerybeat-schedule")], cwd=REPO))
-    children.append(subprocess.Popen([*manage, "runserver", f"{args.host}:{args.port}", "--noreload"], cwd=REPO))
-    log(f"web on http://{args.host}:{args.port}/  (admin: /admin/, API docs: /api/docs/); Ctrl-C stops everything")
+    server = subprocess.Popen([*manage, "runserver", f"{args.host}:{args.port}", "--noreload"], cwd=REPO)
+    children.append(server)
+    url = f"http://{args.host}:{args.port}/"
+    if wait_until_answering(url, server):  # the line a user clicks: only once the server listens
+        log(f"web on {url}  (admin: /admin/, API docs: /api/docs/); Ctrl-C stops everything")
+    else:
+        log(f"the web server did not answer on {url} (see its output above); Ctrl-C stops everything")
 
     stopping = False
 

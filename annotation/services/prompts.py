@@ -13,9 +13,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db import transaction
 
+from annotation.conf import videodpo
 from annotation.models import Category, Prompt, PromptSet
 
 ERR_EMPTY = "empty prompt text"
@@ -145,7 +145,7 @@ def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None
     rows, errors = _rows_from_file(data, fmt.lower())
     report = ImportReport(total=len(rows) + len(errors), rejected=list(errors))
     categories = _categories()
-    max_chars = settings.VIDEODPO["MAX_PROMPT_CHARS"]
+    max_chars = videodpo().max_prompt_chars
     seen: dict[str, int] = {}
     valid: list[tuple[ImportRow, str]] = []
     for row in rows:
@@ -198,7 +198,7 @@ def prompt_create(*, text: str, category: Category | None = None, source: str = 
     text = (text or "").strip()
     if not text:
         raise ValidationError({"text": ERR_EMPTY})
-    max_chars = settings.VIDEODPO["MAX_PROMPT_CHARS"]
+    max_chars = videodpo().max_prompt_chars
     if len(text) > max_chars:
         raise ValidationError({"text": ERR_TOO_LONG.format(max=max_chars, n=len(text))})
     prompt = Prompt(text=text, text_hash=prompt_hash(text), language=language or prompt_language(text), category=category,

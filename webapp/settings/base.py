@@ -73,6 +73,9 @@ TEMPLATES = [
 # DATABASE_URL unset -> the embedded PostgreSQL (pgserver), data under VIDEODPO_DATA_DIR/postgres.
 _database_url = os.environ.get("DATABASE_URL") or embedded_database_url(DATA_DIR)
 DATABASES = {"default": database_url_parse(_database_url)}
+# The quick start's own database (pgserver's socket under the data folder): management commands migrate it on first
+# use instead of failing on a missing table (annotation/management/schema.py).
+EMBEDDED_DATABASE = str(DATA_DIR / "postgres") in _database_url
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

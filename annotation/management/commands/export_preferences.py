@@ -1,5 +1,6 @@
 """``python manage.py export_preferences --format trl_parquet --out pairs.parquet [--rounds 1,2] [--min-agreement 0.6]
-[--min-annotators 2] [--source human] [--date-from 2026-01-01] [--date-to 2026-02-01] [--user NAME] [--queue]``
+[--min-annotators 2] [--source human] [--date-from 2026-01-01] [--date-to 2026-02-01] [--weighting agreement]
+[--user NAME] [--queue]``
 
 Creates a versioned Export (same validation, hashing and datasheet as the web and API paths), runs it in this process
 (or, with ``--queue``, on a Celery worker) and copies the artifact to ``--out``. Zipped layouts (videodpo,
@@ -16,6 +17,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import storage
+from annotation.exports.filters import WEIGHTINGS
+from annotation.management.schema import schema_ensure
 from annotation.models import Export
 from annotation.services.exports import ExportError, export_artifact_key, export_create, export_run
 
@@ -32,13 +35,16 @@ class Command(BaseCommand):
         parser.add_argument("--source", default="", help="comma-separated: human, reviewer, model")
         parser.add_argument("--date-from", default=None, help="YYYY-MM-DD (inclusive)")
         parser.add_argument("--date-to", default=None, help="YYYY-MM-DD (inclusive)")
+        parser.add_argument("--weighting", choices=WEIGHTINGS, default=None,
+                            help="the weight column: stored (default), agreement (as DPO runs), uniform")
         parser.add_argument("--user", default=None, help="username recorded as the export's creator")
         parser.add_argument("--chunk-size", type=int, default=20_000)
         parser.add_argument("--queue", action="store_true", help="queue on a Celery worker and return its id")
 
     def handle(self, *args, **o):
+        schema_ensure(stdout=self.stdout)
         flt = {"rounds": o["rounds"], "min_agreement": o["min_agreement"], "min_annotators": o["min_annotators"],
-               "source": o["source"], "date_from": o["date_from"], "date_to": o["date_to"]}
+               "source": o["source"], "date_from": o["date_from"], "date_to": o["date_to"], "weighting": o["weighting"]}
         actor = None
         if o["user"]:
             actor = get_user_model().objects.filter(username=o["user"]).first()

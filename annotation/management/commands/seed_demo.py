@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
+from annotation.conf import videodpo
+from annotation.management.schema import schema_ensure
 from annotation.models import PromptSet
 from annotation.services.accounts import user_create
 from annotation.services.prompts import prompts_import
@@ -40,6 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-round", action="store_true", help="do not create or launch the demo round")
 
     def handle(self, *args, no_round: bool = False, **options):
+        schema_ensure(stdout=self.stdout)
         reference_data_ensure()
         for username, password, roles, superuser in DEMO_USERS:
             user_create(username=username, password=password, roles=roles, is_superuser=superuser)
@@ -60,7 +62,7 @@ class Command(BaseCommand):
             self.stdout.write("demo round: not available yet (generation services missing)")
             return
         try:
-            message = demo_round_ensure(cache_dir=Path(settings.VIDEODPO["MODEL_CACHE_DIR"]))
+            message = demo_round_ensure(cache_dir=videodpo().model_cache_dir)
         except ValidationError as exc:  # the app still starts; the researcher sees why on the round form
             self.stderr.write(f"demo round not launched: {' '.join(exc.messages)}")
         else:

@@ -21,12 +21,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from tqdm import tqdm
 
 from annotation import storage
+from annotation.conf import videodpo
+from annotation.management.schema import schema_ensure
 from annotation.models import Candidate, DPORun, Prompt, Round
 from annotation.services.accounts import user_create
 from annotation.services.assignments import assignment_reserve_next
@@ -70,6 +71,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, rounds: int, prompts: int, seeds: int, steps: int | None, train_config: str,
                no_worker: bool, timeout: float, reference: str = "previous", **options):
+        schema_ensure(stdout=self.stdout)
         tag = uuid.uuid4().hex[:6]
         self.deadline = time.monotonic() + timeout
         reference_data_ensure()
@@ -78,7 +80,7 @@ class Command(BaseCommand):
             data = (REPO / "annotation" / "fixtures" / "demo_prompts.jsonl").read_bytes()
             prompts_import(data=data, fmt="jsonl")
         prompt_ids = list(Prompt.objects.filter(is_active=True, is_held_out=False).order_by("id").values_list("id", flat=True)[:prompts])
-        checkpoint = demo_checkpoint_ensure(root=Path(settings.VIDEODPO["MODEL_CACHE_DIR"]).parent / "checkpoints" / "tiny-base")
+        checkpoint = demo_checkpoint_ensure(root=videodpo().model_cache_dir.parent / "checkpoints" / "tiny-base")
         base_checkpoint = checkpoint
         worker = None if no_worker else self._start_worker()
         results = []
