@@ -24,6 +24,7 @@ from annotation.selectors.groups import (
     media_key_for_token,
 )
 from annotation.selectors.stats import annotator_stats, round_quality
+from annotation.selectors.workbench import groups_generating_count
 from annotation.services.assignments import AnnotatorPausedError, assignments_for_annotator
 from annotation.services.judgments import FlawInput, JudgmentError, LabelInput, judgment_submit
 from annotation.services.reviews import ReviewError, review_item_resolve
@@ -82,8 +83,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def _workbench_context(request: HttpRequest, error: str = "") -> dict:
     assignments = assignments_for_annotator(annotator=request.user)
+    page = group_page_for_assignments(assignments=assignments)
     return {
-        "page": group_page_for_assignments(assignments=assignments),
+        "page": page,
+        "generating": 0 if page else groups_generating_count(),
         "flaw_tags": flaw_tags_active(),
         "skip_reasons": SKIP_REASONS,
         "error": error,
@@ -130,7 +133,7 @@ def _labels_from_form(post) -> list[LabelInput]:
     )
     labels = []
     for pos in positions:
-        time_s = _float(post.get(f"flaw_time_{pos}"), "flaw time")
+        time_s = _float(post.get(f"flaw_time_{pos}"), "flaw time")  # one time for the video (older form)
         rank = post.get(f"rank_{pos}") or None
         if rank is not None and not rank.isdigit():
             raise JudgmentError(ERR_BAD_FORM.format(detail=f"rank={rank!r}"))
@@ -140,7 +143,11 @@ def _labels_from_form(post) -> list[LabelInput]:
                 label=post.get(f"label_{pos}") or CandidateLabel.Label.NEUTRAL,
                 rank=int(rank) if rank else None,
                 playback_coverage=min(max(_float(post.get(f"coverage_{pos}"), "coverage") or 0.0, 0.0), 1.0),
-                flaws=tuple(FlawInput(tag=slug, time_s=time_s) for slug in post.getlist(f"flaw_{pos}")),
+                flaws=tuple(  # each tag's own time (flaw_time_<pos>_<slug>), else the video's
+                    FlawInput(tag=slug, time_s=_float(post.get(f"flaw_time_{pos}_{slug}"), "flaw time") if
+                              post.get(f"flaw_time_{pos}_{slug}") else time_s)
+                    for slug in post.getlist(f"flaw_{pos}")
+                ),
             )
         )
     return labels

@@ -94,62 +94,82 @@
   };
 
   // -- the page -------------------------------------------------------------------------------------------------------
+  // Every lookup is scoped to the current form and stops once htmx removed it (a frame can run between the swap that
+  // removes a group and the htmx:load of the next one).
+  function live() { return wb && wb.form.isConnected; }
+  function q(sel) { return wb.form.querySelector(sel); }
+  function qa(sel) { return $all(sel, wb.form); }
+
   function render() {
-    if (!wb) return;
+    if (!live()) return;
     var c = wb.clock, d = c.duration(), t = c.time();
-    var scrub = $("#scrub");
+    var scrub = q("#scrub");
     if (scrub && !wb.scrubbing && d) scrub.value = Math.round((t / d) * 1000);
-    var clock = $("#clock"); if (clock) clock.textContent = t.toFixed(2) + " s / " + d.toFixed(2) + " s";
-    var play = $("#play"); if (play) play.textContent = c.playing ? "Pause" : "Play";
-    $all(".cand").forEach(function (el) {
-      var pos = +el.dataset.pos;
+    var clock = q("#clock"); if (clock) clock.textContent = t.toFixed(2) + " s / " + d.toFixed(2) + " s";
+    var play = q("#play"); if (play) play.textContent = c.playing ? "Pause" : "Play";
+    var allPlayed = true;
+    qa(".cand").forEach(function (el) {
+      var pos = +el.dataset.pos, cov = c.coverageOf(pos), played = cov >= 0.9;
       el.classList.toggle("selected", pos === wb.selected);
-      var cov = $("#coverage-" + pos); if (cov) cov.value = c.coverageOf(pos).toFixed(3);
-      var ans = $("#answer-" + pos);
-      if (ans) ans.textContent = answerOf(pos);
-      el.classList.toggle("played", c.coverageOf(pos) >= 0.9);
+      var input = q("#coverage-" + pos); if (input) input.value = cov.toFixed(3);
+      var ans = q("#answer-" + pos); if (ans) ans.textContent = answerOf(pos);
+      var seen = q("#seen-" + pos); if (seen) seen.textContent = played ? "played" : Math.round(cov * 100) + "% played";
+      el.classList.toggle("played", played);
+      if (!played) allPlayed = false;
     });
-    var outcome = $("#outcome").value, status = $("#status");
+    // a refusal stays in sight only while it holds: clear it once every video was played or the answer changed
+    if (wb.errorState && (wb.errorState !== stateKey() || (wb.errorPlayback && allPlayed))) clearError();
+    var outcome = q("#outcome").value, status = q("#status");
     var names = { labelled: "your labels", all_good: "all equally good", all_bad: "all bad", skipped: "skip" };
     if (status) status.textContent = "Answer: " + names[outcome];
-    $("#group-form").dataset.outcome = outcome;
+    wb.form.dataset.outcome = outcome;
+  }
+  function stateKey() {
+    // what the annotator answered (labels, ranks, outcome, reason, flaws): a change means the refusal may not apply
+    return qa("input:checked, input[name^=rank_], #outcome, #skip-reason, .flaw-time").map(function (i) {
+      return i.name + "=" + i.value;
+    }).join("&");
+  }
+  function clearError() {
+    var box = q("#submit-error"); if (box) box.innerHTML = "";
+    wb.errorState = null; wb.errorPlayback = false;
   }
   function answerOf(pos) {
-    if (wb.mode === "ranking") { var r = $("#rank-" + pos); return r && r.value ? "rank " + r.value : "unranked"; }
-    var checked = $("input[name=label_" + pos + "]:checked");
+    if (wb.mode === "ranking") { var r = q("#rank-" + pos); return r && r.value ? "rank " + r.value : "unranked"; }
+    var checked = q("input[name=label_" + pos + "]:checked");
     var v = checked ? checked.value : "neutral";
     if (wb.mode === "best_worst") return { preferred: "best", non_preferred: "worst", neutral: "–" }[v];
     return v.replace("_", "-");
   }
   function setOutcome(o) {
-    $("#outcome").value = o;
+    q("#outcome").value = o;
     if (o !== "labelled") {
-      $all("input[type=radio][value=neutral]").forEach(function (r) { r.checked = true; });
-      $all("input[name^=rank_]").forEach(function (r) { r.value = ""; });
+      qa("input[type=radio][value=neutral]").forEach(function (r) { r.checked = true; });
+      qa("input[name^=rank_]").forEach(function (r) { r.value = ""; });
     }
-    if (o === "skipped") $("#skip-reason").focus();
+    if (o === "skipped") q("#skip-reason").focus();
     render();
   }
   function label(value) {
     var pos = wb.selected;
     if (pos == null) return;
-    $("#outcome").value = "labelled";
+    q("#outcome").value = "labelled";
     if (wb.mode === "ranking") {
-      var input = $("#rank-" + pos);
+      var input = q("#rank-" + pos);
       if (value === "neutral") { input.value = ""; }
       else if (value === "preferred" && !input.value) {
-        var used = $all("input[name^=rank_]").map(function (r) { return +r.value || 0; });
+        var used = qa("input[name^=rank_]").map(function (r) { return +r.value || 0; });
         input.value = Math.max.apply(null, used.concat([0])) + 1;
       } else if (value === "non_preferred") {
         input.value = wb.count;
       }
     } else {
       if (wb.mode === "best_worst" && value !== "neutral") {
-        $all("input[type=radio][value=" + value + "]:checked").forEach(function (r) {
-          $("#neutral-" + r.name.split("_")[1]).checked = true;
+        qa("input[type=radio][value=" + value + "]:checked").forEach(function (r) {
+          q("#neutral-" + r.name.split("_")[1]).checked = true;
         });
       }
-      var radio = $("input[name=label_" + pos + "][value=" + value + "]");
+      var radio = q("input[name=label_" + pos + "][value=" + value + "]");
       if (radio) radio.checked = true;
     }
     render();
@@ -162,42 +182,87 @@
   function enlarge(pos) {
     if (pos == null) pos = wb.selected;
     if (pos == null) return;
-    var el = $("#cand-" + pos), on = !el.classList.contains("enlarged");
-    $all(".cand").forEach(function (c) { c.classList.remove("enlarged"); });
+    var el = q("#cand-" + pos), on = !el.classList.contains("enlarged");
+    qa(".cand").forEach(function (c) { c.classList.remove("enlarged"); });
     el.classList.toggle("enlarged", on);
-    $("#grid").classList.toggle("has-enlarged", on);
+    q("#grid").classList.toggle("has-enlarged", on);
   }
   function speed(delta) {
-    var sel = $("#speed"), i = sel.selectedIndex + delta;
+    var sel = q("#speed"), i = sel.selectedIndex + delta;
     if (i < 0 || i >= sel.options.length) return;
     sel.selectedIndex = i;
     wb.clock.setRate(parseFloat(sel.value));
   }
-  function submit() {
-    var form = $("#group-form");
+  function pin(row) {
+    // the current time goes to this tag (and ticks it): flaw times are per tag
+    var box = $("input[type=checkbox]", row), time = $(".flaw-time", row);
+    box.checked = true;
+    time.value = wb.clock.time().toFixed(2);
     render();
-    $("#time-spent").value = Math.round(performance.now() - wb.started);
-    if (form.requestSubmit) form.requestSubmit(); else htmx.trigger(form, "submit");
+  }
+  function openFlaws(pos) {
+    var d = q("#flaws-" + pos); if (!d) return;
+    d.open = true;
+    var first = $("input[type=checkbox]", d); if (first) first.focus();
+  }
+  function closeFlaws(d) {
+    d.open = false;
+    focusPage(+d.dataset.pos);
+  }
+  function focusPage(pos) {
+    // the keys act on the page again (not on a field of the form)
+    var el = q("#cand-" + (pos == null ? wb.selected : pos)) || q("#grid");
+    if (el) el.focus({ preventScroll: true });
+  }
+  function submit() {
+    render();
+    q("#time-spent").value = Math.round(performance.now() - wb.started);
+    if (wb.form.requestSubmit) wb.form.requestSubmit(); else htmx.trigger(wb.form, "submit");
+  }
+  function teardown() {
+    if (!wb) return;
+    if (wb.raf) cancelAnimationFrame(wb.raf);
+    wb.clock.videos.forEach(function (v) { v.pause(); });
+    wb.clock.playing = false;
+    wb = null;
+    window.workbench = null;
   }
 
   function init() {
     var form = $("#group-form");
-    if (!form) { wb = null; return; }
+    if (!form) { teardown(); return; }
     if (wb && wb.form === form) return;
-    if (wb && wb.raf) cancelAnimationFrame(wb.raf);
+    teardown();
     var videos = $all("video.clip", form);
     var fps = parseFloat($(".cand", form).dataset.fps) || 25;
     wb = { form: form, mode: form.dataset.mode, count: +form.dataset.count, selected: 0,
-           clock: new Clock(videos, fps), started: performance.now(), scrubbing: false, raf: 0 };
+           clock: new Clock(videos, fps), started: performance.now(), scrubbing: false, raf: 0,
+           errorState: null, errorPlayback: false };
     window.workbench = wb; // exposed for tests and debugging
+    // htmx keeps the focus on an element of the same id after a swap (the skip note, a flaw box): a new group
+    // starts with the keys on the page, never inside a field of the previous answer
+    if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+    focusPage(0);
     form.addEventListener("htmx:configRequest", function () {
-      $("#time-spent").value = Math.round(performance.now() - wb.started);
+      q("#time-spent").value = Math.round(performance.now() - wb.started);
       render();
     });
+    form.addEventListener("htmx:afterSwap", function (e) {
+      // a refusal came back into #submit-error: remember what it refused, so it can be cleared when resolved
+      if (e.target && e.target.id === "submit-error" && live()) {
+        wb.errorState = stateKey();
+        wb.errorPlayback = !!$("[data-error-playback]", e.target) || /play every video/i.test(e.target.textContent);
+      }
+    });
     form.addEventListener("change", function (e) {
-      if (e.target.name && (e.target.name.indexOf("label_") === 0 || e.target.name.indexOf("rank_") === 0)) $("#outcome").value = "labelled";
-      if (e.target.id === "skip-reason" && e.target.value) $("#outcome").value = "skipped";
+      if (e.target.name && (e.target.name.indexOf("label_") === 0 || e.target.name.indexOf("rank_") === 0)) q("#outcome").value = "labelled";
+      if (e.target.id === "skip-reason" && e.target.value) q("#outcome").value = "skipped";
       render();
+    });
+    form.addEventListener("focusin", function (e) {
+      // tabbing into a video's controls selects that video, so the keys and the legend agree
+      var cand = e.target.closest && e.target.closest(".cand");
+      if (cand && +cand.dataset.pos !== wb.selected) select(+cand.dataset.pos);
     });
     form.addEventListener("click", function (e) {
       var b = e.target.closest("[data-action]");
@@ -207,35 +272,49 @@
       else if (a === "step") wb.clock.step(+b.dataset.frames);
       else if (a === "enlarge") enlarge(+b.dataset.pos);
       else if (a === "outcome") setOutcome(b.dataset.outcome);
-      else if (a === "pin") $("#flaw-time-" + b.dataset.pos).value = wb.clock.time().toFixed(2);
+      else if (a === "pin") pin(b.closest(".flaw-row"));
     });
-    var scrub = $("#scrub");
+    var scrub = q("#scrub");
     scrub.addEventListener("input", function () { wb.scrubbing = true; wb.clock.seek((scrub.value / 1000) * wb.clock.duration()); });
     scrub.addEventListener("change", function () { wb.scrubbing = false; });
-    $("#speed").addEventListener("change", function (e) { wb.clock.setRate(parseFloat(e.target.value)); });
-    $("#loop").addEventListener("change", function (e) { wb.clock.loop = e.target.checked; });
+    q("#speed").addEventListener("change", function (e) { wb.clock.setRate(parseFloat(e.target.value)); });
+    q("#loop").addEventListener("change", function (e) { wb.clock.loop = e.target.checked; });
     var ready = 0;
     videos.forEach(function (v) {
-      var go = function () { if (++ready === videos.length) { wb.clock.play(); } };
+      var go = function () { if (++ready === videos.length && live()) { wb.clock.play(); } };
       if (v.readyState >= 1) go(); else v.addEventListener("loadedmetadata", go, { once: true });
     });
-    var loop = function () { if (!wb || wb.form !== form) return; wb.clock.tick(); render(); wb.raf = requestAnimationFrame(loop); };
+    var loop = function () {
+      if (!wb || wb.form !== form) return;
+      if (!form.isConnected) { teardown(); return; }
+      wb.clock.tick(); render(); wb.raf = requestAnimationFrame(loop);
+    };
     wb.raf = requestAnimationFrame(loop);
     render();
   }
 
+  // Keys. A focused button, link or summary keeps its own Enter and Space (it is pressed, nothing else happens); a
+  // text field keeps its typing (Enter submits, Esc returns to the page); in a flaw panel Enter in a time field
+  // returns to its tag, M pins the current time to the focused tag, Esc closes the panel.
   document.addEventListener("keydown", function (e) {
-    if (!wb || e.ctrlKey || e.metaKey || e.altKey) return;
-    var tag = (e.target.tagName || "").toLowerCase();
+    if (!live() || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!wb.form.contains(e.target) && e.target !== document.body) return;
+    var tag = (e.target.tagName || "").toLowerCase(), k = e.key;
+    var row = e.target.closest ? e.target.closest(".flaw-row") : null;
+    var panel = e.target.closest ? e.target.closest("details.flaws") : null;
     var typing = tag === "textarea" || (tag === "input" && /^(text|number|search)$/.test(e.target.type));
+    if (panel && k === "Escape") { e.preventDefault(); closeFlaws(panel); return; }
     if (typing || tag === "select") {
-      if (e.key === "Enter") { e.preventDefault(); submit(); }
-      else if (e.key === "Escape") { e.target.blur(); }
+      if (k === "Enter" && row) { e.preventDefault(); $("input[type=checkbox]", row).focus(); }
+      else if (k === "Enter") { e.preventDefault(); submit(); }
+      else if (k === "Escape") { e.preventDefault(); focusPage(); }
       return;
     }
-    var k = e.key, handled = true;
+    if ((k === "Enter" || k === " ") && (tag === "button" || tag === "summary" || tag === "a")) return;
     if (k === " " && tag === "input") return; // space toggles a focused checkbox or radio
-    if (/^[1-9]$/.test(k)) select(+k - 1);
+    var handled = true;
+    if (row && (k === "m" || k === "M")) pin(row);
+    else if (/^[1-9]$/.test(k)) select(+k - 1);
     else if (k === "p" || k === "P" || k === "ArrowUp") label("preferred");
     else if (k === "n" || k === "N" || k === "ArrowDown") label("non_preferred");
     else if (k === "u" || k === "U" || k === "0") label("neutral");
@@ -250,13 +329,16 @@
     else if (k === "ArrowRight") wb.clock.seek(wb.clock.time() + 1);
     else if (k === "[") speed(-1);
     else if (k === "]") speed(1);
-    else if (k === "l" || k === "L") { var lp = $("#loop"); lp.checked = !lp.checked; wb.clock.loop = lp.checked; }
+    else if (k === "l" || k === "L") { var lp = q("#loop"); lp.checked = !lp.checked; wb.clock.loop = lp.checked; }
     else if (k === "e" || k === "E") enlarge();
-    else if (k === "f" || k === "F") {
-      var d = $("#flaws-" + wb.selected); d.open = true; var first = $("input", d); if (first) first.focus();
-    }
+    else if (k === "f" || k === "F") openFlaws(wb.selected);
+    else if (k === "Escape") focusPage();
     else handled = false;
     if (handled) e.preventDefault();
+  });
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    // the group is about to be replaced (next group, nothing to judge, paused): stop its clock first
+    if (live() && e.detail && e.detail.target && (e.detail.target.id === "workbench" || e.detail.target === document.body)) teardown();
   });
   document.addEventListener("DOMContentLoaded", init);
   document.addEventListener("htmx:load", init);
