@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -18,27 +17,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import permissions
-from annotation.models import CandidateLabel, Judgment, PreferencePair, Prompt, PromptSet
+from annotation.errors import ApplicationError
+from annotation.models import CandidateLabel, Prompt
 from annotation.permissions import IsAnnotator, IsResearcher
 from annotation.selectors.groups import group_page_for_assignments
+from annotation.selectors.judgments import judgment_list, pair_list, prompt_list
 from annotation.selectors.stats import annotator_stats
-from annotation.services.assignments import AnnotatorPausedError, assignments_for_annotator
-from annotation.services.judgments import FlawInput, JudgmentError, LabelInput, judgment_submit
-from annotation.services.prompt_edits import (
-    PromptError,
-    category_by_slug,
-    prompt_delete,
-    prompt_update,
-    validation_message,
-)
+from annotation.services.assignments import assignments_for_annotator
+from annotation.services.judgments import FlawInput, LabelInput, judgment_submit
+from annotation.services.prompt_edits import category_by_slug, prompt_delete, prompt_set_by_name, prompt_update
 from annotation.services.prompts import prompt_create, prompts_import
 
 ERR_STATS_FORBIDDEN = "You can only see your own statistics."
 ERR_LABEL_TARGET = "Each label names a candidate by 'position' (0-based, as shown) or by 'candidate' id."
-
-
-def _error(message: str, code: int) -> Response:
-    return Response({"detail": message}, status=code)
+ERR_IMPORT_ITEM = "Item {index}: expected an object or a string."
 
 
 class IdCursorPagination(CursorPagination):
@@ -48,6 +40,13 @@ class IdCursorPagination(CursorPagination):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"
+
+    @classmethod
+    def respond(cls, view: APIView, queryset, serializer) -> Response:
+        """One page of ``queryset`` serialized by ``serializer`` (a class), with next/previous links."""
+        paginator = cls()
+        page = paginator.paginate_queryset(queryset, view.request, view=view)
+        return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
 class ShownCandidateSerializer(serializers.Serializer):
@@ -78,10 +77,7 @@ class GroupNextApi(APIView):
     @extend_schema(responses={200: OutputSerializer, 204: OpenApiResponse(description="Nothing to judge now."),
                               403: OpenApiResponse(description="Paused or not an annotator.")})
     def get(self, request):
-        try:
-            page = group_page_for_assignments(assignments=assignments_for_annotator(annotator=request.user))
-        except AnnotatorPausedError as exc:
-            return _error(str(exc), status.HTTP_403_FORBIDDEN)
+        page = group_page_for_assignments(assignments=assignments_for_annotator(annotator=request.user))
         if page is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(self.OutputSerializer(page).data)
@@ -130,19 +126,16 @@ class JudgmentSubmitApi(APIView):
         labels = []
         for lab in d["labels"]:
             if ("position" in lab) == ("candidate" in lab):
-                return _error(ERR_LABEL_TARGET, status.HTTP_400_BAD_REQUEST)
+                raise ApplicationError(ERR_LABEL_TARGET)
             labels.append(
                 LabelInput(candidate_id=lab.get("candidate"), position=lab.get("position"), label=lab["label"],
                            rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
                            flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
             )
-        try:
-            judgment, created = judgment_submit(
-                annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
-                skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
-            )
-        except JudgmentError as exc:
-            return _error(exc.message, exc.status)
+        judgment, created = judgment_submit(
+            annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
+            skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
+        )
         return Response(JudgmentOutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -182,16 +175,9 @@ class JudgmentListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        qs = Judgment.objects.prefetch_related("labels__flaws__tag")
-        if not permissions.is_reviewer(request.user):
-            qs = qs.filter(annotator=request.user)
-        elif "annotator" in filters.validated_data:
-            qs = qs.filter(annotator_id=filters.validated_data["annotator"])
-        if "round" in filters.validated_data:
-            qs = qs.filter(group__round_id=filters.validated_data["round"])
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        f = filters.validated_data
+        qs = judgment_list(user=request.user, round_id=f.get("round"), annotator_id=f.get("annotator"))
+        return IdCursorPagination.respond(self, qs, self.OutputSerializer)
 
 
 class PairListApi(APIView):
@@ -222,14 +208,9 @@ class PairListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        qs = PreferencePair.objects.select_related("group__prompt")
-        if "round" in filters.validated_data:
-            qs = qs.filter(round_id=filters.validated_data["round"])
-        if "min_agreement" in filters.validated_data:
-            qs = qs.filter(agreement__gte=filters.validated_data["min_agreement"])
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        f = filters.validated_data
+        qs = pair_list(round_id=f.get("round"), min_agreement=f.get("min_agreement"))
+        return IdCursorPagination.respond(self, qs, self.OutputSerializer)
 
 
 class PromptOutputSerializer(serializers.Serializer):
@@ -267,14 +248,8 @@ class PromptListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        qs = Prompt.objects.select_related("category", "prompt_set")
-        if filters.validated_data.get("category"):
-            qs = qs.filter(category__slug=filters.validated_data["category"])
-        if filters.validated_data.get("is_active") is not None:
-            qs = qs.filter(is_active=filters.validated_data["is_active"])
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(PromptOutputSerializer(page, many=True).data)
+        qs = prompt_list(category=filters.validated_data.get("category"), is_active=filters.validated_data["is_active"])
+        return IdCursorPagination.respond(self, qs, PromptOutputSerializer)
 
 
 class PromptCreateApi(APIView):
@@ -286,15 +261,10 @@ class PromptCreateApi(APIView):
         data = PromptInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         d = dict(data.validated_data)
-        try:
-            d["category"] = category_by_slug(d.get("category"))
-            d["prompt_set"] = PromptSet.objects.get_or_create(name=d["prompt_set"])[0] if d.get("prompt_set") else None
-            held_out = d.pop("is_held_out", False)
-            prompt = prompt_create(**d)
-        except PromptError as exc:
-            return _error(exc.message, exc.status)
-        except ValidationError as exc:
-            return _error(validation_message(exc), status.HTTP_400_BAD_REQUEST)
+        d["category"] = category_by_slug(d.get("category"))
+        d["prompt_set"] = prompt_set_by_name(d.get("prompt_set"))
+        held_out = d.pop("is_held_out", False)
+        prompt = prompt_create(**d)
         if held_out:
             prompt = prompt_update(prompt=prompt, is_held_out=True)
         return Response(PromptOutputSerializer(prompt).data, status=status.HTTP_201_CREATED)
@@ -306,7 +276,7 @@ class PromptDetailApi(APIView):
 
     @extend_schema(responses={200: PromptOutputSerializer})
     def get(self, request, prompt_id: int):
-        prompt = get_object_or_404(Prompt.objects.select_related("category", "prompt_set"), pk=prompt_id)
+        prompt = get_object_or_404(prompt_list(), pk=prompt_id)
         return Response(PromptOutputSerializer(prompt).data)
 
 
@@ -323,10 +293,7 @@ class PromptUpdateApi(APIView):
         prompt = get_object_or_404(Prompt, pk=prompt_id)
         data = self.InputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        try:
-            prompt = prompt_update(prompt=prompt, **data.validated_data)
-        except PromptError as exc:
-            return _error(exc.message, exc.status)
+        prompt = prompt_update(prompt=prompt, **data.validated_data)
         return Response(PromptOutputSerializer(prompt).data)
 
 
@@ -337,10 +304,7 @@ class PromptDeleteApi(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request, prompt_id: int):
         prompt = get_object_or_404(Prompt, pk=prompt_id)
-        try:
-            prompt_delete(prompt=prompt)
-        except PromptError as exc:
-            return _error(exc.message, exc.status)
+        prompt_delete(prompt=prompt)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -371,10 +335,9 @@ class PromptBulkImportApi(APIView):
             if isinstance(item, str):
                 item = {"text": item}
             if not isinstance(item, dict):
-                return _error(f"Item {index}: expected an object or a string.", status.HTTP_400_BAD_REQUEST)
+                raise ApplicationError(ERR_IMPORT_ITEM.format(index=index))
             items.append(item)
-        name = data.validated_data.get("prompt_set")
-        prompt_set = PromptSet.objects.get_or_create(name=name)[0] if name else None
+        prompt_set = prompt_set_by_name(data.validated_data.get("prompt_set"))
         jsonl = "\n".join(json.dumps(item, ensure_ascii=False) for item in items).encode()
         report = prompts_import(data=jsonl, fmt="jsonl", prompt_set=prompt_set)
         body = {**report.as_dict(), "ids": report.created_ids}
@@ -406,6 +369,7 @@ class AnnotatorStatsApi(APIView):
             if not permissions.is_reviewer(request.user):
                 raise PermissionDenied(ERR_STATS_FORBIDDEN)
             get_object_or_404(get_user_model(), pk=user_id)
+        # annotators see their gold accuracy only as a delayed aggregate (never which group was gold)
         stats = annotator_stats(annotator_id=user_id or request.user.pk)
         return Response(self.OutputSerializer(stats).data)
 

@@ -1,12 +1,18 @@
-"""Serving local-storage objects to browsers: signed, time-limited, with HTTP range requests (seeking needs them)."""
+"""Media links: one signed, expiring token scheme for every object a browser fetches, and the HTTP range responses
+that serve local-storage objects (seeking in a video needs them)."""
 
 from __future__ import annotations
 
 import mimetypes
 import os
 import re
+import time
 
+from django.core import signing
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.urls import reverse
+
+from annotation.errors import ApplicationError
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 256 * 1024
@@ -50,25 +56,54 @@ def ranged_file_response(path: str, range_header: str | None) -> HttpResponse:
     return response
 
 
-# -- Blind media links for the annotator page ------------------------------------------------------------------------
-# An object key names the round (rounds/<round>/groups/...), so the annotator page never shows keys: it links to
-# /m/<token> where the signed token names only (assignment, shown position, kind). The token is deterministic for a
-# reservation (so the prefetched next group hits the browser cache) and expires MEDIA_URL_TTL_S after the reservation.
-ASSIGNMENT_MEDIA_SALT = "annotation.media.assignment"
+# -- Signed media links ------------------------------------------------------------------------------------------------
+# One token scheme and one endpoint (``media_view``) for every object a browser fetches: a token signs a target and an
+# expiry (unix seconds). Two kinds of target:
+# - ("k", key): an object key, for researcher and reviewer pages (``storage.object_url`` on local storage);
+# - ("a", assignment, shown position, kind): a blind link for the annotator page. An object key names the round
+#   (rounds/<round>/groups/...), so the annotator page never shows keys; the token names only the reservation, and is
+#   deterministic for it (so the prefetched next group hits the browser cache).
+MEDIA_SALT = "annotation.media"
 MEDIA_KINDS = {"v": "video_uri", "p": "poster_uri"}
+ERR_LINK_INVALID = "Invalid media link."
+ERR_LINK_EXPIRED = "This media link has expired."
+ERR_NO_OBJECT = "No such object."
 
 
-def assignment_media_token(*, assignment_id: int, position: int, kind: str, expires: int) -> str:
-    from django.core import signing
+class MediaLinkError(ApplicationError):
+    """A forged, malformed or expired link, or one naming nothing (404)."""
 
-    return signing.Signer(salt=ASSIGNMENT_MEDIA_SALT).sign_object([assignment_id, position, kind, expires])
+    status = 404
 
 
-def assignment_media_unsign(token: str) -> tuple[int, int, str, int]:
-    """Raises ``signing.BadSignature`` for a forged or malformed token."""
-    from django.core import signing
+def _signer() -> signing.Signer:
+    return signing.Signer(salt=MEDIA_SALT)
 
-    assignment_id, position, kind, expires = signing.Signer(salt=ASSIGNMENT_MEDIA_SALT).unsign_object(token)
-    if kind not in MEDIA_KINDS:
-        raise signing.BadSignature("unknown media kind")
-    return int(assignment_id), int(position), kind, int(expires)
+
+def media_token(*, target: tuple, expires: int) -> str:
+    return _signer().sign_object([*target, int(expires)], compress=True)
+
+
+def key_media_path(*, key: str, ttl_s: int) -> str:
+    """The app's signed path to an object key, valid ``ttl_s`` seconds."""
+    return reverse("media", kwargs={"token": media_token(target=("k", key), expires=int(time.time()) + ttl_s)})
+
+
+def assignment_media_path(*, assignment_id: int, position: int, kind: str, expires: int) -> str:
+    """The blind path to a reservation's video ("v") or poster ("p") at a shown position."""
+    token = media_token(target=("a", assignment_id, position, kind), expires=expires)
+    return reverse("media", kwargs={"token": token})
+
+
+def media_target(token: str) -> tuple:
+    """The target a token grants, checked for signature and expiry (``MediaLinkError`` otherwise)."""
+    try:
+        *target, expires = _signer().unsign_object(token)
+    except (signing.BadSignature, ValueError, TypeError) as exc:
+        raise MediaLinkError(ERR_LINK_INVALID) from exc
+    valid = (len(target) == 2 and target[0] == "k") or (len(target) == 4 and target[0] == "a" and target[3] in MEDIA_KINDS)
+    if not valid or not isinstance(expires, int):
+        raise MediaLinkError(ERR_LINK_INVALID)
+    if expires < time.time():
+        raise MediaLinkError(ERR_LINK_EXPIRED)
+    return tuple(target)

@@ -1,8 +1,14 @@
-"""Roles (Django groups created by migration 0002) and the checks every view and API uses."""
+"""Roles (Django groups created by migration 0002) and the checks every view and API uses: ``role_required`` for
+function views, ``IsAnnotator`` / ``IsReviewer`` / ``IsResearcher`` for DRF, one message per role."""
 
 from __future__ import annotations
 
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
+from django.shortcuts import render
+from rest_framework.permissions import BasePermission
 
 ANNOTATOR, REVIEWER, RESEARCHER, ADMIN = "annotator", "reviewer", "researcher", "admin"
 ROLES = (ANNOTATOR, REVIEWER, RESEARCHER, ADMIN)
@@ -38,26 +44,60 @@ def is_annotator(user) -> bool:
     return ANNOTATOR in user_roles(user)
 
 
-# -- DRF permission classes (the same checks for the API) -------------------------------------------------------------
-from rest_framework.permissions import BasePermission  # noqa: E402
+# -- the one permission style: a role per view, the same check and message for pages and the API -------------------
+ERR_NOT_ANNOTATOR = "Only annotators can judge groups."
+ERR_NOT_REVIEWER = "Only reviewers and researchers can see this."
+ERR_NOT_RESEARCHER = "Only researchers can do this."
+ROLE_CHECKS = {
+    ANNOTATOR: (is_annotator, ERR_NOT_ANNOTATOR),
+    REVIEWER: (is_reviewer, ERR_NOT_REVIEWER),
+    RESEARCHER: (is_researcher, ERR_NOT_RESEARCHER),
+}
 
 
-class IsAnnotator(BasePermission):
-    message = "Only annotators can do this."
+def role_required(role: str):
+    """Decorate a function view: anonymous users go to the login page; a user without ``role`` gets the
+    "Not allowed" page (403) with the role's message."""
+    check, message = ROLE_CHECKS[role]
+
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not check(request.user):
+                return render(request, "annotation/forbidden.html", {"message": message}, status=403)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+annotator_required = role_required(ANNOTATOR)
+reviewer_required = role_required(REVIEWER)
+researcher_required = role_required(RESEARCHER)
+
+
+class _RolePermission(BasePermission):
+    """DRF: the same check and message as ``role_required`` (subclasses name the role)."""
+
+    role = ""
+
+    @property
+    def message(self) -> str:
+        return ROLE_CHECKS[self.role][1]
 
     def has_permission(self, request, view) -> bool:
-        return is_annotator(request.user)
+        return ROLE_CHECKS[self.role][0](request.user)
 
 
-class IsReviewer(BasePermission):
-    message = "Only reviewers and researchers can do this."
-
-    def has_permission(self, request, view) -> bool:
-        return is_reviewer(request.user)
+class IsAnnotator(_RolePermission):
+    role = ANNOTATOR
 
 
-class IsResearcher(BasePermission):
-    message = "Only researchers can do this."
+class IsReviewer(_RolePermission):
+    role = REVIEWER
 
-    def has_permission(self, request, view) -> bool:
-        return is_researcher(request.user)
+
+class IsResearcher(_RolePermission):
+    role = RESEARCHER

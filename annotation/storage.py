@@ -1,8 +1,8 @@
 """The one storage module: every save, open and time-limited URL of an object goes through here.
 
 Backends (chosen by ``STORAGE_BACKEND``, see webapp/settings/components/storage.py): S3 or any S3-compatible store via
-django-storages/boto3 (presigned URLs), or a local directory (URLs signed by this app and served by
-``annotation.views.media_serve``, with HTTP range support). Keys are deterministic (architecture.md, "Object keys"),
+django-storages/boto3 (presigned URLs), or a local directory (URLs signed by this app, ``annotation.media``, and
+served by ``annotation.views.media``, with HTTP range support). Keys are deterministic (architecture.md, "Object keys"),
 so a re-run overwrites instead of duplicating.
 """
 
@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import IO
 
 from django.conf import settings
-from django.core import signing
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.urls import reverse
 
 from annotation.conf import videodpo
-
-MEDIA_SALT = "annotation.storage.media"
+from annotation.media import key_media_path
 
 
 class OverwritingFileSystemStorage(FileSystemStorage):
@@ -144,12 +141,4 @@ def object_url(*, key: str, ttl_s: int | None = None) -> str:
     ttl_s = ttl_s or videodpo().media_url_ttl_s
     if is_s3():
         return default_storage.url(key, expire=ttl_s)
-    token = signing.dumps({"k": key, "ttl": ttl_s}, salt=MEDIA_SALT, compress=True)
-    return reverse("media-serve", kwargs={"token": token})
-
-
-def media_token_key(token: str) -> str:
-    """The key a signed local-media token grants; raises ``signing.BadSignature``/``SignatureExpired``."""
-    payload = signing.loads(token, salt=MEDIA_SALT, max_age=None)
-    signing.loads(token, salt=MEDIA_SALT, max_age=payload["ttl"])
-    return payload["k"]
+    return key_media_path(key=key, ttl_s=ttl_s)

@@ -12,11 +12,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.conf import conf
+from annotation.errors import ApplicationError
 from annotation.leaderboard import leaderboard
 from annotation.models import Export, PreferencePair
 from annotation.permissions import IsResearcher
 from annotation.selectors.exports import export_download_url
-from annotation.services.exports import ExportError, export_create
+from annotation.services.exports import export_create
+
+ERR_ROUNDS = "rounds must be comma-separated integers."
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -76,10 +79,7 @@ class ExportCreateApi(APIView):
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         fmt = values.pop("format")
-        try:
-            export = export_create(format=fmt, filter=values, actor=request.user)
-        except ExportError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        export = export_create(format=fmt, filter=values, actor=request.user)
         return Response(_export_out(request, export), status=status.HTTP_201_CREATED)
 
 
@@ -139,10 +139,9 @@ class LeaderboardApi(APIView):
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         p = params.validated_data
-        try:
-            rounds = [int(r) for r in p.get("rounds", "").split(",") if r.strip()]
-        except ValueError:
-            return Response({"detail": "rounds must be comma-separated integers."}, status=400)
-        board = leaderboard(rounds=rounds or None, category=p.get("category") or None, n_boot=p["bootstrap"],
+        rounds = [r.strip() for r in p.get("rounds", "").split(",") if r.strip()]
+        if not all(r.isdigit() for r in rounds):
+            raise ApplicationError(ERR_ROUNDS)
+        board = leaderboard(rounds=[int(r) for r in rounds] or None, category=p.get("category") or None, n_boot=p["bootstrap"],
                             seed=p["seed"])
         return Response(self.OutputSerializer(board).data)

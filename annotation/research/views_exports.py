@@ -3,47 +3,32 @@
 - ``/research/exports/``: list, create form (htmx: the form partial comes back with the error);
 - ``/research/exports/<id>/``: status with live progress (the partial polls itself every second until done);
 - ``/research/exports/<id>/download/``: a redirect to a fresh time-limited URL of the artifact;
-- ``/research/leaderboard/``: Bradley-Terry table, inline SVG of strengths with 95 % intervals, win-rate matrix."""
+- ``/research/leaderboard/``: Bradley-Terry table, a chart of strengths with 95 % intervals, win-rate matrix."""
 
 from __future__ import annotations
 
-from functools import wraps
-
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.html import escape
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import permissions
+from annotation import charts
+from annotation.errors import error_messages
 from annotation.leaderboard import leaderboard
-from annotation.models import Category, Export, PreferencePair, Round
+from annotation.models import Export, PreferencePair
+from annotation.permissions import researcher_required
 from annotation.selectors.exports import export_download_url, export_list
+from annotation.selectors.research import category_choices, round_choices
 from annotation.services.exports import ExportError, export_create
 
-ERR_NOT_RESEARCHER = "Researchers only."
 ERR_NOT_READY = "This export is not finished yet."
-
-
-def researcher_required(view):
-    @login_required
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if not permissions.is_researcher(request.user):
-            raise PermissionDenied(ERR_NOT_RESEARCHER)
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def _form_context(data=None, error: str | None = None) -> dict:
     return {
         "formats": Export.Format.choices,
         "sources": PreferencePair.Source.choices,
-        "rounds": Round.objects.order_by("-id").values("id", "name", "kind")[:200],
+        "rounds": round_choices(),
         "form": data or {},
         "error": error,
     }
@@ -71,7 +56,7 @@ def export_create_view(request: HttpRequest) -> HttpResponse:
         export = export_create(format=data.get("format", ""), filter=flt, actor=request.user)
     except ExportError as exc:
         form = {"format": data.get("format", ""), **{k: v for k, v in flt.items()}}
-        context = _form_context(form, str(exc))
+        context = _form_context(form, " ".join(error_messages(exc)))
         if request.htmx:
             return render(request, "research/exports_form.html", context)
         return render(request, "research/exports.html", {"exports": export_list(), **context}, status=400)
@@ -104,39 +89,12 @@ def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
 
 
 # -- leaderboard ----------------------------------------------------------------------------------------------------
-def strength_chart_svg(rows: list[dict], *, width: int = 640, row_h: int = 26) -> str:
-    """Elo-scale strengths as dots with their 95 % interval as a bar; every label escaped."""
-    label_w, pad_r, top = 170, 50, 28
-    height = top + row_h * max(len(rows), 1) + 24
-    if not rows:
-        return mark_safe(f'<svg class="chart" width="{width}" height="60" role="img" aria-label="strengths">'
-                         f'<text x="10" y="30">no comparisons yet</text></svg>')
-    values = [v for r in rows for v in (r["elo"], r["elo_low"], r["elo_high"]) if v == v]  # drop NaN
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 50, hi + 50
-    margin = (hi - lo) * 0.08
-    lo, hi = lo - margin, hi + margin
-
-    def x(v: float) -> float:
-        return label_w + (v - lo) / (hi - lo) * (width - label_w - pad_r)
-
-    parts = [f'<svg class="chart strengths" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-label="Bradley-Terry strengths with 95% bootstrap intervals" xmlns="http://www.w3.org/2000/svg">',
-             '<text x="0" y="16" class="chart-title">Strength (Elo scale) with 95% bootstrap interval</text>']
-    if lo < 1000 < hi:
-        parts.append(f'<line x1="{x(1000):.1f}" y1="{top - 4}" x2="{x(1000):.1f}" y2="{height - 18}" class="chart-axis" stroke="currentColor" stroke-dasharray="3 3"/>')
-    for i, r in enumerate(rows):
-        y = top + i * row_h + row_h / 2
-        parts.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end" class="chart-label">{escape(r["name"][:26])}</text>')
-        if r["elo_low"] == r["elo_low"] and r["elo_high"] == r["elo_high"]:
-            parts.append(f'<line class="ci" x1="{x(r["elo_low"]):.1f}" y1="{y:.1f}" x2="{x(r["elo_high"]):.1f}" y2="{y:.1f}" stroke="currentColor" stroke-width="3" opacity="0.5"/>')
-        parts.append(f'<circle class="point" cx="{x(r["elo"]):.1f}" cy="{y:.1f}" r="5" fill="currentColor"/>')
-        parts.append(f'<text x="{width - pad_r + 6}" y="{y + 4:.1f}" class="chart-value">{r["elo"]:.0f}</text>')
-    parts.append(f'<text x="{label_w}" y="{height - 4}" class="tick">{lo:.0f}</text>')
-    parts.append(f'<text x="{width - pad_r}" y="{height - 4}" text-anchor="end" class="tick">{hi:.0f}</text>')
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # every interpolated string is escaped or a number
+def strength_chart(rows: list[dict]) -> dict:
+    """Elo-scale strengths as points with their 95 % bootstrap interval; the dashed line is the mean (1000)."""
+    return charts.interval_chart(
+        title="Strength (Elo scale) with 95% bootstrap interval", value_label="Elo", reference=1000.0,
+        rows=[(r["name"], r["elo"], r["elo_low"], r["elo_high"]) for r in rows],
+    )
 
 
 def _int_list(values) -> list[int]:
@@ -157,10 +115,10 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     matrix = board["win_matrix"]
     context = {
         "board": board,
-        "chart": strength_chart_svg(board["checkpoints"]),
+        "chart": strength_chart(board["checkpoints"]),
         "matrix_rows": list(zip(matrix["names"], matrix["rates"], matrix["games"], strict=True)),
-        "all_rounds": Round.objects.order_by("-id").values("id", "name", "kind")[:200],
-        "categories": Category.objects.order_by("name").values_list("slug", "name"),
+        "all_rounds": round_choices(),
+        "categories": category_choices(),
         "selected_rounds": rounds,
         "selected_category": category,
     }

@@ -1,58 +1,57 @@
 """Researcher pages of the loop: prompt import, rounds (launch, live progress, retry, cancel), DPO runs (launch,
-live curves, cancel), checkpoints (lineage). Function views; htmx requests get the partial that polls."""
+live curves, overlays of several runs, cancel), checkpoints (lineage). Function views; htmx requests get the partial
+that polls. Reads through ``selectors.research``; refused actions come back as messages (``errors.flash_result``)
+or as the form's error list (``errors.error_messages``)."""
 
 from __future__ import annotations
 
 import json
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import permissions
-from annotation.models import Category, Checkpoint, DPOMetric, DPORun, Prompt, Round
-from annotation.research.charts import line_chart_svg
+from annotation import charts
+from annotation.errors import ApplicationError, error_messages, flash_result
+from annotation.models import Checkpoint, Round
+from annotation.permissions import researcher_required
 from annotation.selectors.candidates import candidate_list_for_round, round_generation_progress
+from annotation.selectors.research import (
+    CURVE_KEYS,
+    category_list,
+    checkpoint_lineage,
+    checkpoint_list,
+    checkpoint_produced_by,
+    dpo_run_curves,
+    dpo_run_get,
+    dpo_runs_for_compare,
+    research_overview,
+    round_group_status_counts,
+    rounds_with_pairs,
+)
 from annotation.services.candidates import candidates_retry_failed, round_generation_cancel
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
 from annotation.services.prompts import prompts_import
 from annotation.services.rounds import prompts_select, round_create
 
-CURVE_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
+ERR_INVALID_VALUE = "Invalid value: {detail}"
+MAX_COMPARED_RUNS = 8
 
 
-def researcher_required(view):
-    @login_required
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if not permissions.is_researcher(request.user):
-            raise PermissionDenied("Researchers only.")
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
-
-def _errors(exc: ValidationError) -> list[str]:
-    if hasattr(exc, "message_dict"):
-        return [f"{field}: {m}" for field, msgs in exc.message_dict.items() for m in msgs]
-    return exc.messages
+def _form_errors(exc: Exception) -> list[str]:
+    """The lines a form shows for a refused launch: the service's messages, or the value that did not parse."""
+    if isinstance(exc, ApplicationError | ValidationError):
+        return error_messages(exc)
+    return [ERR_INVALID_VALUE.format(detail=exc)]
 
 
 @researcher_required
+@require_GET
 def research_home(request: HttpRequest) -> HttpResponse:
-    context = {
-        "rounds": Round.objects.select_related("policy_checkpoint").order_by("-id")[:50],
-        "runs": DPORun.objects.select_related("init_checkpoint", "output_checkpoint").order_by("-id")[:50],
-        "checkpoints": Checkpoint.objects.select_related("parent").order_by("-id")[:50],
-        "prompt_count": Prompt.objects.filter(is_active=True).count(),
-    }
-    return render(request, "research/home.html", context)
+    return render(request, "research/home.html", research_overview())
 
 
 @researcher_required
@@ -68,14 +67,14 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
             try:
                 report = prompts_import(data=upload.read(), fmt=fmt, default_category=request.POST.get("category", ""),
                                         dry_run=bool(request.POST.get("dry_run")))
-            except ValueError as exc:
-                messages.error(request, str(exc))
+            except (ApplicationError, ValidationError, ValueError) as exc:
+                messages.error(request, " ".join(_form_errors(exc)))
             else:
                 if report.ok and not request.POST.get("dry_run"):
                     messages.success(request, f"Imported {report.created} prompts ({report.duplicates} already in the pool).")
                 elif not report.ok:
                     messages.error(request, f"Nothing imported: {len(report.rejected)} rows rejected.")
-    return render(request, "research/prompt_import.html", {"report": report, "categories": Category.objects.all()})
+    return render(request, "research/prompt_import.html", {"report": report, "categories": category_list()})
 
 
 @researcher_required
@@ -83,7 +82,7 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
 def round_new(request: HttpRequest) -> HttpResponse:
     from model.presets import PRESET_NAMES, get_preset
 
-    checkpoints = Checkpoint.objects.order_by("-id")
+    checkpoints = checkpoint_list()
     form = request.POST if request.method == "POST" else {}
     errors: list[str] = []
     if request.method == "POST":
@@ -108,14 +107,12 @@ def round_new(request: HttpRequest) -> HttpResponse:
                 gold_rate=float(form.get("gold_rate") or 0), annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS,
                 launch=True, **overrides, **sizes,
             )
-        except ValidationError as exc:
-            errors = _errors(exc)
-        except (ValueError, KeyError) as exc:
-            errors = [f"Invalid value: {exc}"]
+        except (ApplicationError, ValidationError, ValueError, KeyError) as exc:
+            errors = _form_errors(exc)
         else:
             messages.success(request, f"Round {round.name} launched.")
             return redirect("research-round-detail", round_id=round.id)
-    context = {"checkpoints": checkpoints, "categories": Category.objects.all(), "presets": PRESET_NAMES,
+    context = {"checkpoints": checkpoints, "categories": category_list(), "presets": PRESET_NAMES,
                "modes": Round.Mode.choices, "errors": errors, "form": form}
     return render(request, "research/round_new.html", context)
 
@@ -129,7 +126,7 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
         "failed": candidate_list_for_round(round_id=round_id, status="failed")[:20],
         "flagged": candidate_list_for_round(round_id=round_id, status="ready").exclude(screening_flags=[])[:20],
         "events": round.events.select_related("actor"),
-        "groups": round.groups.values("status").annotate(n=Count("id")).order_by("status"),
+        "groups": round_group_status_counts(round=round),
         "pairs": round.pairs.count(),
     }
     template = "research/round_progress.html" if request.htmx else "research/round_detail.html"
@@ -139,22 +136,17 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
 @researcher_required
 @require_POST
 def round_retry_failed(request: HttpRequest, round_id: int) -> HttpResponse:
-    try:
-        n = candidates_retry_failed(round_id=round_id, actor=request.user)
-        messages.success(request, f"{n} failed candidates queued again.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+    flash_result(request, lambda: candidates_retry_failed(round_id=round_id, actor=request.user),
+                 success="{} failed candidates queued again.")
     return redirect("research-round-detail", round_id=round_id)
 
 
 @researcher_required
 @require_POST
 def round_cancel(request: HttpRequest, round_id: int) -> HttpResponse:
-    try:
-        n = round_generation_cancel(round_id=round_id, actor=request.user, note="cancelled from the round page")
-        messages.success(request, f"Round cancelled; {n} pending candidates stopped.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+    flash_result(request, lambda: round_generation_cancel(round_id=round_id, actor=request.user,
+                                                          note="cancelled from the round page"),
+                 success="Round cancelled; {} pending candidates stopped.")
     return redirect("research-round-detail", round_id=round_id)
 
 
@@ -177,26 +169,50 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
                 min_annotators=int(form.get("min_annotators") or 1), weighting=form.get("weighting", "agreement"),
                 actor=request.user,
             )
-        except ValidationError as exc:
-            errors = _errors(exc)
-        except (ValueError, json.JSONDecodeError) as exc:
-            errors = [f"Invalid value: {exc}"]
+        except (ApplicationError, ValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            errors = _form_errors(exc)
         else:
             messages.success(request, f"DPO run {run.name} queued.")
             return redirect("research-dpo-run-detail", run_id=run.id)
-    context = {"checkpoints": Checkpoint.objects.order_by("-id"), "presets": CONFIG_PRESETS, "errors": errors, "form": form,
-               "rounds": Round.objects.filter(status__in=[Round.Status.ANNOTATING, Round.Status.DONE]).annotate(n_pairs=Count("pairs")).order_by("-id")}
+    context = {"checkpoints": checkpoint_list(), "presets": CONFIG_PRESETS, "errors": errors, "form": form,
+               "rounds": rounds_with_pairs()}
     return render(request, "research/dpo_run_new.html", context)
 
 
+def _compared_runs(request: HttpRequest, run_id: int, others: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The runs named by ``?compare=<id>`` (repeatable, or comma-separated) that exist, in the order given."""
+    names = dict(others)
+    wanted = [int(p) for v in request.GET.getlist("compare") for p in v.split(",") if p.strip().isdigit()]
+    return [(i, names[i]) for i in dict.fromkeys(wanted) if i in names and i != run_id][:MAX_COMPARED_RUNS]
+
+
+def _curve_charts(runs: list[tuple[int, str]], curves: dict[int, list[tuple[int, dict]]]) -> list[tuple[str, dict]]:
+    """One line chart per metric, one line per run: [(element id, chart spec)]."""
+    out = []
+    for key in CURVE_KEYS:
+        series = [(name, [(step, values.get(key)) for step, values in curves[run_id]]) for run_id, name in runs]
+        out.append((f"curve-{key.replace('/', '-')}", charts.line_chart(title=key, series=series, y_label=key)))
+    return out
+
+
+def _rounded_values(values: dict) -> list[tuple[str, object]]:
+    return [(k, charts.rounded(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+            for k, v in values.items()]
+
+
 @researcher_required
+@require_GET
 def dpo_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(DPORun.objects.select_related("init_checkpoint", "reference_checkpoint", "output_checkpoint"), id=run_id)
-    rows = list(DPOMetric.objects.filter(run=run).order_by("step").values_list("step", "values"))
-    charts = {key: line_chart_svg([(s, v.get(key)) for s, v in rows if isinstance(v.get(key), (int, float))], title=key)
-              for key in CURVE_KEYS}
-    context = {"run": run, "charts": charts, "last": rows[-1][1] if rows else {}, "steps": len(rows),
-               "data_rounds": run.data_rounds.all()}
+    run = dpo_run_get(run_id=run_id)
+    if run is None:
+        raise Http404("No such DPO run.")
+    others = dpo_runs_for_compare(exclude_id=run.id)
+    runs = [(run.id, run.name), *_compared_runs(request, run.id, others)]
+    curves = dpo_run_curves(run_ids=[run_id for run_id, _ in runs])
+    rows = curves[run.id]
+    context = {"run": run, "curve_charts": _curve_charts(runs, curves), "last": _rounded_values(rows[-1][1]) if rows else [],
+               "steps": len(rows), "data_rounds": run.data_rounds.all(), "compare_choices": others,
+               "compared": [run_id for run_id, _ in runs[1:]]}
     template = "research/dpo_run_progress.html" if request.htmx else "research/dpo_run_detail.html"
     return render(request, template, context)
 
@@ -204,23 +220,17 @@ def dpo_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @researcher_required
 @require_POST
 def dpo_run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
-    try:
-        dpo_run_cancel(run_id=run_id, actor=request.user)
-        messages.success(request, "Cancel requested; the trainer stops after the current step and keeps its checkpoint.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+    flash_result(request, lambda: dpo_run_cancel(run_id=run_id, actor=request.user),
+                 success="Cancel requested; the trainer stops after the current step and keeps its checkpoint.")
     return redirect("research-dpo-run-detail", run_id=run_id)
 
 
 @researcher_required
+@require_GET
 def checkpoint_detail(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
     checkpoint = get_object_or_404(Checkpoint.objects.select_related("parent", "reference"), id=checkpoint_id)
-    lineage = []
-    node = checkpoint
-    while node is not None and len(lineage) < 50:
-        lineage.append(node)
-        node = node.parent
-    context = {"checkpoint": checkpoint, "lineage": lineage, "produced_by": DPORun.objects.filter(output_checkpoint=checkpoint).first(),
+    context = {"checkpoint": checkpoint, "lineage": checkpoint_lineage(checkpoint=checkpoint),
+               "produced_by": checkpoint_produced_by(checkpoint=checkpoint),
                "children": checkpoint.children.all(), "rounds": checkpoint.policy_rounds.all(),
                "config_json": json.dumps(checkpoint.config, indent=2, ensure_ascii=False),
                "metrics_json": json.dumps(checkpoint.metrics, indent=2, ensure_ascii=False)}
@@ -231,24 +241,22 @@ def checkpoint_detail(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
 @require_POST
 def checkpoint_evaluate(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
     checkpoint = get_object_or_404(Checkpoint, id=checkpoint_id)
-    try:
-        round = evaluation_round_create(checkpoint=checkpoint, name=request.POST.get("name") or f"eval-{checkpoint.name}",
-                                        seeds_per_prompt=int(request.POST.get("seeds_per_prompt") or 2), actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(_errors(exc)))
+    seeds = request.POST.get("seeds_per_prompt") or "2"
+    round = flash_result(
+        request, lambda: evaluation_round_create(
+            checkpoint=checkpoint, name=request.POST.get("name") or f"eval-{checkpoint.name}",
+            seeds_per_prompt=int(seeds) if seeds.isdigit() else 0, actor=request.user),
+        success="Evaluation round {.name} launched (same initial noise for both checkpoints).")
+    if round is None:
         return redirect("research-checkpoint-detail", checkpoint_id=checkpoint_id)
-    messages.success(request, f"Evaluation round {round.name} launched (same initial noise for both checkpoints).")
     return redirect("research-round-detail", round_id=round.id)
 
 
 @researcher_required
 @require_POST
 def checkpoint_average(request: HttpRequest) -> HttpResponse:
-    try:
-        checkpoint_average_create(checkpoint_ids=[int(i) for i in request.POST.getlist("checkpoints")],
-                                  name=request.POST.get("name", "").strip(), actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(_errors(exc)))
-    else:
-        messages.success(request, "Averaging queued; the new checkpoint appears here when it is done.")
+    flash_result(request, lambda: checkpoint_average_create(
+        checkpoint_ids=[int(i) for i in request.POST.getlist("checkpoints") if i.isdigit()],
+        name=request.POST.get("name", "").strip(), actor=request.user),
+        success="Averaging queued; the new checkpoint appears here when it is done.")
     return redirect("research-home")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.urls import reverse
 from markdown_it import MarkdownIt
 
 from annotation.conf import conf
-from annotation.media import assignment_media_token
+from annotation.media import MEDIA_KINDS, assignment_media_path
 from annotation.models import Assignment, Candidate, FlawTag, PromptSet
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
@@ -47,8 +46,7 @@ class GroupPage:
 
 def _media_url(assignment: Assignment, position: int, kind: str) -> str:
     expires = int(assignment.reserved_at.timestamp()) + conf("MEDIA_URL_TTL_S")
-    token = assignment_media_token(assignment_id=assignment.pk, position=position, kind=kind, expires=expires)
-    return reverse("assignment-media", kwargs={"token": token})
+    return assignment_media_path(assignment_id=assignment.pk, position=position, kind=kind, expires=expires)
 
 
 def _shown(assignment: Assignment, candidates: dict[int, Candidate]) -> list[ShownCandidate]:
@@ -104,7 +102,6 @@ def flaw_tags_active() -> list[FlawTag]:
 
 def media_key_for_token(*, assignment_id: int, position: int, kind: str) -> str | None:
     """The object key behind a blind media link (two primary-key lookups); None when there is none."""
-    from annotation.media import MEDIA_KINDS
     from annotation.storage import key_from_uri
 
     order = Assignment.objects.filter(pk=assignment_id).values_list("shown_order", flat=True).first()

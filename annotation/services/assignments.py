@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation.conf import conf
+from annotation.errors import ApplicationError
 from annotation.models import Assignment, Candidate, CandidateGroup, Prompt, PromptSet, Round
 from annotation.services.accounts import annotator_profile_ensure
 
@@ -30,7 +31,11 @@ MAX_SKIPPED_GROUPS = 8
 _rng = random.SystemRandom()
 
 
-class AnnotatorPausedError(Exception):
+class AnnotatorPausedError(ApplicationError):
+    """The annotator is paused (403): no groups are served."""
+
+    status = 403
+
     def __init__(self, reason: str = ""):
         self.reason = reason
         super().__init__(ERR_ANNOTATOR_PAUSED.format(reason=f" ({reason})" if reason else ""))

@@ -17,6 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotation import storage
+from annotation.errors import ApplicationError
 from annotation.exports.filters import ExportFilter, ExportFilterError, filter_parse
 from annotation.exports.formats import (
     FORMATS,
@@ -80,8 +81,8 @@ NOTES = {
 }
 
 
-class ExportError(ValueError):
-    """An export request the user must change; the message says what."""
+class ExportError(ApplicationError, ValueError):
+    """An export request the user must change (400); the message says what."""
 
 
 def export_filter_validate(*, format: str, filter: dict | None) -> ExportFilter:

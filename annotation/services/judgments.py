@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotation.agreement import MODE_BEST_WORST, MODE_LABELS, MODE_RANKING
 from annotation.conf import conf
+from annotation.errors import ApplicationError
 from annotation.models import (
     Assignment,
     CandidateGroup,
@@ -41,14 +42,8 @@ ERR_PLAYBACK_INCOMPLETE = "Play every video once before submitting ({missing} no
 ERR_BAD_NUMBER = "Invalid {name}: {value!r}."
 
 
-class JudgmentError(Exception):
+class JudgmentError(ApplicationError):
     """A refused submit; ``status`` is the HTTP status views and APIs answer with."""
-
-    status = 400
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(message)
 
 
 class JudgmentForbidden(JudgmentError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from annotation.errors import ApplicationError, error_messages
 from annotation.models import Category, Prompt, PromptSet
 from annotation.services.prompts import ERR_EMPTY, ERR_UNKNOWN_CATEGORY, prompt_hash
 
@@ -12,18 +13,8 @@ ERR_PROMPT_DUPLICATE = "This prompt already exists (prompt {id})."
 ERR_PROMPT_IN_USE = "Prompt {id} has candidate groups; retire it (is_active=false) instead of deleting it."
 
 
-class PromptError(Exception):
-    status = 400
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(message)
-
-
-def validation_message(exc: ValidationError) -> str:
-    if hasattr(exc, "message_dict"):
-        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-    return " ".join(exc.messages)
+class PromptError(ApplicationError):
+    """A refused prompt edit (400)."""
 
 
 def category_by_slug(slug: str | None) -> Category | None:
@@ -33,6 +24,11 @@ def category_by_slug(slug: str | None) -> Category | None:
     if category is None:
         raise PromptError(ERR_UNKNOWN_CATEGORY.format(value=slug))
     return category
+
+
+def prompt_set_by_name(name: str | None) -> PromptSet | None:
+    """The prompt set called ``name``, created when new; None for no name."""
+    return PromptSet.objects.get_or_create(name=name)[0] if name else None
 
 
 @transaction.atomic
@@ -49,14 +45,14 @@ def prompt_update(*, prompt: Prompt, **fields) -> Prompt:
         prompt.category = category_by_slug(fields.pop("category"))
     if "prompt_set" in fields:
         name = fields.pop("prompt_set")
-        prompt.prompt_set = PromptSet.objects.get_or_create(name=name)[0] if name else None
+        prompt.prompt_set = prompt_set_by_name(name)
     for name in ("language", "source", "tags", "is_active", "is_held_out"):
         if name in fields:
             setattr(prompt, name, fields.pop(name))
     try:
         prompt.full_clean()
     except ValidationError as exc:
-        raise PromptError(validation_message(exc)) from exc
+        raise PromptError("; ".join(error_messages(exc))) from exc
     prompt.save()
     return prompt
 

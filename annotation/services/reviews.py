@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.agreement import aggregate
+from annotation.errors import ApplicationError
 from annotation.models import CandidateGroup, PreferencePair, ReviewItem
 from annotation.services.pairs import group_judgment_rows
 
@@ -14,12 +15,8 @@ ERR_REVIEW_CANDIDATE = "Candidate {value} is not part of this group."
 ERR_REVIEW_OVERLAP = "A candidate cannot be both preferred and non-preferred."
 
 
-class ReviewError(Exception):
-    status = 400
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(message)
+class ReviewError(ApplicationError):
+    """A refused review decision (400)."""
 
 
 @transaction.atomic

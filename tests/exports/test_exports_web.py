@@ -4,6 +4,8 @@ leaderboard; and the real path: a Celery worker runs the job and the file lands 
 from __future__ import annotations
 
 import io
+import json
+import re
 import time
 
 import pyarrow.parquet as pq
@@ -59,7 +61,7 @@ def test_create_form_then_status_then_download(researcher_client, loop, sent_tas
     full = researcher_client.get(reverse("research-export-detail", args=[export.pk]))
     assert b"<html" in full.content and loop.researcher.username.encode() in full.content  # topbar only
     redirect = researcher_client.get(reverse("research-export-download", args=[export.pk]))
-    assert redirect.status_code == 302 and "/media/" in redirect["Location"]
+    assert redirect.status_code == 302 and "/m/" in redirect["Location"]  # the app's signed media link
     data = b"".join(researcher_client.get(redirect["Location"]).streaming_content)
     assert pq.read_table(io.BytesIO(data)).num_rows == 4
     listing = researcher_client.get(reverse("research-exports"))
@@ -92,7 +94,9 @@ def test_leaderboard_page(researcher_client, loop):
     page = researcher_client.get(reverse("research-leaderboard"))
     assert page.status_code == 200
     html = page.content.decode()
-    assert "<svg" in html and 'class="ci"' in html and html.count('class="point"') == 2
+    spec = json.loads(re.search(r'<script id="chart-strengths" type="application/json">(.*?)</script>', html).group(1))
+    assert spec["kind"] == "interval" and spec["labels"] == ["dpo-r1", "base-v1"] and spec["reference"] == 1000.0
+    assert all(lo <= v <= hi for v, lo, hi in zip(spec["values"], spec["low"], spec["high"], strict=True))
     assert "dpo-r1" in html and 'id="win-matrix"' in html
     part = researcher_client.get(reverse("research-leaderboard"), {"rounds": loop.gen_round.pk}, HTTP_HX_REQUEST="true")
     assert b"<html" not in part.content and b"No judged comparisons" in part.content

@@ -80,7 +80,10 @@ def test_researcher_runs_a_round_and_a_dpo_run_from_the_browser(live_server, pag
     page.click("button:has-text('Validate and launch')")
     page.wait_for_selector("#run-status")
     page.wait_for_function("document.querySelector('#run-status').textContent.trim() === 'done'", timeout=240_000)
-    assert page.locator("#run-charts polyline").count() == 3
+    expect(page.locator("#run-charts figure[data-chart-ready='1'] canvas")).to_have_count(3)
+    points = page.evaluate("() => [...document.querySelectorAll('#run-charts canvas')].map(c => "
+                           "Chart.getChart(c).data.datasets[0].data.length)")
+    assert points == [3, 3, 3]  # max_steps 3: one point per logged step on each curve
     page.screenshot(path=str(artifacts_dir / "dpo-run.png"), full_page=True)
     run = DPORun.objects.get(name="browser-dpo1")
     page.locator("#run-progress a", has_text=run.output_checkpoint.name).click()

@@ -3,6 +3,9 @@ validation, metrics and lineage pages."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -127,7 +130,10 @@ def test_dpo_run_page_draws_curves_and_lineage(client, researcher, checkpoint):
     assert run.output_checkpoint.parent == checkpoint and run.output_checkpoint.reference == checkpoint
     client.login(username="res", password="pw-research-1")
     page = client.get(f"/research/dpo-runs/{run.id}/").content.decode()
-    assert "<polyline" in page and "loss (last 0.61)" in page
+    curves = json.loads(re.search(r'<script id="curve-loss" type="application/json">(.*?)</script>', page).group(1))
+    assert curves["kind"] == "line" and curves["x_label"] == "step" and curves["y_label"] == "loss"
+    assert curves["series"] == [{"name": "run-1", "points": [[1.0, 0.693], [2.0, 0.65], [3.0, 0.61]]}]
+    assert re.search(r"<td>loss</td><td>0\.61</td>", page)  # the last value, rounded for people
     lineage = client.get(f"/research/checkpoints/{run.output_checkpoint.id}/").content.decode()
     assert "run-1" in lineage and "base" in lineage
     # cancel of a finished run is refused with a message

@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -129,8 +130,13 @@ def test_review_queue_decision_replaces_pairs(media_group):
     assert item.status == "resolved" and group.status == CandidateGroup.Status.DONE
 
 
-def test_qc_page_renders_svg_charts():
+def test_qc_page_renders_charts_from_json():
     rnd = RoundFactory()
     group_with_candidates(k=2, round=rnd)
     html = login(UserFactory(roles=["researcher"])).get(f"/qc/?round={rnd.pk}").content.decode()
-    assert "<svg" in html and "Krippendorff" in html
+    assert "Krippendorff" in html and "chartjs-4.6.1/chart.umd.min.js" in html and "annotation/charts.js" in html
+    for chart_id in ("chart-alpha", "chart-position-bias", "chart-gold"):
+        assert f'data-chart-source="{chart_id}"' in html
+        spec = json.loads(re.search(rf'<script id="{chart_id}" type="application/json">(.*?)</script>', html).group(1))
+        assert spec["kind"] == "bar" and spec["min"] in (-1.0, 0.0) and spec["max"] == 1.0
+    assert "onchange=" not in html and "<script>" not in html  # no inline script (a CSP would block it)

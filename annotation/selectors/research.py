@@ -1,0 +1,80 @@
+"""Reads for the researcher's pages: the loop's lists, a DPO run's curves (several runs for overlays), a checkpoint's
+lineage. Querysets are built here, never in a view."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+
+from annotation.models import Category, Checkpoint, DPOMetric, DPORun, Prompt, Round
+
+# The TRL metric names the run page draws (one chart each; every run overlaid on it).
+CURVE_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
+
+
+def research_overview(*, limit: int = 50) -> dict:
+    return {
+        "rounds": Round.objects.select_related("policy_checkpoint").order_by("-id")[:limit],
+        "runs": DPORun.objects.select_related("init_checkpoint", "output_checkpoint").order_by("-id")[:limit],
+        "checkpoints": Checkpoint.objects.select_related("parent").order_by("-id")[:limit],
+        "prompt_count": Prompt.objects.filter(is_active=True).count(),
+    }
+
+
+def checkpoint_list() -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.order_by("-id")
+
+
+def category_list() -> QuerySet[Category]:
+    return Category.objects.all()
+
+
+def rounds_with_pairs() -> QuerySet[Round]:
+    """Rounds a DPO run can train on, with their pair counts."""
+    return (Round.objects.filter(status__in=[Round.Status.ANNOTATING, Round.Status.DONE])
+            .annotate(n_pairs=Count("pairs")).order_by("-id"))
+
+
+def round_group_status_counts(*, round: Round) -> QuerySet:
+    return round.groups.values("status").annotate(n=Count("id")).order_by("status")
+
+
+def dpo_run_get(*, run_id: int) -> DPORun | None:
+    return (DPORun.objects.select_related("init_checkpoint", "reference_checkpoint", "output_checkpoint")
+            .filter(id=run_id).first())
+
+
+def dpo_runs_for_compare(*, exclude_id: int, limit: int = 50) -> list[tuple[int, str]]:
+    """Other runs a researcher may overlay on a run's curves (newest first)."""
+    return list(DPORun.objects.exclude(id=exclude_id).order_by("-id").values_list("id", "name")[:limit])
+
+
+def dpo_run_curves(*, run_ids: list[int]) -> dict[int, list[tuple[int, dict]]]:
+    """Each run's logged steps as (step, values), in step order; one query for all runs."""
+    curves: dict[int, list[tuple[int, dict]]] = {run_id: [] for run_id in run_ids}
+    rows = DPOMetric.objects.filter(run_id__in=run_ids).order_by("run_id", "step").values_list("run_id", "step", "values")
+    for run_id, step, values in rows:
+        curves[run_id].append((step, values))
+    return curves
+
+
+def checkpoint_lineage(*, checkpoint: Checkpoint, limit: int = 50) -> list[Checkpoint]:
+    """The checkpoint, its parent, the parent's parent... (at most ``limit``)."""
+    lineage, node = [], checkpoint
+    while node is not None and len(lineage) < limit:
+        lineage.append(node)
+        node = node.parent
+    return lineage
+
+
+def checkpoint_produced_by(*, checkpoint: Checkpoint) -> DPORun | None:
+    return DPORun.objects.filter(output_checkpoint=checkpoint).first()
+
+
+def round_choices(*, limit: int = 200) -> QuerySet:
+    """(id, name, kind) of the newest rounds, for filter forms."""
+    return Round.objects.order_by("-id").values("id", "name", "kind")[:limit]
+
+
+def category_choices() -> QuerySet:
+    """(slug, name) of every category, by name."""
+    return Category.objects.order_by("name").values_list("slug", "name")
