@@ -161,6 +161,8 @@ REST_FRAMEWORK = {
         "research": env("VIDEODPO_THROTTLE_RESEARCH", default="300/min"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # ApplicationError and Django ValidationError from the services -> {"detail": message} with their 4xx status
+    "EXCEPTION_HANDLER": "annotation.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
