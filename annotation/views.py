@@ -31,6 +31,7 @@ from annotation.selectors.judgments import (
     review_items_open_count,
 )
 from annotation.selectors.stats import annotator_stats, round_quality
+from annotation.selectors.workbench import groups_generating_count
 from annotation.services.assignments import AnnotatorPausedError, assignments_for_annotator
 from annotation.services.judgments import FlawInput, JudgmentError, LabelInput, judgment_submit
 from annotation.services.reviews import review_item_resolve
@@ -73,8 +74,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def _workbench_context(request: HttpRequest, error: str = "") -> dict:
     assignments = assignments_for_annotator(annotator=request.user)
+    page = group_page_for_assignments(assignments=assignments)
     return {
-        "page": group_page_for_assignments(assignments=assignments),
+        "page": page,
+        "generating": 0 if page else groups_generating_count(),
         "flaw_tags": flaw_tags_active(),
         "skip_reasons": SKIP_REASONS,
         "error": error,
