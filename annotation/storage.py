@@ -2,8 +2,8 @@
 
 Backends (chosen by ``STORAGE_BACKEND``, see webapp/settings/components/storage.py): S3 or any S3-compatible store via
 django-storages/boto3 (presigned URLs), or a local directory (URLs signed by this app, ``annotation.media``, and
-served by ``annotation.views.media``, with HTTP range support). Keys are deterministic (architecture.md, "Object keys"),
-so a re-run overwrites instead of duplicating.
+served by ``annotation.views.media``, with HTTP range support). Keys are deterministic (docs/architecture.md,
+"Object keys"), so a re-run overwrites instead of duplicating.
 """
 
 from __future__ import annotations

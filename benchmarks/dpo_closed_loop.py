@@ -1,6 +1,6 @@
 """Closed-loop test of whether Flow-DPO aligns the tiny Step-Video model to a scripted taste (CPU, a few minutes).
 
-Loop, per round r (design §7):
+Loop, per round r (the loop of docs/architecture.md, path 2):
   1. generate K seeds for each of P prompts with the round's policy (model.pipeline, tiny preset);
   2. a scripted annotator with a fixed taste labels them from the decoded uint8 frames; all K-choose-2 pairs of a
      prompt become pairs (chosen = higher taste);

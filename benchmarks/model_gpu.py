@@ -57,7 +57,7 @@ def dit_forward_flops(cfg, tokens: int, text_len: int) -> float:
     """Matmul + attention FLOPs of one forward for one sample (norms, RoPE and elementwise ops ignored).
 
     Per block: 8ND^2 (self qkv+o) + 4N^2 D (QK^T, AV) + 4ND^2 (cross q, o) + 4LD^2 (cross kv) + 4NLD (cross attn)
-    + 16ND^2 (FFN with 4D hidden)  ->  ~10.7 PFLOP at N = 75,888 (doc §1.6).
+    + 16ND^2 (FFN with 4D hidden)  ->  ~10.7 PFLOP at N = 75,888.
     """
     D, N, L = cfg.inner_dim, tokens, text_len
     ffn = 4 * N * D * cfg.ffn_dim

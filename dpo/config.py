@@ -71,7 +71,7 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class FlowDPOConfig:
-    """Every knob of a Flow-DPO run (see docs in ``dpo/README.md`` and design/video-dpo.md)."""
+    """Every knob of a Flow-DPO run (see ``dpo/README.md`` and ``docs/flow-dpo.md``)."""
 
     # --- DPO objective (TRL names) ---
     beta: float = _help("DPO temperature; z = -(beta/2) * [(e_w - e_ref_w) - (e_l - e_ref_l)].", default=2000.0)
@@ -143,7 +143,7 @@ class FlowDPOConfig:
     bf16: bool = _help("bf16 autocast on CUDA (fp32 master weights / fp32 losses); no effect on CPU.", default=True)
     gradient_checkpointing: bool = _help("Recompute DiT block activations in backward.", default=False)
     memory_saving_backward: bool = _help(
-        "Exact two-pass backward: one video's activations at a time (design §2 memory trick).", default=False
+        "Exact two-pass backward: one video's activations at a time (docs/flow-dpo.md).", default=False
     )
 
     # --- outputs ---

@@ -50,7 +50,7 @@ def _t_logit_normal(u: Tensor, *, mean: float, std: float, **_: float) -> Tensor
 
 def _t_shifted(u: Tensor, *, shift: float, **_: float) -> Tensor:
     # The sampler's shift applied to the noise level s = 1 - t: s' = shift*s / (1 + (shift-1)*s).
-    # shift > 1 moves mass toward the noise end (t -> 0), as in step-video-t2v.md §4.
+    # shift > 1 moves mass toward the noise end (t -> 0), as the sampler's shift does (model.flow.timesteps).
     s = 1 - u
     return 1 - shift * s / (1 + (shift - 1) * s)
 
@@ -202,7 +202,7 @@ def error_coefficients(
     """dL/de_theta(w) and dL/de_theta(l), each (B,), detached: the exact memory-saving backward's coefficients.
 
     For the sigmoid loss with unit weights and batch size B they equal ``c / B`` and ``-c / B`` with
-    ``c = (beta/2) * sigmoid(-z)`` (design §2). Obtained with autograd on the cheap scalar function, so every
+    ``c = (beta/2) * sigmoid(-z)`` (docs/flow-dpo.md). Obtained with autograd on the cheap scalar function, so every
     loss type, weight and the SFT term are handled by the same code.
     """
     pw = policy_chosen.detach().float().requires_grad_(True)
@@ -219,7 +219,7 @@ def sigmoid_coefficient(z: Tensor, beta: float | Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 4. Metrics (TRL names, design §6)
+# 4. Metrics (TRL names)
 # ----------------------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The reference model of Flow-DPO (design §3) and LoRA wrapping.
+"""The reference model of Flow-DPO (docs/flow-dpo.md, "The reference") and LoRA wrapping.
 
 - ``FrozenReference``: a copy of the round's starting DiT, ``requires_grad_(False)``, ``eval()``, no optimizer
   state, called under ``torch.no_grad()`` with exactly the policy's inputs. Optional TR-DPO soft sync

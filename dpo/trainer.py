@@ -152,7 +152,7 @@ class FlowDPOTrainer:
         manifest: pair manifest (Parquet/JSONL; local path, file:// or s3://). None only for ``step()``-driven use.
         init: model root (or its ``transformer/`` folder) of the starting checkpoint.
         reference: model root of the frozen reference when it is not ``init`` (e.g. a fixed base for a later
-            round, design §3); needs ``reference_mode`` frozen_copy or cached and the same DiT config.
+            round); needs ``reference_mode`` frozen_copy or cached and the same DiT config.
             Default: ``init``.
         out_dir: run folder (default ``config.output_dir``).
         resume: continue from the newest ``out_dir/checkpoints/step-N`` (fresh start when there is none).
@@ -666,7 +666,7 @@ class FlowDPOTrainer:
                 (out.loss * scale).backward()
             return out.detach()
 
-        # Exact memory-saving backward (design §2): the four errors without grad, then the coefficients
+        # Exact memory-saving backward (docs/flow-dpo.md): the four errors without grad, then the coefficients
         # dL/de_theta(w) = c, dL/de_theta(l) = -c (c = (beta/2) sigmoid(-z) for the sigmoid loss, detached),
         # then backprop c * e_theta(w) and -c * e_theta(l) one video at a time.
         with torch.no_grad(), self._autocast():

@@ -1,4 +1,4 @@
-"""Reading and writing the official ``stepfun-ai/stepvideo-t2v`` model-root layout (doc §7, docs/contracts.md)::
+"""Reading and writing the official ``stepfun-ai/stepvideo-t2v`` model-root layout (docs/contracts.md)::
 
     model_index.json
     transformer/config.json

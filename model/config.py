@@ -2,7 +2,8 @@
 
 Field names of :class:`DiTConfig` follow the official ``transformer/config.json`` where a field exists there
 (``num_attention_heads``, ``attention_head_dim``, ``in_channels`` ...), so an official config file maps onto it.
-Values are from ``../shared/design/step-video-t2v.md`` (cited as "doc §x").
+Values are the released model's (stepfun-ai/Step-Video-T2V: the report, arXiv 2502.10248, and the official
+code); ``docs/model.md`` says what was compared with the official release.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _from_dict(cls, data: dict[str, Any]):
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """The DiT (``StepVideoModel``), doc §1.1. Defaults are the released 30B model."""
+    """The DiT (``StepVideoModel``). Defaults are the released 30B model."""
 
     num_layers: int = 48
     num_attention_heads: int = 48
@@ -40,7 +41,7 @@ class DiTConfig:
     # ``FeedForward(dim=inner_dim, inner_dim=None)`` and FeedForward uses ``dim * mult`` with ``mult=4``
     # (stepvideo/modules/blocks.py), so an official config.json (which has no such field) gives 4 x inner_dim.
     ffn_dim: int | None = None
-    # RoPE-3D: head_dim split for (frame, height, width); doc §1.5 hard-codes [64, 32, 32] (ratio 1/2, 1/4, 1/4).
+    # RoPE-3D: head_dim split for (frame, height, width); the official ``RoPE3D`` hard-codes [64, 32, 32] (ratio 1/2, 1/4, 1/4).
     rope_split: tuple[int, int, int] = (64, 32, 32)
     rope_theta: float = 10000.0
     block_norm_eps: float = 1e-5  # norm1 / norm2: affine LayerNorm
@@ -77,7 +78,7 @@ class DiTConfig:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Video-VAE v2 (``AutoencoderKL(z_channels=64, version=2)``), doc §2. Defaults are the released VAE."""
+    """Video-VAE v2 (``AutoencoderKL(z_channels=64, version=2)``). Defaults are the released VAE."""
 
     z_channels: int = 64
     in_channels: int = 3
@@ -112,7 +113,7 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class StepLLMConfig:
-    """Step-LLM text encoder (``Step1Model``), doc §3.2. Field names follow ``step_llm/config.json``."""
+    """Step-LLM text encoder (``Step1Model``). Field names follow ``step_llm/config.json``."""
 
     hidden_size: int = 6144
     num_layers: int = 48
@@ -140,7 +141,7 @@ class StepLLMConfig:
 
 @dataclass(frozen=True)
 class CLIPConfig:
-    """Hunyuan-CLIP text encoder (a ``transformers.BertModel``), doc §3.1."""
+    """Hunyuan-CLIP text encoder (a ``transformers.BertModel``)."""
 
     hidden_size: int = 1024
     num_hidden_layers: int = 24
@@ -168,14 +169,14 @@ class CLIPConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Flow-matching Euler sampler defaults, doc §4."""
+    """Flow-matching Euler sampler defaults (the official pipeline's)."""
 
     num_steps: int = 50
     cfg_scale: float = 9.0
     shift: float = 13.0
 
 
-# Official prompt magic strings (doc §3.3): appended to the prompt / used as the negative prompt.
+# Official prompt magic strings (the official pipeline's): appended to the prompt / used as the negative prompt.
 POS_MAGIC = "超高清、HDR 视频、环境光、杜比全景声、画面稳定、流畅动作、逼真的细节、专业级构图、超现实主义、自然、生动、超细节、清晰。"
 NEG_MAGIC = "画面暗、低分辨率、不良手、文本、缺少手指、多余的手指、裁剪、低质量、颗粒状、签名、水印、用户名、模糊。"
 

@@ -1,4 +1,4 @@
-"""Flow matching, Step-Video's convention (paper Eq. 5-7, doc §4), the one convention for the whole repository:
+"""Flow matching, Step-Video's convention (paper Eq. 5-7; docs/flow-dpo.md), the one convention for the whole repository:
 
     t = 0 is pure noise, t = 1 is data
     x_t = (1 - t) * x0 + t * x1          x0 ~ N(0, I) noise, x1 = clean VAE latent (unscaled posterior sample)
@@ -16,7 +16,7 @@ import torch
 
 
 def timesteps(num_steps: int, shift: float) -> torch.Tensor:
-    """The shifted schedule of ``FlowMatchDiscreteScheduler.set_timesteps`` (doc §4), (N+1,) fp32, t[0]=0, t[N]=1.
+    """The shifted schedule of ``FlowMatchDiscreteScheduler.set_timesteps``, (N+1,) fp32, t[0]=0, t[N]=1.
 
     ``s = linspace(1, 0, N+1)``; ``s <- shift*s / (1 + (shift-1)*s)`` (SD3 shift); ``t = 1 - s``.
     Step i feeds t[i] to the model and moves to t[i+1]. For N=50, shift=13: t[1]=0.0015674, t[25]=0.0714286.
@@ -70,7 +70,7 @@ def velocity_target(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 def sample_training_t(
     batch: int, generator: torch.Generator | None = None, kind: str = "uniform", device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Training timesteps (B,) fp32 in (0, 1). The paper does not state its distribution (doc §5.1).
+    """Training timesteps (B,) fp32 in (0, 1). The paper does not state its distribution.
 
     kind: ``"uniform"``, ``"logit_normal"`` (SD3, mean 0 std 1) or ``"u_shaped"`` (Turbo, p(u) ~ e^{5u} + e^{-5u}).
     """

@@ -65,7 +65,7 @@ def get_preset(name: str) -> ModelPreset:
             num_frames=204,
         )
     if name == "stepvideo-t2v-turbo":
-        # README "Best-of-Practice" for Turbo: 10-15 steps, CFG 5.0, shift 17.0 (doc §4, §6).
+        # README "Best-of-Practice" for Turbo: 10-15 steps, CFG 5.0, shift 17.0.
         return ModelPreset(
             name=name,
             dit=DiTConfig(),

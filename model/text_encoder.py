@@ -1,4 +1,4 @@
-"""Text encoders (doc §3): Step-LLM (``Step1Model``, bilingual causal LM used as an encoder) and Hunyuan-CLIP (a
+"""Text encoders: Step-LLM (``Step1Model``, bilingual causal LM used as an encoder) and Hunyuan-CLIP (a
 ``transformers.BertModel``). Both outputs go to the DiT: ``llm_states`` (B, 320, 6144) with a BOS..EOS mask and
 ``clip_states`` (B, 77, 1024).
 

@@ -1,12 +1,12 @@
 """Step-Video-T2V DiT (``StepVideoModel``): 48 blocks of AdaLN-single self-attention (3D RoPE), cross-attention to
-[Hunyuan-CLIP ; Step-LLM] text tokens and a tanh-GELU FFN. Written from the facts in the design doc §1 and §7;
+[Hunyuan-CLIP ; Step-LLM] text tokens and a tanh-GELU FFN. Written from the official release (report and code);
 module names reproduce the official state-dict keys (785 tensors, 29,342,478,400 parameters for the released size).
 
 Time convention (docs/contracts.md): ``t = 0`` noise, ``t = 1`` data, the model predicts ``v = x1 - x0`` and takes
 ``t`` in [0, 1], multiplying it by ``cfg.time_rescale`` (1000) inside.
 
 Numerics: norms, modulation, gated residual adds and RoPE run in fp32 and are cast back to the weight dtype. The
-official bf16 quirks (doc §1.4/§1.5/§1.7: t cast to bf16 before x1000, RoPE angles rounded to bf16, the text-mask
+official bf16 quirks (t cast to bf16 before x1000, RoPE angles rounded to bf16, the text-mask
 sum rounded in bf16) are deliberately not reproduced; they only matter for bit-parity with official bf16 outputs.
 
 Shapes: B batch, F latent frames, C latent channels, H/W latent height/width, N = F*(H/p)*(W/p) video tokens,
@@ -53,7 +53,7 @@ def layer_norm_fp32(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
-    """PixArt/diffusers sinusoid with ``flip_sin_to_cos=True``, ``downscale_freq_shift=0`` (doc §1.4).
+    """PixArt/diffusers sinusoid with ``flip_sin_to_cos=True``, ``downscale_freq_shift=0``.
 
     t: (B,) already rescaled (x1000) -> (B, dim) fp32 ``[cos(t f), sin(t f)]`` with ``f = exp(-ln(1e4) i / (dim/2))``.
     """
@@ -66,7 +66,7 @@ def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000
 def rope_3d_cos_sin(
     frames: int, height: int, width: int, split: tuple[int, int, int], theta: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables for RoPE-3D (doc §1.5), fp32, each (N, sum(split)) with N = frames*height*width.
+    """cos/sin tables for RoPE-3D, fp32, each (N, sum(split)) with N = frames*height*width.
 
     Token order is (f, h, w) row-major. Chunk i of the head dim (sizes ``split``) uses coordinate i with its own
     spectrum ``inv_freq = 1 / theta^(arange(0, d, 2) / d)`` and the non-interleaved layout ``emb = cat(freqs, freqs)``.
@@ -109,7 +109,7 @@ def apply_rope_3d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, split: 
 
 
 class SelfAttention(nn.Module):
-    """Full 3D self-attention. ``wqkv`` rows are per-head interleaved ``[q_h0 k_h0 v_h0 q_h1 ...]`` (doc §1.3)."""
+    """Full 3D self-attention. ``wqkv`` rows are per-head interleaved ``[q_h0 k_h0 v_h0 q_h1 ...]``."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -193,7 +193,7 @@ class FeedForward(nn.Module):
 
 
 class StepVideoTransformerBlock(nn.Module):
-    """One DiT block (doc §1.2)::
+    """One DiT block::
 
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = table + t_mod   (this order)
     x = x + gate_msa * SelfAttn(LN1(x) * (1 + scale_msa) + shift_msa)
@@ -278,7 +278,7 @@ class _TimestepEmbedderHolder(nn.Module):
 
 
 class AdaLayerNormSingle(nn.Module):
-    """PixArt-alpha AdaLN-single (doc §1.4): t -> sinusoid(256) -> MLP -> ``embedded`` (B, D) -> ``linear`` -> (B, 6D)."""
+    """PixArt-alpha AdaLN-single: t -> sinusoid(256) -> MLP -> ``embedded`` (B, D) -> ``linear`` -> (B, 6D)."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()

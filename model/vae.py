@@ -1,4 +1,5 @@
-"""Step-Video Video-VAE v2 (``AutoencoderKL(z_channels=64, version=2)``), written from doc §2 and the keys file.
+"""Step-Video Video-VAE v2 (``AutoencoderKL(z_channels=64, version=2)``), written from the official
+``stepvideo/vae/vae.py`` and the released checkpoint's key list.
 
 Compression 8x16x16 with 64 latent channels. Videos are cut into independent 17-frame chunks, each encoded to 3 latent
 frames (1 causal + 8x temporal). Decoding runs 3-latent chunks independently and mixes the two frames at each chunk
@@ -592,7 +593,7 @@ class VideoVAE(nn.Module):
 
 
 def mix_chunk_borders(video: torch.Tensor, frame_len: int, weight: float = 0.6) -> torch.Tensor:
-    """Blend the two frames at every chunk border (doc §2.1). video (B, T, ...) with T a multiple of ``frame_len``.
+    """Blend the two frames at every chunk border. video (B, T, ...) with T a multiple of ``frame_len``.
 
     For border k: front = last frame of chunk k, back = first frame of chunk k+1;
     ``back = w*back + (1-w)*front``, then ``front = w*front + (1-w)*back_new``.

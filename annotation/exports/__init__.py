@@ -1,4 +1,4 @@
-"""Export formats of annotation.md "Exports": the filter, the streaming writers and the datasheet.
+"""Export formats (docs/annotation.md, "Export schemas"): the filter, the streaming writers and the datasheet.
 
 - ``filters``: the validated, canonical export filter (rounds, min agreement, min annotators, source, date range);
 - ``hashing``: a write-only stream that hashes every byte on its way to disk;

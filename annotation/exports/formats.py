@@ -1,4 +1,5 @@
-"""One writer per ``Export.Format`` (column names exactly as in annotation.md "Exports" and contracts.md).
+"""One writer per ``Export.Format`` (column names exactly as in docs/annotation.md, "Export schemas",
+and docs/contracts.md).
 
 A writer consumes row chunks (tuples in ``PAIR_COLUMNS`` / ``JUDGMENT_COLUMNS`` order) and writes one artifact file
 through a ``HashingWriter``: JSON/CSV lines as they come, Parquet one row group per chunk, multi-file layouts

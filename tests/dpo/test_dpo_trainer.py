@@ -303,7 +303,7 @@ def _other_root(tmp_path, cfg, seed: int) -> Path:
 
 
 def test_separate_reference_is_loaded_frozen_and_recorded(tmp_path, tiny_root, tiny_dit_config, manifest_factory):
-    """A later round may keep a fixed base as reference while starting from the previous policy (design §3)."""
+    """A later round may keep a fixed base as reference while starting from the previous policy."""
     from model.checkpoint import load_dit
 
     base = _other_root(tmp_path, tiny_dit_config, seed=7)

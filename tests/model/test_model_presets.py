@@ -11,7 +11,7 @@ from model.presets import PRESET_NAMES, get_preset
 
 KEYS_FILE = Path(__file__).with_name(
     "step_video_vae_v2_keys.txt"
-)  # copy of ../shared/design/step-video-vae-v2-keys.txt
+)  # the tensor names of the released vae_v2.safetensors
 
 
 @pytest.fixture(scope="module")

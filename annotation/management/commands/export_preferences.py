@@ -24,7 +24,7 @@ from annotation.services.exports import ExportError, export_artifact_key, export
 
 
 class Command(BaseCommand):
-    help = "Export preference data in one of the formats of annotation.md (streamed, hashed, with a datasheet)."
+    help = "Export preference data in one of the formats of docs/annotation.md (streamed, hashed, with a datasheet)."
 
     def add_arguments(self, parser):
         parser.add_argument("--format", required=True, choices=Export.Format.values)
