@@ -133,21 +133,26 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
-@researcher_required
-@require_POST
-def round_retry_failed(request: HttpRequest, round_id: int) -> HttpResponse:
-    flash_result(request, lambda: candidates_retry_failed(round_id=round_id, actor=request.user),
-                 success="{} failed candidates queued again.")
-    return redirect("research-round-detail", round_id=round_id)
+def _action_view(action, *, success: str, back: str):
+    """A researcher's POST that runs ``action(request, **url_kwargs)``, flashes its outcome and goes ``back`` (a URL
+    name taking the same kwargs)."""
+
+    @researcher_required
+    @require_POST
+    def view(request: HttpRequest, **kwargs) -> HttpResponse:
+        flash_result(request, lambda: action(request, **kwargs), success=success)
+        return redirect(back, **kwargs)
+
+    return view
 
 
-@researcher_required
-@require_POST
-def round_cancel(request: HttpRequest, round_id: int) -> HttpResponse:
-    flash_result(request, lambda: round_generation_cancel(round_id=round_id, actor=request.user,
-                                                          note="cancelled from the round page"),
-                 success="Round cancelled; {} pending candidates stopped.")
-    return redirect("research-round-detail", round_id=round_id)
+round_retry_failed = _action_view(
+    lambda request, round_id: candidates_retry_failed(round_id=round_id, actor=request.user),
+    success="{} failed candidates queued again.", back="research-round-detail")
+round_cancel = _action_view(
+    lambda request, round_id: round_generation_cancel(round_id=round_id, actor=request.user,
+                                                      note="cancelled from the round page"),
+    success="Round cancelled; {} pending candidates stopped.", back="research-round-detail")
 
 
 @researcher_required
@@ -217,12 +222,10 @@ def dpo_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
-@researcher_required
-@require_POST
-def dpo_run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
-    flash_result(request, lambda: dpo_run_cancel(run_id=run_id, actor=request.user),
-                 success="Cancel requested; the trainer stops after the current step and keeps its checkpoint.")
-    return redirect("research-dpo-run-detail", run_id=run_id)
+dpo_run_cancel_view = _action_view(
+    lambda request, run_id: dpo_run_cancel(run_id=run_id, actor=request.user),
+    success="Cancel requested; the trainer stops after the current step and keeps its checkpoint.",
+    back="research-dpo-run-detail")
 
 
 @researcher_required
