@@ -5,4 +5,5 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("annotation.research.urls_loop")),
     path("", include("annotation.research.urls_exports")),
+    path("", include("annotation.research.urls_gallery")),
 ]
