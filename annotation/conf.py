@@ -47,6 +47,7 @@ class VideoDPOSettings:
     x264_preset: str
     x264_crf: int
     pipeline_factory: str  # dotted path of factory(root, preset=, device=); empty: StepVideoPipeline.from_pretrained
+    gpus_per_job: int  # GPUs one worker owns; > 1: the DiT runs sequence-parallel across them (model.parallel)
     screening: Mapping[str, float]  # overrides of generation_workers.screening.ScreeningThresholds fields
     # DPO runs
     runs_dir: Path  # run folders (manifest, checkpoints, final model root)

@@ -1,29 +1,24 @@
 """A generation worker that owns N GPUs: the DiT runs sequence-parallel across them (``model.parallel``).
 
-``VIDEODPO_GPUS_PER_JOB=N`` (default 1) with ``VIDEODPO_PIPELINE_FACTORY=generation_workers.parallel.pipeline_factory``
-makes the worker's pipeline a :class:`model.parallel.ParallelPipeline`: on its first job the worker process becomes
-rank 0 of a new process group and launches ranks 1..N-1 as child processes on the next visible GPUs (one process group
-per worker; give each worker its own N cards with ``CUDA_VISIBLE_DEVICES``). The worker still takes one job at a time
-from queue ``gpu``; the children only follow its ``sample`` calls. They stop when the pipeline is replaced (another
-checkpoint) or the worker exits.
+``VIDEODPO_GPUS_PER_JOB=N`` (setting ``VIDEODPO["GPUS_PER_JOB"]``, default 1) makes the worker's pipeline a
+:class:`model.parallel.ParallelPipeline` (``generation_workers.pipeline_cache`` picks :func:`pipeline_factory` when no
+other factory is configured): on its first job the worker process becomes rank 0 of a new process group and launches
+ranks 1..N-1 as child processes on the next visible GPUs (one process group per worker; give each worker its own N
+cards with ``CUDA_VISIBLE_DEVICES``). The worker still takes one job at a time from queue ``gpu``; the children only
+follow its ``sample`` calls. They stop when the pipeline cache replaces the pipeline (another checkpoint) or the
+worker exits.
 """
 
 from __future__ import annotations
 
-import os
-
-ENV_VAR = "VIDEODPO_GPUS_PER_JOB"
+from annotation.conf import videodpo
 
 
 def gpus_per_job() -> int:
-    """``VIDEODPO_GPUS_PER_JOB`` as a positive int (ValueError naming the variable otherwise)."""
-    raw = os.environ.get(ENV_VAR, "1").strip() or "1"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_VAR} must be a positive integer, got {raw!r}") from None
+    """``VIDEODPO["GPUS_PER_JOB"]`` (ValueError naming ``VIDEODPO_GPUS_PER_JOB`` unless it is >= 1)."""
+    value = videodpo().gpus_per_job
     if value < 1:
-        raise ValueError(f"{ENV_VAR} must be a positive integer, got {value}")
+        raise ValueError(f"VIDEODPO_GPUS_PER_JOB must be a positive integer, got {value}")
     return value
 
 

@@ -39,6 +39,10 @@ def resolve_device(name: str | None = None) -> str:
 
 def _factory():
     dotted = videodpo().pipeline_factory
+    if not dotted and videodpo().gpus_per_job != 1:  # this worker owns several GPUs: one process group per worker
+        from generation_workers.parallel import pipeline_factory
+
+        return pipeline_factory
     if not dotted:
         from model.pipeline import StepVideoPipeline
 
@@ -105,7 +109,10 @@ class PipelineCache:
     def clear_locked(self) -> None:
         if self._loaded is None:
             return
+        close = getattr(self._loaded.pipeline, "close", None)  # a sequence-parallel pipeline stops its ranks
         self._loaded = None
+        if callable(close):
+            close()
         gc.collect()
         try:
             import torch

@@ -222,6 +222,8 @@ VIDEODPO = {
     "X264_CRF": env.int("VIDEODPO_X264_CRF", default=18),
     # a callable factory(root, preset=, device=) instead of StepVideoPipeline.from_pretrained (tests, benchmarks)
     "PIPELINE_FACTORY": env("VIDEODPO_PIPELINE_FACTORY", default=""),
+    # GPUs one generation worker owns; > 1 runs the DiT sequence-parallel across them (generation_workers/parallel.py)
+    "GPUS_PER_JOB": env.int("VIDEODPO_GPUS_PER_JOB", default=1),
     "SCREENING": {},  # overrides of generation_workers.screening.ScreeningThresholds, e.g. {"static_diff": 0.5}
     # DPO runs (generation_workers/training.py): run folders (manifest, checkpoints, final model root), by default
     # next to the model cache
