@@ -1,10 +1,12 @@
 # The two commands of the README: `make run` (the app on embedded defaults) and `make test` (the whole suite).
 # Every target uses the virtual environment .venv at the repository root; torch is pinned by constraints.txt so a
-# CPU machine never downloads CUDA wheels.
+# CPU machine never downloads CUDA wheels. tools/install.py installs with uv (on PATH, or bootstrapped from PyPI into
+# .venv; about 40 s for the app) and falls back to pip (INSTALLER=pip forces pip). `make run PORT=8080` changes the
+# port (or VIDEODPO_PORT=8080; HOST=0.0.0.0 / VIDEODPO_HOST to listen beyond this machine).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+INSTALLER ?= auto
 
 .PHONY: run test install install-dev lint bench-cpu clean-data
 
@@ -13,18 +15,18 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
-	$(PIP) -e .
+	VIDEODPO_INSTALLER=$(INSTALLER) $(PY) tools/install.py
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml constraints.txt
-	$(PIP) -e '.[dev]'
+	VIDEODPO_INSTALLER=$(INSTALLER) $(PY) tools/install.py --dev
 	@touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(PY) -m webapp.quickstart
+	$(PY) -m webapp.quickstart $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 test: install-dev
 	$(PY) -m pytest
