@@ -25,8 +25,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml constraints.txt
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# `make run NO_DEMO=1`: no demo accounts or data (webapp.quickstart --no-demo)
 run: install
-	$(PY) -m webapp.quickstart $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
+	$(PY) -m webapp.quickstart $(if $(NO_DEMO),--no-demo) $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 test: install-dev
 	$(PY) -m pytest

@@ -1,24 +1,82 @@
-"""The researcher panel: every model, with the list columns and filters researchers use."""
+"""The researcher panel: every model, with the list columns and filters researchers use.
 
-from django.contrib import admin
+Statuses and counters that the state machines and services keep (round, group, candidate, DPO run, export) are
+read-only here; transitions are admin actions that call the services (so their guards and events apply)."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 
 from annotation import models
+from annotation.errors import ApplicationError, error_messages
+
+
+class ModelAdmin(admin.ModelAdmin):
+    """No regular-expression lookups from the URL (``?text__regex=(`` was a database error, a 500): 400 instead."""
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if lookup.rsplit("__", 1)[-1] in ("regex", "iregex"):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
+def _run_action(modeladmin, request, queryset, fn, done: str) -> None:
+    """Call ``fn(obj)`` for each selected object; report successes and refusals (never a 500)."""
+    ok = 0
+    for obj in queryset:
+        try:
+            fn(obj)
+            ok += 1
+        except (ApplicationError, ValidationError) as exc:
+            modeladmin.message_user(request, f"{obj}: {' '.join(error_messages(exc))}", messages.ERROR)
+    if ok:
+        modeladmin.message_user(request, f"{ok} {done}.", messages.SUCCESS)
+
+
+@admin.action(description="Cancel generation of the selected rounds")
+def round_cancel(modeladmin, request, queryset):
+    from annotation.services.candidates import round_generation_cancel
+
+    _run_action(modeladmin, request, queryset, lambda r: round_generation_cancel(round_id=r.pk, actor=request.user),
+                "round(s) cancelled")
+
+
+@admin.action(description="Retry the failed candidates of the selected rounds")
+def round_retry_failed(modeladmin, request, queryset):
+    from annotation.services.candidates import candidates_retry_failed
+
+    _run_action(modeladmin, request, queryset, lambda r: candidates_retry_failed(round_id=r.pk, actor=request.user),
+                "round(s) retried")
+
+
+@admin.action(description="Refresh the status of the selected groups from their candidates")
+def group_refresh_action(modeladmin, request, queryset):
+    from annotation.services.candidates import group_refresh
+
+    _run_action(modeladmin, request, queryset, lambda g: group_refresh(group_id=g.pk), "group(s) refreshed")
+
+
+@admin.action(description="Cancel the selected DPO runs")
+def dpo_run_cancel_action(modeladmin, request, queryset):
+    from annotation.services.dpo_runs import dpo_run_cancel
+
+    _run_action(modeladmin, request, queryset, lambda r: dpo_run_cancel(run_id=r.pk, actor=request.user),
+                "run(s) cancelled")
 
 
 @admin.register(models.Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(ModelAdmin):
     list_display = ["name", "slug"]
     search_fields = ["name", "slug"]
 
 
 @admin.register(models.PromptSet)
-class PromptSetAdmin(admin.ModelAdmin):
+class PromptSetAdmin(ModelAdmin):
     list_display = ["name", "created_at"]
     search_fields = ["name"]
 
 
 @admin.register(models.Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(ModelAdmin):
     list_display = ["id", "short_text", "language", "category", "source", "is_active", "is_held_out", "created_at"]
     list_filter = ["is_active", "is_held_out", "language", "source", "category", "prompt_set"]
     search_fields = ["text"]
@@ -31,7 +89,7 @@ class PromptAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Checkpoint)
-class CheckpointAdmin(admin.ModelAdmin):
+class CheckpointAdmin(ModelAdmin):
     list_display = ["name", "kind", "preset", "parent", "reference", "created_at"]
     list_filter = ["kind", "preset"]
     search_fields = ["name", "uri"]
@@ -47,53 +105,59 @@ class RoundEventInline(admin.TabularInline):
 
 
 @admin.register(models.Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(ModelAdmin):
     list_display = ["name", "kind", "status", "policy_checkpoint", "preset", "seeds_per_prompt", "annotators_per_group", "created_at"]
     list_filter = ["status", "kind", "preset"]
     search_fields = ["name"]
     inlines = [RoundEventInline]
     raw_id_fields = ["policy_checkpoint", "reference_checkpoint"]
+    readonly_fields = ["status", "started_at", "finished_at"]
+    actions = [round_cancel, round_retry_failed]
 
 
 @admin.register(models.RoundEvent)
-class RoundEventAdmin(admin.ModelAdmin):
+class RoundEventAdmin(ModelAdmin):
     list_display = ["round", "from_status", "to_status", "actor", "at"]
     list_filter = ["to_status"]
 
 
 @admin.register(models.CandidateGroup)
-class CandidateGroupAdmin(admin.ModelAdmin):
+class CandidateGroupAdmin(ModelAdmin):
     list_display = ["id", "round", "prompt", "status", "is_gold", "judgments_count", "target_judgments"]
     list_filter = ["status", "is_gold", "round"]
     raw_id_fields = ["round", "prompt"]
     list_select_related = ["round", "prompt"]
+    readonly_fields = ["status", "prompt_text", "target_judgments", "active_reservations", "judgments_count"]
+    actions = [group_refresh_action]
 
 
 @admin.register(models.Candidate)
-class CandidateAdmin(admin.ModelAdmin):
+class CandidateAdmin(ModelAdmin):
     list_display = ["id", "group", "seed", "status", "progress_step", "progress_total", "attempts", "screening_flags"]
     list_filter = ["status"]
     raw_id_fields = ["group", "checkpoint"]
     search_fields = ["error"]
+    readonly_fields = ["status", "progress_step", "progress_total", "attempts", "started_at", "finished_at", "error"]
 
 
 @admin.register(models.AnnotatorProfile)
-class AnnotatorProfileAdmin(admin.ModelAdmin):
+class AnnotatorProfileAdmin(ModelAdmin):
     list_display = ["user", "pseudonym", "is_paused", "paused_at"]
     list_filter = ["is_paused"]
 
 
 @admin.register(models.FlawTag)
-class FlawTagAdmin(admin.ModelAdmin):
+class FlawTagAdmin(ModelAdmin):
     list_display = ["name", "slug", "is_active", "order"]
     list_editable = ["is_active", "order"]
 
 
 @admin.register(models.Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ModelAdmin):
     list_display = ["id", "group", "annotator", "status", "reserved_at", "expires_at"]
     list_filter = ["status"]
     raw_id_fields = ["group", "annotator"]
+    readonly_fields = ["status", "shown_order", "submitted_at"]
 
 
 class CandidateLabelInline(admin.TabularInline):
@@ -103,7 +167,7 @@ class CandidateLabelInline(admin.TabularInline):
 
 
 @admin.register(models.Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(ModelAdmin):
     list_display = ["id", "group", "annotator", "outcome", "time_spent_ms", "created_at"]
     list_filter = ["outcome", "reviewer_decision"]
     raw_id_fields = ["assignment", "group", "annotator"]
@@ -111,35 +175,37 @@ class JudgmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.CandidateLabel)
-class CandidateLabelAdmin(admin.ModelAdmin):
+class CandidateLabelAdmin(ModelAdmin):
     list_display = ["judgment", "candidate", "label", "rank", "shown_position", "playback_coverage"]
     raw_id_fields = ["judgment", "candidate"]
 
 
 @admin.register(models.FlawMark)
-class FlawMarkAdmin(admin.ModelAdmin):
+class FlawMarkAdmin(ModelAdmin):
     list_display = ["label", "tag", "time_s"]
     raw_id_fields = ["label"]
 
 
 @admin.register(models.PreferencePair)
-class PreferencePairAdmin(admin.ModelAdmin):
+class PreferencePairAdmin(ModelAdmin):
     list_display = ["id", "round", "chosen", "rejected", "weight", "agreement", "n_annotators", "source"]
     list_filter = ["source", "round"]
     raw_id_fields = ["round", "group", "chosen", "rejected", "source_judgments"]
 
 
 @admin.register(models.ReviewItem)
-class ReviewItemAdmin(admin.ModelAdmin):
+class ReviewItemAdmin(ModelAdmin):
     list_display = ["group", "status", "reason", "reviewer", "resolved_at"]
     list_filter = ["status"]
     raw_id_fields = ["group"]
 
 
 @admin.register(models.Export)
-class ExportAdmin(admin.ModelAdmin):
+class ExportAdmin(ModelAdmin):
     list_display = ["id", "format", "version", "status", "row_count", "content_hash", "created_at"]
     list_filter = ["format", "status"]
+    readonly_fields = ["status", "version", "progress", "row_count", "content_hash", "uri", "datasheet", "error",
+                       "finished_at"]
 
 
 class DPOMetricInline(admin.TabularInline):
@@ -151,13 +217,16 @@ class DPOMetricInline(admin.TabularInline):
 
 
 @admin.register(models.DPORun)
-class DPORunAdmin(admin.ModelAdmin):
+class DPORunAdmin(ModelAdmin):
     list_display = ["name", "status", "init_checkpoint", "reference_checkpoint", "output_checkpoint", "pairs_count", "progress_step"]
     list_filter = ["status"]
     raw_id_fields = ["init_checkpoint", "reference_checkpoint", "output_checkpoint"]
+    readonly_fields = ["status", "pairs_count", "progress_step", "progress_total", "output_uri", "error",
+                       "cancel_requested", "started_at", "finished_at", "metrics_summary"]
+    actions = [dpo_run_cancel_action]
 
 
 @admin.register(models.DPOMetric)
-class DPOMetricAdmin(admin.ModelAdmin):
+class DPOMetricAdmin(ModelAdmin):
     list_display = ["run", "step"]
     list_filter = ["run"]

@@ -194,7 +194,7 @@ class PairListApi(APIView):
         id = serializers.IntegerField()
         round = serializers.IntegerField(source="round_id")
         group = serializers.IntegerField(source="group_id")
-        prompt = serializers.CharField(source="group.prompt.text")
+        prompt = serializers.CharField(source="prompt_shown")  # the text the annotators saw (edits keep it)
         chosen = serializers.IntegerField(source="chosen_id")
         rejected = serializers.IntegerField(source="rejected_id")
         weight = serializers.FloatField()
@@ -370,7 +370,7 @@ class AnnotatorStatsApi(APIView):
                 raise PermissionDenied(ERR_STATS_FORBIDDEN)
             get_object_or_404(get_user_model(), pk=user_id)
         # annotators see their gold accuracy only as a delayed aggregate (never which group was gold)
-        stats = annotator_stats(annotator_id=user_id or request.user.pk)
+        stats = annotator_stats(annotator_id=user_id or request.user.pk, own=not permissions.is_reviewer(request.user))
         return Response(self.OutputSerializer(stats).data)
 
 

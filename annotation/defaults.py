@@ -32,5 +32,8 @@ ROLE_PERMISSIONS = {
     "annotator": [],
     "reviewer": ["view_judgment", "view_candidatelabel", "view_reviewitem", "change_reviewitem", "view_candidategroup"],
     "researcher": "__all_annotation__",
-    "admin": "__all__",
+    # all annotation rights, and only to see users: no role can edit users, groups or permissions (that would let it
+    # make superusers); accounts are managed by superusers or `manage.py`
+    "admin": "__all_annotation__",
 }
+ADMIN_EXTRA_PERMISSIONS = ["view_user", "view_group"]  # codenames in django.contrib.auth

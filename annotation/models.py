@@ -197,6 +197,9 @@ class CandidateGroup(TimeStamped):
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="groups")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="groups")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.GENERATING)
+    # The prompt's text as it was for this group (its videos and its annotators) when the prompt was edited later;
+    # blank while the prompt still has that text. Exports and pages read this, so an edit never rewrites history.
+    prompt_text = models.TextField(blank=True, db_default="", default="")
     is_gold = models.BooleanField(default=False)
     gold_answer = models.JSONField(default=dict, blank=True, help_text="{'preferred': [cand ids], 'non_preferred': [...]}")
     # Denormalised counters kept by services (so "next group" never counts rows).
@@ -374,7 +377,11 @@ class FlawMark(models.Model):
     time_s = models.FloatField(null=True, blank=True, help_text="Optional time in the clip (seconds).")
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(time_s__isnull=True) | Q(time_s__gte=0), name="flaw_time_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(time_s__isnull=True) | Q(time_s__gte=0), name="flaw_time_positive"),
+            # PostgreSQL orders NaN above every number: "< Infinity" refuses both NaN and Infinity
+            models.CheckConstraint(condition=Q(time_s__isnull=True) | Q(time_s__lt=float("inf")), name="flaw_time_finite"),
+        ]
 
 
 class PreferencePair(TimeStamped):

@@ -67,7 +67,7 @@ def home(request: HttpRequest) -> HttpResponse:
         profile = getattr(user, "annotator_profile", None)
         context["paused"] = bool(profile and profile.is_paused)
         context["paused_reason"] = profile.paused_reason if profile else ""
-        context["stats"] = annotator_stats(annotator_id=user.pk, with_peers=False)
+        context["stats"] = annotator_stats(annotator_id=user.pk, with_peers=False, own=not permissions.is_reviewer(user))
         context["guidelines"] = [(ps.name, guidelines_html(ps.guidelines_md)) for ps in prompt_sets_with_guidelines()]
     return render(request, "annotation/home.html", context)
 

@@ -268,7 +268,8 @@ def trl_records(rows: list[tuple], ctx: WriteContext) -> Iterable[dict]:
 
 # -- containers -------------------------------------------------------------------------------------------------------
 def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # allow_nan=False: a NaN or infinite number fails the export instead of writing invalid JSON (NaN, Infinity)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def write_jsonl(chunks, sink: io.BufferedWriter, ctx: WriteContext, records) -> int:
@@ -294,13 +295,25 @@ def write_parquet(chunks, sink, ctx: WriteContext, schema: pa.Schema, columns) -
     return n
 
 
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...)).
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell that a spreadsheet would read as a formula, prefixed with ``'`` so it stays text (numbers are
+    written as they are)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def write_csv(chunks, sink: io.BufferedWriter, ctx: WriteContext) -> int:
     text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(text)
     writer.writerow(VIDEOALIGN_HEADER)
     n = 0
     for rows in chunks:
-        writer.writerows(videoalign_rows(rows, ctx))
+        writer.writerows([csv_cell(v) for v in row] for row in videoalign_rows(rows, ctx))
         n += len(rows)
         ctx.progress(n)
     text.flush()

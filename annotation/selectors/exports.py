@@ -12,14 +12,18 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
-from django.db.models import Avg, Count, Max, Min, Q, QuerySet
+from django.db.models import Avg, Count, F, Max, Min, Q, QuerySet, TextField, Value
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from annotation.exports.filters import ExportFilter
 from annotation.models import AnnotatorProfile, Export, FlawMark, Judgment, PreferencePair
 from annotation.services.accounts import pseudonym_for
 
-# (name in the writers, ORM path): one joined SELECT per chunk.
+# The text the group's annotators saw: its own copy when the prompt was edited since, else the prompt's text.
+SHOWN_PROMPT_TEXT = Coalesce(NullIf(F("group__prompt_text"), Value("")), F("group__prompt__text"), output_field=TextField())
+
+# (name in the writers, ORM path or expression): one joined SELECT per chunk.
 PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pair_id", "id"),
     ("round_id", "round_id"),
@@ -27,7 +31,7 @@ PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("policy_checkpoint", "round__policy_checkpoint__name"),
     ("group_id", "group_id"),
     ("prompt_id", "group__prompt_id"),
-    ("prompt", "group__prompt__text"),
+    ("prompt", SHOWN_PROMPT_TEXT),
     ("category", "group__prompt__category__slug"),
     ("chosen_id", "chosen_id"),
     ("rejected_id", "rejected_id"),
@@ -61,7 +65,7 @@ JUDGMENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("round_id", "group__round_id"),
     ("group_id", "group_id"),
     ("prompt_id", "group__prompt_id"),
-    ("prompt", "group__prompt__text"),
+    ("prompt", SHOWN_PROMPT_TEXT),
     ("is_gold", "group__is_gold"),
     ("outcome", "outcome"),
     ("skip_reason", "skip_reason"),

@@ -87,7 +87,7 @@ def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | 
     prompt_set: PromptSet | None = group.prompt.prompt_set
     return GroupPage(
         assignment_id=current.pk,
-        prompt_text=group.prompt.text,
+        prompt_text=group.prompt_text or group.prompt.text,  # the text of this group (prompt edits keep it)
         mode=group.round.annotation_mode,
         require_full_playback=group.round.require_full_playback,
         candidates=_shown(current, candidates),

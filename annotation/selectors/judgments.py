@@ -29,7 +29,9 @@ def judgments_today_count(*, annotator) -> int:
 
 
 def pair_list(*, round_id: int | None = None, min_agreement: float | None = None) -> QuerySet[PreferencePair]:
-    qs = PreferencePair.objects.select_related("group__prompt")
+    from annotation.selectors.exports import SHOWN_PROMPT_TEXT
+
+    qs = PreferencePair.objects.annotate(prompt_shown=SHOWN_PROMPT_TEXT)
     if round_id is not None:
         qs = qs.filter(round_id=round_id)
     if min_agreement is not None:

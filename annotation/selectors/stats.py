@@ -61,9 +61,17 @@ def _labels_by_judgment(judgment_ids) -> dict[int, list[LabelRow]]:
     return out
 
 
-def annotator_gold_accuracy(*, annotator_id: int) -> tuple[int, float | None]:
+# What annotators see of their own gold accuracy: only gold judged before today (UTC), and only once there are this
+# many, so neither the count nor the accuracy changes right after a submit (no way to tell which group was gold).
+OWN_GOLD_MIN = 10
+
+
+def annotator_gold_accuracy(*, annotator_id: int, judged_before=None) -> tuple[int, float | None]:
+    qs = Judgment.objects.filter(annotator_id=annotator_id, group__is_gold=True)
+    if judged_before is not None:
+        qs = qs.filter(created_at__lt=judged_before)
     rows = list(
-        Judgment.objects.filter(annotator_id=annotator_id, group__is_gold=True)
+        qs
         .exclude(outcome=Judgment.Outcome.SKIPPED)
         .order_by("-created_at")
         .values_list("id", "outcome", "group__gold_answer", "group__round__annotation_mode")[:1000]
@@ -124,7 +132,8 @@ WHERE j.annotator_id = %(user)s AND j.outcome = 'labelled'
 """
 
 
-def annotator_stats(*, annotator_id: int, with_peers: bool = True) -> AnnotatorStats:
+def annotator_stats(*, annotator_id: int, with_peers: bool = True, own: bool = False) -> AnnotatorStats:
+    """An annotator's statistics; ``own``: as shown to the annotator themself (gold: a delayed aggregate only)."""
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     stats = AnnotatorStats()
     with connection.cursor() as cursor:
@@ -136,7 +145,12 @@ def annotator_stats(*, annotator_id: int, with_peers: bool = True) -> AnnotatorS
         stats.position_n = n
         stats.position_bias = wins / n if n else None
         stats.mean_coverage = float(coverage) if coverage is not None else None
-    stats.gold_n, stats.gold_accuracy = annotator_gold_accuracy(annotator_id=annotator_id)
+    if own:
+        n, accuracy = annotator_gold_accuracy(annotator_id=annotator_id, judged_before=today)
+        if n >= OWN_GOLD_MIN:
+            stats.gold_n, stats.gold_accuracy = n, accuracy
+    else:
+        stats.gold_n, stats.gold_accuracy = annotator_gold_accuracy(annotator_id=annotator_id)
     if with_peers:
         stats.peer_n, stats.peer_agreement = annotator_peer_agreement(annotator_id=annotator_id)
     return stats

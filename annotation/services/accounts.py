@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,9 +18,38 @@ ERR_UNKNOWN_ROLE = "Unknown role {role!r}: expected one of " + ", ".join(ROLES) 
 
 
 def pseudonym_for(*, user_id: int) -> str:
-    """A stable pseudonym (exports never carry user names): keyed hash of the user id."""
-    digest = hashlib.sha256(f"{settings.SECRET_KEY}:annotator:{user_id}".encode()).hexdigest()
+    """A stable pseudonym (exports never carry user names): HMAC-SHA256 of the user id under the installation's
+    secret (``SECRET_KEY``: random per installation when not configured), so nobody without it can map it back."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"annotator:{user_id}".encode(), hashlib.sha256).hexdigest()
     return f"ann-{digest[:12]}"
+
+
+# The quick start's accounts: (username, password, roles). Created once; an existing account is never changed.
+DEMO_ACCOUNTS = [
+    ("researcher", "researcher-demo-2026", ["researcher"]),
+    ("reviewer", "reviewer-demo-2026", ["reviewer"]),
+    ("annotator", "annotator-demo-2026", ["annotator"]),
+    ("annotator2", "annotator-demo-2026", ["annotator"]),
+]
+DEMO_ADMIN = "admin"
+
+
+@transaction.atomic
+def demo_accounts_ensure() -> list[tuple[str, str | None, list[str]]]:
+    """Create the demo accounts that do not exist yet, and a superuser ``admin`` with a random password.
+
+    Returns (username, password, roles) per account: the password only for an account created now (so the admin's
+    is shown once), None for one that already existed (its password, possibly changed, stays)."""
+    User = get_user_model()
+    out: list[tuple[str, str | None, list[str]]] = []
+    for username, password, roles in [*DEMO_ACCOUNTS, (DEMO_ADMIN, None, ["admin"])]:
+        if User.objects.filter(username=username).exists():
+            out.append((username, None, roles))
+            continue
+        password = password or secrets.token_urlsafe(12)
+        user_create(username=username, password=password, roles=roles, is_superuser=username == DEMO_ADMIN)
+        out.append((username, password, roles))
+    return out
 
 
 @transaction.atomic

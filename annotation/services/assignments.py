@@ -56,7 +56,8 @@ def candidates_servable(*, group: CandidateGroup, candidates: list[Candidate]) -
 _LOADED: dict[type[models.Model], tuple[str, ...]] = {
     Assignment: ("id", "group_id", "annotator_id", "status", "shown_order", "reserved_at", "expires_at", "submitted_at"),
     CandidateGroup: (
-        "id", "round_id", "prompt_id", "status", "is_gold", "target_judgments", "active_reservations", "judgments_count",
+        "id", "round_id", "prompt_id", "status", "prompt_text", "is_gold", "target_judgments", "active_reservations",
+        "judgments_count",
     ),
     Round: (
         "id", "status", "fps", "annotators_per_group", "max_annotators_per_group", "gold_rate", "annotation_mode",
@@ -224,6 +225,18 @@ def _reserve_next(*, annotator, now) -> Assignment | None:
     return _reserve(annotator=annotator, group=group, candidates=candidates, now=now)
 
 
+# pg_advisory_xact_lock(namespace, key): the namespace keeps these locks apart from any other advisory lock.
+_ANNOTATOR_LOCK_NAMESPACE = 0x56445051  # "VDPQ"
+
+
+def _annotator_lock(*, annotator) -> None:
+    """Serialise one annotator's "next" calls until the end of the transaction (a PostgreSQL advisory lock), so
+    concurrent calls never hold more than 1 + lookahead live reservations between them: each one counts the
+    reservations after the previous one committed its own."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ANNOTATOR_LOCK_NAMESPACE, annotator.pk % 2_147_483_647])
+
+
 @transaction.atomic
 def assignments_for_annotator(*, annotator, lookahead: int | None = None, now=None) -> list[Assignment]:
     """The annotator's live reservations, oldest (the one to show) first, topped up to 1 + ``lookahead``.
@@ -235,6 +248,7 @@ def assignments_for_annotator(*, annotator, lookahead: int | None = None, now=No
     profile = annotator_profile_ensure(user=annotator)
     if profile.is_paused:
         raise AnnotatorPausedError(profile.paused_reason)
+    _annotator_lock(annotator=annotator)
     live = _live_reservations(annotator=annotator, now=now, limit=1 + lookahead)
     while len(live) < 1 + lookahead:
         assignment = _reserve_next(annotator=annotator, now=now)

@@ -6,6 +6,7 @@ opens a review item. Gold judgments feed the annotator's quality check (automati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from django.db import connection, transaction
@@ -40,6 +41,10 @@ ERR_BEST_WORST = "Pick exactly one best and one worst candidate (and they must d
 ERR_RANKING = "Rank every candidate once, 1 = best, with no ties or gaps."
 ERR_PLAYBACK_INCOMPLETE = "Play every video once before submitting ({missing} not played to the end yet)."
 ERR_BAD_NUMBER = "Invalid {name}: {value!r}."
+ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip})."
+ERR_TIME_SPENT = "Invalid time spent {value!r}: expected milliseconds from 0 to 86400000."
+FLAW_TIME_SLACK_S = 1.0
+MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
 
 class JudgmentError(ApplicationError):
@@ -84,10 +89,16 @@ def _resolve_positions(*, assignment: Assignment, labels: list[LabelInput]) -> l
     return out
 
 
+def _clip_seconds(round_) -> float:
+    """The longest a clip of the round can be (frames / fps, with a little slack for the decoder's rounding)."""
+    return round(round_.num_frames / max(round_.fps, 1) + FLAW_TIME_SLACK_S, 3)
+
+
 def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput], skip_reason: str) -> dict[str, FlawTag]:
     if outcome not in Judgment.Outcome.values:
         raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=outcome))
     shown = set(assignment.shown_order)
+    clip_s = _clip_seconds(assignment.group.round)
     seen: set[int] = set()
     slugs: set[str] = set()
     for lab in labels:
@@ -98,11 +109,11 @@ def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput],
         seen.add(lab.candidate_id)
         if lab.label not in CandidateLabel.Label.values:
             raise JudgmentError(ERR_UNKNOWN_LABEL.format(value=lab.label))
-        if not 0.0 <= lab.playback_coverage <= 1.0:
+        if not (math.isfinite(lab.playback_coverage) and 0.0 <= lab.playback_coverage <= 1.0):
             raise JudgmentError(ERR_BAD_NUMBER.format(name="playback coverage", value=lab.playback_coverage))
         for flaw in lab.flaws:
-            if flaw.time_s is not None and not flaw.time_s >= 0:
-                raise JudgmentError(ERR_BAD_NUMBER.format(name="flaw time", value=flaw.time_s))
+            if flaw.time_s is not None and not (math.isfinite(flaw.time_s) and 0 <= flaw.time_s <= clip_s):
+                raise JudgmentError(ERR_FLAW_TIME.format(value=flaw.time_s, clip=clip_s))
             slugs.add(flaw.tag)
     tags = {t.slug: t for t in FlawTag.objects.filter(slug__in=slugs, is_active=True)} if slugs else {}
     for slug in sorted(slugs - set(tags)):
@@ -153,7 +164,7 @@ def _store(*, assignment, outcome, labels, skip_reason, time_spent_ms, tags, now
         annotator_id=assignment.annotator_id,
         outcome=outcome,
         skip_reason=skip_reason.strip() if outcome == Judgment.Outcome.SKIPPED else "",
-        time_spent_ms=max(0, min(int(time_spent_ms), 24 * 3600 * 1000)),
+        time_spent_ms=time_spent_ms,
     )
     judgment.save()
     given = {lab.candidate_id: lab for lab in labels}
@@ -242,6 +253,8 @@ def judgment_submit(
         return Judgment.objects.get(assignment=assignment), False
     if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
         raise JudgmentExpired(ERR_RESERVATION_EXPIRED)
+    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS:
+        raise JudgmentError(ERR_TIME_SPENT.format(value=time_spent_ms))
     labels = _resolve_positions(assignment=assignment, labels=labels)
     tags = _validate(assignment=assignment, outcome=outcome, labels=labels, skip_reason=skip_reason)
     judgment = _store(

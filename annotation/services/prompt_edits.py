@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Subquery
 
+from annotation.conf import videodpo
 from annotation.errors import ApplicationError, error_messages
-from annotation.models import Category, Prompt, PromptSet
-from annotation.services.prompts import ERR_EMPTY, ERR_UNKNOWN_CATEGORY, prompt_hash
+from annotation.models import CandidateGroup, Category, Prompt, PromptSet
+from annotation.services.prompts import ERR_EMPTY, ERR_TOO_LONG, ERR_UNKNOWN_CATEGORY, prompt_hash
 
+ERR_NUL = "prompt text contains a NUL character"
 ERR_PROMPT_DUPLICATE = "This prompt already exists (prompt {id})."
 ERR_PROMPT_IN_USE = "Prompt {id} has candidate groups; retire it (is_active=false) instead of deleting it."
 
@@ -34,9 +37,20 @@ def prompt_set_by_name(name: str | None) -> PromptSet | None:
 @transaction.atomic
 def prompt_update(*, prompt: Prompt, **fields) -> Prompt:
     if "text" in fields:
-        prompt.text = (fields.pop("text") or "").strip()
-        if not prompt.text:
+        text = (fields.pop("text") or "").strip()
+        if not text:
             raise PromptError(ERR_EMPTY)
+        if "\x00" in text:
+            raise PromptError(ERR_NUL)
+        max_chars = videodpo().max_prompt_chars
+        if len(text) > max_chars:
+            raise PromptError(ERR_TOO_LONG.format(max=max_chars, n=len(text)))
+        if text != prompt.text:
+            # the groups made with the old text keep it (what their videos show and their annotators read)
+            CandidateGroup.objects.filter(prompt_id=prompt.pk, prompt_text="").update(
+                prompt_text=Subquery(Prompt.objects.filter(pk=prompt.pk).values("text")[:1])
+            )
+        prompt.text = text
         prompt.text_hash = prompt_hash(prompt.text)
         clash = Prompt.objects.filter(text_hash=prompt.text_hash).exclude(pk=prompt.pk).values_list("id", flat=True).first()
         if clash:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
-from annotation.defaults import CATEGORIES, FLAW_TAGS, ROLE_PERMISSIONS
+from annotation.defaults import ADMIN_EXTRA_PERMISSIONS, CATEGORIES, FLAW_TAGS, ROLE_PERMISSIONS
 from annotation.models import Category, FlawTag
 
 
@@ -22,6 +22,9 @@ def reference_data_ensure() -> None:
             group.permissions.set(Permission.objects.all())
         elif perms == "__all_annotation__":
             group.permissions.set(Permission.objects.filter(content_type__app_label__in=["annotation", "django_celery_results"]))
+            if role == "admin":
+                group.permissions.add(*Permission.objects.filter(content_type__app_label="auth",
+                                                                 codename__in=ADMIN_EXTRA_PERMISSIONS))
         else:
             group.permissions.set(Permission.objects.filter(content_type__app_label="annotation", codename__in=perms))
     for slug, name in CATEGORIES:

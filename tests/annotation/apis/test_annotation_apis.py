@@ -24,7 +24,9 @@ def test_next_and_submit_over_the_api_with_token_auth(django_assert_max_num_quer
     group = group_with_candidates(k=3, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
     user = annotator()
     client = client_for(user, token=True)
-    with django_assert_max_num_queries(9):  # token + roles + profile in one query; no savepoints
+    # token + roles + profile in one query; the annotator's advisory lock (at most 1 + lookahead reservations); no
+    # savepoints
+    with django_assert_max_num_queries(10):
         res = client.get("/api/groups/next/")
     assert res.status_code == 200
     body = res.json()

@@ -31,7 +31,7 @@ def test_group_page_is_blind_escaped_and_constant_in_queries(django_assert_max_n
     for _ in range(30):  # more data must not mean more queries
         group_with_candidates(k=4, round=rnd)
     client = login(annotator())
-    with django_assert_max_num_queries(16):  # first page: reserves current + next group
+    with django_assert_max_num_queries(17):  # first page: the annotator's lock, reserves current + next group
         res = client.get("/annotate/")
     html = res.content.decode()
     assert res.status_code == 200
@@ -41,7 +41,7 @@ def test_group_page_is_blind_escaped_and_constant_in_queries(django_assert_max_n
     for secret in [rnd.name, rnd.policy_checkpoint.name, "rounds/", "seed", *[str(c.seed) for c in group.candidates.all()]]:
         assert secret not in visible, secret
     assert html.count('class="clip"') == 4 and 'data-prefetch="1"' in html
-    with django_assert_max_num_queries(23):
+    with django_assert_max_num_queries(24):  # submit, then the next page (with the annotator's lock)
         res = client.post("/annotate/submit/", {**form_for(html), "outcome": "all_good"}, HTTP_HX_REQUEST="true")
     assert res.status_code == 200 and 'id="group-form"' in res.content.decode()
     assert "<html" not in res.content.decode()  # a partial, swapped by htmx
