@@ -352,7 +352,14 @@ def load_vae(
     state, _ = read_safetensors([path], device=device, dtype=dtype, renames=_VAE_RENAMES)
     with torch.device("meta"):
         model = VideoVAE(cfg)
-    return load_into_meta_module(model, state, str(path), strict=strict).eval()
+    try:
+        return load_into_meta_module(model, state, str(path), strict=strict).eval()
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{exc} (the network was built from {source}: z_channels {cfg.z_channels}, encoder channels "
+            f"{cfg.encoder_ch}x{list(cfg.encoder_ch_mult)}, decoder channels {cfg.decoder_ch}x{list(cfg.decoder_ch_mult)}; "
+            "config and weights disagree)"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
