@@ -7,41 +7,23 @@ credential env vars. No Django here: the trainer runs on machines without the ap
 from __future__ import annotations
 
 import json
-import os
 import struct
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import torch
 
+from model.layout import parse_uri, s3_client_from_env  # noqa: F401 - parse_uri is re-exported (dpo.data)
+
 _local = threading.local()
-
-
-def parse_uri(uri: str) -> tuple[str, str, str]:
-    """-> ("local", "", path) or ("s3", bucket, key)."""
-    uri = str(uri)
-    if uri.startswith("s3://"):
-        parsed = urlparse(uri)
-        if not parsed.netloc or not parsed.path.lstrip("/"):
-            raise ValueError(f"malformed S3 URI (want s3://bucket/key): {uri}")
-        return "s3", parsed.netloc, parsed.path.lstrip("/")
-    if uri.startswith("file://"):
-        return "local", "", unquote(urlparse(uri).path)
-    if "://" in uri:
-        raise ValueError(f"unsupported URI scheme (use a local path, file:// or s3://): {uri}")
-    return "local", "", uri
 
 
 def s3_client():
     """One boto3 client per thread (boto3 clients are not thread-safe to create concurrently)."""
     client = getattr(_local, "s3", None)
     if client is None:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_S3_ENDPOINT_URL") or None)
-        _local.s3 = client
+        client = _local.s3 = s3_client_from_env()
     return client
 
 

@@ -23,6 +23,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 logger = logging.getLogger(__name__)
 
@@ -55,32 +56,49 @@ class ModelRootMissingError(FileNotFoundError):
     """The model root is absent or incomplete (deterministic: a retry fails the same way)."""
 
 
-# -- URIs -------------------------------------------------------------------------------------------------------------
+# -- URIs (the one parser of object and model-root URIs: the app, the workers and the trainer read it) ----------------
+def parse_uri(uri: str) -> tuple[str, str, str]:
+    """A stored object's URI -> ``("local", "", path)`` (a path or ``file:///abs/path``) or ``("s3", bucket, key)``."""
+    uri = str(uri).strip()
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        if not parsed.netloc or not parsed.path.lstrip("/"):
+            raise ValueError(f"malformed S3 URI (want s3://bucket/key): {uri}")
+        return "s3", parsed.netloc, parsed.path.lstrip("/")
+    if uri.startswith("file://"):
+        return "local", "", unquote(urlparse(uri).path)
+    if "://" in uri:
+        raise ValueError(f"unsupported URI scheme (use a local path, file:// or s3://): {uri}")
+    return "local", "", uri
+
+
 def is_s3(uri: str) -> bool:
-    return uri.strip().startswith("s3://")
+    return str(uri).strip().startswith("s3://")
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix/`` -> ``("bucket", "some/prefix")``."""
-    bucket, _, prefix = uri.strip()[len("s3://") :].partition("/")
-    if not bucket:
+    """A model root ``s3://bucket/some/prefix/`` -> ``("bucket", "some/prefix")`` (the prefix may be empty)."""
+    parsed = urlparse(str(uri).strip())
+    if parsed.scheme != "s3" or not parsed.netloc:
         raise ValueError(f"malformed S3 URI (want s3://bucket/prefix): {uri}")
-    return bucket, prefix.strip("/")
+    return parsed.netloc, parsed.path.strip("/")
 
 
 def local_path(uri: str) -> Path:
     """A local path or ``file://`` URI -> its path."""
-    uri = uri.strip()
-    return Path(uri[len("file://") :]) if uri.startswith("file://") else Path(uri)
+    kind, _, path = parse_uri(uri)
+    if kind != "local":
+        raise ValueError(f"not a local path or file:// URI: {uri}")
+    return Path(path)
 
 
 def s3_client_from_env():
-    """A boto3 S3 client from the standard AWS variables, with ``AWS_S3_ENDPOINT_URL`` for S3-compatible stores."""
+    """A boto3 S3 client from the standard AWS variables, with ``AWS_S3_ENDPOINT_URL`` for S3-compatible stores
+    (MinIO, R2, moto...): what the trainer uses on machines without the app."""
     import boto3
 
     return boto3.client("s3", endpoint_url=os.environ.get("AWS_S3_ENDPOINT_URL") or None,
-                        region_name=os.environ.get("AWS_S3_REGION_NAME") or os.environ.get("AWS_DEFAULT_REGION")
-                        or "us-east-1")
+                        region_name=os.environ.get("AWS_S3_REGION_NAME") or None)
 
 
 def s3_objects(uri: str, *, client=None) -> list[dict[str, Any]]:
