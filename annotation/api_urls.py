@@ -1,6 +1,6 @@
 """URLs of the DRF API (mounted under /api/), one per action, named "<entity>-<action>"."""
 
-from django.urls import path
+from django.urls import include, path
 
 from annotation import apis
 
@@ -17,4 +17,5 @@ urlpatterns = [
     path("prompts/<int:prompt_id>/delete/", apis.PromptDeleteApi.as_view(), name="prompt-delete"),
     path("annotators/me/stats/", apis.AnnotatorStatsApi.as_view(), name="annotator-stats-me"),
     path("annotators/<int:user_id>/stats/", apis.AnnotatorStatsApi.as_view(), name="annotator-stats"),
+    path("", include("annotation.api_urls_loop")),  # rounds, DPO runs, checkpoints (annotation.apis_loop)
 ]
