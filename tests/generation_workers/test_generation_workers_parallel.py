@@ -20,14 +20,12 @@ def test_gpus_per_job_is_validated_naming_the_variable(settings):
 
 
 @pytest.mark.slow
-def test_worker_cache_loads_a_two_rank_pipeline_that_samples_like_one_process(settings, tmp_path):
+def test_worker_cache_loads_a_two_rank_pipeline_that_samples_like_one_process(settings, tiny_root):
     """The worker's pipeline cache with GPUS_PER_JOB=2: rank 0 in this process, rank 1 launched by it; replacing the
     pipeline stops the ranks and the process group."""
     from model.parallel import ParallelPipeline
     from model.pipeline import StepVideoPipeline
-    from model.tiny import write_tiny_checkpoint
-
-    root = write_tiny_checkpoint(tmp_path / "tiny", seed=0)
+    root = tiny_root
     single = StepVideoPipeline.from_pretrained(root, preset="tiny", device="cpu")
     settings.VIDEODPO = {**settings.VIDEODPO, "GPUS_PER_JOB": 2, "PIPELINE_FACTORY": ""}
     cache = PipelineCache()
@@ -43,3 +41,35 @@ def test_worker_cache_loads_a_two_rank_pipeline_that_samples_like_one_process(se
     finally:
         cache.clear()
     assert parallel.closed and not dist.is_initialized() and all(c.poll() is not None for c in parallel.children)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("broker", ["embedded"], indirect=True)  # the broker is not what this test is about
+def test_real_worker_with_two_gpus_per_job_makes_the_same_candidates(broker, start_worker, make_round, tmp_path):
+    """A celery worker with VIDEODPO_GPUS_PER_JOB=2 (gloo on the CPU) generates a round through its process group;
+    a one-process worker generating the same prompt and seeds stores the same latents."""
+    from safetensors.torch import load_file
+
+    from annotation import storage
+    from annotation.models import Candidate, Round
+    from annotation.services.candidates import round_generation_enqueue
+    from tests.generation_workers.test_generation_worker import all_ready, wait_for
+
+    latents = {}
+    first = make_round(n_prompts=1, seeds=2)
+    second = make_round(n_prompts=1, seeds=2)
+    Round.objects.filter(id=second.id).update(config=first.config)  # same prompt, same base seed
+    for r, gpus in ((first, "2"), (second, "1")):
+        worker = start_worker(queues="gpu", extra_env={**broker, "VIDEODPO_GPUS_PER_JOB": gpus})
+        round_generation_enqueue(round_id=r.id)
+        wait_for(r.id, all_ready(2), workers=[worker])
+        log = worker.log_path.read_text()
+        assert ("sequence-parallel pipeline on 2 ranks" in log) == (gpus == "2")
+        worker.stop()
+        for c in Candidate.objects.filter(group__round=r):
+            path = storage.object_download(key=storage.key_from_uri(c.latent_uri), path=tmp_path / f"{c.id}.st")
+            latents[(gpus, c.seed)] = load_file(path)["latent"]
+    assert sorted(latents) == sorted((g, s) for g in ("1", "2") for s in (100, 101))
+    for seed in (100, 101):
+        assert (latents[("2", seed)].float() - latents[("1", seed)].float()).abs().max().item() <= 1e-5
