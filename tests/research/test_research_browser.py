@@ -68,7 +68,7 @@ def test_researcher_runs_a_round_and_a_dpo_run_from_the_browser(live_server, pag
     page.fill("input[name=annotators_per_group]", "1")
     page.click("button:has-text('Validate and launch')")
     page.wait_for_selector("#round-status")
-    page.wait_for_function("document.querySelector('#round-status').textContent.trim() === 'annotating'", timeout=240_000)
+    page.wait_for_function("() => document.querySelector('#round-status').textContent.trim() === 'annotating'", timeout=240_000)
     round = Round.objects.get(name="browser-r0")
     assert annotate_everything(round) == 2
 
@@ -79,7 +79,7 @@ def test_researcher_runs_a_round_and_a_dpo_run_from_the_browser(live_server, pag
     page.fill("input[name=config_overrides]", '{"max_steps": 3, "save_steps": 3}')
     page.click("button:has-text('Validate and launch')")
     page.wait_for_selector("#run-status")
-    page.wait_for_function("document.querySelector('#run-status').textContent.trim() === 'done'", timeout=240_000)
+    page.wait_for_function("() => document.querySelector('#run-status').textContent.trim() === 'done'", timeout=240_000)
     expect(page.locator("#run-charts figure[data-chart-ready='1'] canvas")).to_have_count(3)
     points = page.evaluate("() => [...document.querySelectorAll('#run-charts canvas')].map(c => "
                            "Chart.getChart(c).data.datasets[0].data.length)")

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from annotation.models import DPOMetric, DPORun
+from annotation.services.reference_data import reference_data_ensure
 from tests.exports.factories import build_loop
 
 CHARTS_JS = """() => [...document.querySelectorAll('figure[data-chart-source]')].map(fig => {
@@ -50,6 +51,7 @@ def runs_with_curves(loop) -> list[DPORun]:
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_run_and_qc_charts_have_axes_and_runs_overlay(live_server, page, artifacts_dir):
+    reference_data_ensure()  # roles, categories, flaw tags: a transactional test before this one flushed them
     loop = build_loop(n_prompts=4)
     first, *others = runs_with_curves(loop)
     login(page, live_server, loop.researcher.username, "pw-123456", "/research/")
