@@ -1,7 +1,7 @@
 """Command line: ``python -m dpo {train,average,merge-lora,validate}``.
 
     python -m dpo train --config C.yaml --manifest pairs.parquet --init MODEL_ROOT --out DIR [--reference MODEL_ROOT]
-                        [--resume] [--set k=v ...]
+                        [--resume] [--set k=v ...] [--report-to tensorboard|mlflow|wandb|all|none ...]
     torchrun --nproc_per_node 8 -m dpo train ...          (DDP; FSDP2 with `fsdp: full_shard` in the config)
     python -m dpo average --out DIR CKPT1 CKPT2 ... [--base MODEL_ROOT] [--dtype bfloat16|float32]
     python -m dpo merge-lora --base MODEL_ROOT --adapter DIR/checkpoints/step-N/adapter --out OUT_ROOT
@@ -26,6 +26,8 @@ def _train(args: argparse.Namespace) -> int:
     from dpo.trainer import FlowDPOTrainer, NonFiniteLossError
 
     overrides = dict(parse_override(s) for s in args.set or [])
+    if args.report_to:
+        overrides["report_to"] = args.report_to
     config = FlowDPOConfig.from_file(args.config, overrides) if args.config else FlowDPOConfig.from_dict(overrides)
     out = args.out or config.output_dir
     if out is None:
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (metrics.jsonl, checkpoints/, final/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--report-to", nargs="+", metavar="TRACKER",
+                   help="experiment trackers that also get every step's metrics (TRL's report_to): tensorboard, "
+                   "mlflow, wandb (several allowed), all (every one installed) or none; default: tensorboard when "
+                   "installed (events in OUT/runs)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=_train)
 

@@ -25,6 +25,7 @@ BETA_SCHEDULES = ("constant", "derived")
 REFERENCE_MODES = ("frozen_copy", "lora_adapters_off", "cached")
 LR_SCHEDULER_TYPES = ("constant", "constant_with_warmup", "linear", "cosine")
 FSDP_MODES = ("", "full_shard")
+REPORT_TO = ("tensorboard", "mlflow", "wandb")  # plus "all" and "none", TRL's / TrainingArguments' values
 
 # TRL DPOConfig fields that only make sense for token sequences; the value is the hint shown to the user.
 LLM_ONLY_FIELDS: dict[str, str] = {
@@ -152,6 +153,12 @@ class FlowDPOConfig:
     final_dtype: str = _help("dtype of the final/ DiT weights ('bfloat16' like the release, or 'float32').", default="bfloat16")
     save_total_limit: int | None = _help("Keep at most this many step-N checkpoints (None = all).", default=None)
     logging_steps: int = _help("Print a metrics line to the log every N steps (metrics.jsonl gets every step).", default=1)
+    report_to: tuple[str, ...] | None = _help(
+        f"Experiment trackers that also get every step's metrics: some of {REPORT_TO}, ['all'] (every one installed) "
+        "or ['none']; a string may list them with commas. Default (null): tensorboard when it is installed. "
+        "See dpo/tracking.py.",
+        default=None,
+    )
 
     # --- distributed (TrainingArguments name) ---
     fsdp: str = _help("'' = DDP when WORLD_SIZE > 1; 'full_shard' = torch FSDP2 fully_shard.", default="")
@@ -163,6 +170,8 @@ class FlowDPOConfig:
         # YAML/JSON give lists: store tuples so the dataclass stays hashable/frozen.
         if isinstance(self.lora_target_modules, list):
             object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        if isinstance(self.report_to, (str, list)):
+            object.__setattr__(self, "report_to", _names(self.report_to))
         if self.reference_mode is None:
             object.__setattr__(self, "reference_mode", "lora_adapters_off" if self.use_lora else "frozen_copy")
         _check(self.beta > 0 and math.isfinite(self.beta), "beta", f"must be a finite number > 0, got {self.beta}")
@@ -198,6 +207,9 @@ class FlowDPOConfig:
         _check(self.save_steps >= 0, "save_steps", f"must be >= 0, got {self.save_steps}")
         _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit", "must be None or >= 1")
         _check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
+        bad = [n for n in self.report_to or () if n not in (*REPORT_TO, "all", "none")]
+        _check(not bad, "report_to", f"has unknown tracker(s) {bad}; choose from {(*REPORT_TO, 'all', 'none')}")
+        _check(self.report_to is None or len(self.report_to) > 0, "report_to", "must name a tracker, 'all' or 'none'")
         _check(
             self.reference_mode != "lora_adapters_off" or self.use_lora,
             "reference_mode",
@@ -263,6 +275,7 @@ class FlowDPOConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["lora_target_modules"] = list(self.lora_target_modules)
+        out["report_to"] = None if self.report_to is None else list(self.report_to)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -296,11 +309,19 @@ def _coerce(name: str, value: Any, type_name: str) -> Any:
         raise ConfigError(f"config field {name!r} must be a {type_name.split(' ')[0]}, got {value!r}") from exc
     if type_name == "bool" and not isinstance(value, bool):
         raise ConfigError(f"config field {name!r} must be true or false, got {value!r}")
+    if name == "report_to" and isinstance(value, str):  # TrainingArguments takes a string too
+        return _names(value)
     if type_name.startswith("tuple"):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"config field {name!r} must be a list of strings, got {value!r}")
         return tuple(str(v) for v in value)
     return value
+
+
+def _names(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"tensorboard,wandb"`` or ``["tensorboard", "wandb"]`` -> ``("tensorboard", "wandb")``."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(str(v).strip() for v in items if str(v).strip())
 
 
 def _check(ok: bool, name: str, message: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,24 @@ class PairDataset(torch.utils.data.Dataset):
             self._text_cache.popitem(last=False)
         return item
 
+    def null_text(self, uri: str) -> dict[str, torch.Tensor]:
+        """The empty prompt's text-encoder outputs (prompt dropout), checked against the manifest's embeddings."""
+        from dpo.config import ConfigError
+
+        try:
+            null = self._text(uri)
+        except Exception as exc:  # noqa: BLE001 - any read failure becomes a config error naming the file
+            raise ConfigError(f"null_text_embedding_uri {uri}: cannot read it ({exc})") from exc
+        sample_uri = self.records[0].text_embedding_uri
+        sample = self._text(sample_uri)
+        for key in ("llm_states", "clip_states"):
+            if null[key].shape[-1] != sample[key].shape[-1]:
+                raise ConfigError(
+                    f"null_text_embedding_uri {uri}: {key} has {null[key].shape[-1]} channels, the manifest's text "
+                    f"embeddings ({sample_uri}) have {sample[key].shape[-1]}"
+                )
+        return dict(null)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         out: dict[str, Any] = {"pair_id": rec.pair_id, "round": rec.round, "weight": torch.tensor(rec.weight)}
@@ -314,3 +332,56 @@ class ShapeBucketBatchSampler:
     def __len__(self) -> int:
         n = sum(math.ceil(len(v) / self.batch_size) for v in self.buckets.values())
         return n // self.world_size
+
+
+def draw_index(n: int, config: Any) -> int:
+    """Draw n (= epoch) of a pair; a cached reference has errors for draws 0..K-1 only, so it cycles through them."""
+    return n % config.reference_cache_draws if config.reference_mode == "cached" else n
+
+
+class PairStream:
+    """This rank's micro-batches in order, with the data cursor (``epoch``, ``batch_pos``) a checkpoint saves.
+
+    Epoch e gives the sampler's shape-bucketed batches of epoch e, each pair at draw ``draw_index(e)``; with
+    ``prompt_dropout`` a pair's text is the empty prompt's (``null_text``) as a pure function of (seed, pair, draw)."""
+
+    def __init__(self, dataset: PairDataset, sampler: ShapeBucketBatchSampler, config: Any,
+                 null_text: dict[str, torch.Tensor] | None = None):
+        self.dataset, self.sampler, self.config, self.null_text = dataset, sampler, config, null_text
+        self.epoch = self.batch_pos = 0
+        self._batches: list[list[int]] | None = None
+        self._batches_for = -1
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def next(self) -> dict[str, Any]:
+        if self._batches_for != self.epoch:
+            self._batches, self._batches_for = self.sampler.batches(self.epoch), self.epoch
+        if self.batch_pos >= len(self._batches):
+            self.epoch, self.batch_pos = self.epoch + 1, 0
+            return self.next()
+        batch = self.collate(self._batches[self.batch_pos], draw_index(self.epoch, self.config))
+        self.batch_pos += 1
+        return batch
+
+    def collate(self, indices: list[int], draw: int, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A micro-batch of pairs (``items``: already loaded ``dataset[i]`` of ``indices``), tagged with its draw."""
+        from dpo.losses import pair_seed
+
+        items = [dict(it) for it in items] if items is not None else [self.dataset[i] for i in indices]
+        p = self.config.prompt_dropout
+        if p > 0:
+            for item in items:
+                if pair_seed(self.config.seed, f"{item['pair_id']}/prompt-dropout", draw) / 2.0**63 < p:
+                    item.update(self.null_text)
+        batch = collate_pairs(items)
+        batch["draw"] = draw
+        return batch
+
+    def summary(self) -> dict[str, Any]:
+        """Pairs per round / per source and latent-shape buckets (``data_summary.json``)."""
+        records = self.dataset.records
+        return {"num_pairs": len(records), "pairs_by_round": dict(Counter(str(r.round) for r in records)),
+                "pairs_by_source": dict(Counter(str(r.source) for r in records)),
+                "latent_shapes": {str(k): len(v) for k, v in self.sampler.buckets.items()}}

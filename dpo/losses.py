@@ -19,9 +19,11 @@ are built (``model.flow.interpolate`` / ``model.flow.velocity_target``, used by 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,42 @@ def sample_timesteps(
     """Draw n training times in [0, 1] (fp32, on the generator's device; one per PAIR, shared by both members)."""
     u = torch.rand(n, generator=generator, dtype=torch.float32)
     return T_SAMPLERS[mode](u, mean=logit_normal_mean, std=logit_normal_std, shift=shift).clamp(0.0, 1.0)
+
+
+def pair_seed(seed: int, pair_id: str, draw: int) -> int:
+    """A 63-bit seed that depends only on (run seed, pair, draw): not on batch layout, world size or resumption."""
+    digest = hashlib.blake2b(f"{seed}:{pair_id}:{draw}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def pair_draws(pair_ids: Sequence[str], draw: int, shape: tuple[int, ...], config: Any) -> tuple[Tensor, Tensor]:
+    """One t (B,) and one noise x0 (B, F, C, h, w) per pair, shared by chosen and rejected (fp32, CPU)."""
+    ts, noises = [], []
+    for pid in pair_ids:
+        g = torch.Generator(device="cpu").manual_seed(pair_seed(config.seed, pid, draw))
+        ts.append(sample_timesteps(1, mode=config.t_sampling, generator=g, logit_normal_mean=config.logit_normal_mean,
+                                   logit_normal_std=config.logit_normal_std, shift=config.t_shift))
+        noises.append(torch.randn(shape, generator=g, dtype=torch.float32))
+    return torch.cat(ts), torch.stack(noises)
+
+
+FORWARD_TEXT_KEYS = ("llm_states", "llm_mask", "clip_states")
+
+
+def flow_inputs(batch: dict[str, Any], draw: int, config: Any, device: torch.device) -> tuple[Tensor, ...]:
+    """t (B,), x_t and velocity targets of chosen and rejected (B, F, C, h, w), text kwargs of the DiT."""
+    from model.flow import interpolate, velocity_target
+
+    x1_w = batch["latent_chosen"].to(device, torch.float32)  # (B, F, C, h, w)
+    x1_l = batch["latent_rejected"].to(device, torch.float32)
+    t, x0 = pair_draws(batch["pair_id"], draw, tuple(x1_w.shape[1:]), config)
+    t, x0 = t.to(device), x0.to(device)
+    xt_w, xt_l = interpolate(x0, x1_w, t), interpolate(x0, x1_l, t)  # same t, same x0 within each pair
+    v_w, v_l = velocity_target(x0, x1_w), velocity_target(x0, x1_l)
+    # The sampler (model.pipeline) calls the DiT without clip_mask (official behaviour: all 77 CLIP positions
+    # attended), so training conditions the same way; clip_mask is read and validated but not passed.
+    text = {k: batch[k].to(device) for k in FORWARD_TEXT_KEYS}
+    return t, xt_w, xt_l, v_w, v_l, text
 
 
 # ----------------------------------------------------------------------------------------------------------------

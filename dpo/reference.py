@@ -6,16 +6,27 @@
 - ``AdapterOffReference``: with LoRA (peft) the reference is the policy network with its adapters disabled, so
   there is no second copy of the 30B weights in memory.
 - ``CachedReference``: the reference errors of every pair for K fixed (t, noise) draws, computed once before
-  training (``FlowDPOTrainer._reference_cache``); no reference network stays in memory during training.
+  training (:func:`cached_reference`, :func:`reference_errors`); no reference network stays in memory during training.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+logger = logging.getLogger("dpo")
+
+REFERENCE_CACHE_FILE = "reference_cache.safetensors"
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -138,3 +149,69 @@ def lora_state_dict(peft_model: nn.Module) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
     return get_peft_model_state_dict(unwrap(peft_model))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cached reference errors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cache_fingerprint(records: Sequence[Any], config: Any, reference: str) -> str:
+    """What the cached errors depend on: the pairs and their files, the draws (seed, t density), the reference
+    checkpoint, the forward layout and prompt dropout."""
+    pairs = "\n".join(f"{r.pair_id}|{r.chosen_latent_uri}|{r.rejected_latent_uri}|{r.text_embedding_uri}"
+                      for r in records)
+    return json.dumps({
+        "pairs": hashlib.sha256(pairs.encode()).hexdigest(),
+        "draws": config.reference_cache_draws, "seed": config.seed, "t_sampling": config.t_sampling,
+        "logit_normal": [config.logit_normal_mean, config.logit_normal_std], "t_shift": config.t_shift,
+        "reference": reference, "memory_saving_backward": config.memory_saving_backward,
+        "prompt_dropout": [config.prompt_dropout, config.null_text_embedding_uri],
+    }, sort_keys=True)
+
+
+def cached_reference(path: Path, fingerprint: str, pair_ids: Sequence[str], compute: Callable[[], torch.Tensor],
+                     *, is_main: bool, barrier: Callable[[], None]) -> CachedReference:
+    """The errors stored at ``path`` when they were computed for ``fingerprint``, else ``compute()`` (on every rank)
+    written there by rank 0."""
+    from safetensors.torch import load_file, save_file
+
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("fingerprint")
+        if stored == fingerprint:
+            logger.info("reference errors read from %s", path)
+            return CachedReference(load_file(str(path))["errors"], pair_ids)
+        logger.warning("%s was computed for other pairs or settings; recomputing it", path)
+    errors = compute()
+    if is_main:
+        tmp = path.with_suffix(".tmp")
+        save_file({"errors": errors.contiguous()}, str(tmp), metadata={"fingerprint": fingerprint})
+        os.replace(tmp, path)
+    barrier()
+    return CachedReference(errors, pair_ids)
+
+
+def reference_errors(reference: Callable, pair_errors: Callable, *, dataset: Sequence[Any], buckets: dict[Any, list[int]],
+                     num_draws: int, batch_size: int, dist: Any, progress: bool = False) -> torch.Tensor:
+    """(N, K, 2) fp32: ``pair_errors(reference, indices, draw, items)`` -> (e_ref(w), e_ref(l)) of every pair for
+    draws 0..K-1, in micro-batches of one latent shape, rank-strided under torchrun and summed across ranks."""
+    from tqdm.auto import tqdm
+
+    chunks = [idx[i:i + batch_size] for _, idx in sorted(buckets.items()) for i in range(0, len(idx), batch_size)]
+    mine = chunks[dist.rank::dist.world_size]
+    calls = math.ceil(len(chunks) / dist.world_size)  # the same on every rank (FSDP forwards are collective)
+    errors = torch.zeros(len(dataset), num_draws, 2, dtype=torch.float32)
+    with tqdm(total=calls * num_draws, desc="reference cache", unit="draw", dynamic_ncols=True,
+              disable=not (progress and dist.is_main)) as bar:
+        for j in range(calls):
+            chunk = mine[j] if j < len(mine) else chunks[0]  # padding call on ranks with fewer chunks
+            items = [dataset[i] for i in chunk]  # read once, K draws
+            for k in range(num_draws):
+                e_w, e_l = pair_errors(reference, chunk, k, items)
+                if j < len(mine):
+                    errors[chunk, k, 0], errors[chunk, k, 1] = e_w.float().cpu(), e_l.float().cpu()
+                bar.update(1)
+    return dist.sum(errors)  # each entry was computed by exactly one rank

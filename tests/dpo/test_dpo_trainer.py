@@ -11,6 +11,7 @@ import torch
 
 from dpo.config import FlowDPOConfig
 from dpo.data import collate_pairs
+from dpo.losses import flow_inputs
 from dpo.reference import CachedReference
 from dpo.trainer import FlowDPOTrainer, NonFiniteLossError
 
@@ -377,10 +378,10 @@ def test_cached_reference_file_is_reused_and_invalidated(tmp_path, tiny_root, ti
     errors = first.reference.errors.clone()
     first.cleanup()
 
-    def must_not_run(*_):
+    def must_not_run(*_, **__):
         raise AssertionError("the cache was recomputed")
 
-    monkeypatch.setattr(FlowDPOTrainer, "_reference_errors_all", must_not_run)
+    monkeypatch.setattr("dpo.trainer.reference_errors", must_not_run)
     resumed = FlowDPOTrainer(FlowDPOConfig(**{**FAST, "max_steps": 2, "reference_mode": "cached",
                                               "reference_cache_draws": 3, "save_steps": 1}),
                              manifest=manifest, init=tiny_root, out_dir=tmp_path / "run", resume=True, device="cpu")
@@ -415,7 +416,7 @@ def test_cached_reference_with_a_separate_reference_and_bad_settings(tmp_path, t
                           reference=base, out_dir=tmp_path / "l", device="cpu")
     live.setup()
     batch = _batch(live, [0, 1])
-    t, xt_w, xt_l, v_w, v_l, text = live._inputs(batch, 1)
+    t, xt_w, xt_l, v_w, v_l, text = flow_inputs(batch, 1, live.config, live.device)
     e_w, e_l = live._errors(live.reference, xt_w, xt_l, v_w, v_l, t, text, joint=True)
     torch.testing.assert_close(cached.reference.errors[:, 1, 0], e_w, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(cached.reference.errors[:, 1, 1], e_l, rtol=1e-6, atol=1e-7)
@@ -439,14 +440,14 @@ def test_prompt_dropout_uses_the_null_embedding_per_pair_and_draw(tmp_path, tiny
     manifest = manifest_factory(num_pairs=16, num_prompts=4)
     trainer = _trainer(tmp_path, manifest, tiny_root, max_steps=1, prompt_dropout=0.5,
                        null_text_embedding_uri=str(null), reference_mode="cached", reference_cache_draws=2)
-    null_llm = trainer._null_text["llm_states"]
+    null_llm = trainer.data.null_text["llm_states"]
     dropped = {}
     for draw in (0, 1):
-        batch = trainer._collate(list(range(16)), draw)
+        batch = trainer.data.collate(list(range(16)), draw)
         dropped[draw] = [torch.equal(batch["llm_states"][j, :5], null_llm)
-                         and torch.equal(batch["llm_mask"][j, :5], trainer._null_text["llm_mask"])
+                         and torch.equal(batch["llm_mask"][j, :5], trainer.data.null_text["llm_mask"])
                          and not batch["llm_mask"][j, 5:].any() for j in range(16)]
-        again = trainer._collate(list(range(16)), draw)
+        again = trainer.data.collate(list(range(16)), draw)
         assert torch.equal(again["llm_states"], batch["llm_states"])  # a pure function of (seed, pair, draw)
         assert 3 <= sum(dropped[draw]) <= 13
     assert dropped[0] != dropped[1]
