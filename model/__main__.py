@@ -1,4 +1,5 @@
-"""``python -m model info --preset NAME [--json]``, ``python -m model make-tiny --out DIR [--seed 0]`` and
+"""``python -m model info --preset NAME [--json]``, ``python -m model make-tiny --out DIR [--seed 0]``,
+``python -m model train-tiny-world --out DIR [--seed 0] [--quick]`` (the tiny model trained on the shapes world) and
 ``python -m model encode-text --root MODEL_ROOT --preset NAME --out FILE TEXT`` (text-encoder outputs in the stored
 format, e.g. of the empty prompt for the DPO trainer's prompt dropout)."""
 
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny", help="write a complete tiny model root (random weights) in the official layout")
     tiny.add_argument("--out", required=True, help="output folder (the model root)")
     tiny.add_argument("--seed", type=int, default=0)
+    world = sub.add_parser("train-tiny-world", help="train the tiny model on the shapes world (docs/world.md), CPU")
+    world.add_argument("--out", required=True, help="output folder (the model root)")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    world.add_argument("--quick", action="store_true", help="the reduced recipe the tests use (well under a minute)")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
     enc.add_argument("--root", required=True, help="model root with the text encoders")
     enc.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
@@ -47,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
         size = write_text_embedding_file(args.root, args.text, args.out, preset=args.preset)
         print(f"wrote {args.out} ({size} bytes) for {args.text!r}")
+        return 0
+    if args.command == "train-tiny-world":
+        from model.world.train import WorldTrainConfig, train_tiny_world
+
+        cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads)
+        summary = train_tiny_world(args.out, cfg, log=None)
+        print(f"wrote tiny-world model root {args.out} in {summary['total_s']:.0f}s: {json.dumps(summary)}")
         return 0
     if args.command == "make-tiny":
         from model.tiny import write_tiny_checkpoint

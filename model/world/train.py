@@ -1,0 +1,239 @@
+"""Train the tiny model on the shapes world: ``python -m model train-tiny-world --out DIR`` (deterministic, CPU).
+
+Recipe (the project's own code paths; sizes and why in docs/world.md):
+
+1. a tiny model root from :func:`model.tiny.write_tiny_checkpoint` (random text encoders, kept frozen), with both
+   tokenizers re-trained on the grammar's English and Chinese text (:func:`model.world.grammar.corpus`) so its words
+   really split into their own pieces;
+2. the tiny Video-VAE (z = 8 latent channels, 16x spatial / 8x temporal: 17 x 64 x 64 -> 3 x 4 x 4 x 8) trained for
+   reconstruction (L1 + MSE on pixels, object pixels weighted 11x, on 32 x 32 crops, a fixed posterior std of 0.1, a small penalty on the latent mean's
+   scale) on a pool of rendered clips of training prompts;
+3. a fixed set of training clips encoded once (posterior samples), then the tiny DiT trained by flow matching on
+   them with ``model.flow``'s convention (the one ``dpo/`` uses: t = 0 noise, x_t = (1 - t) x0 + t x1, target
+   v = x1 - x0), conditioned on ``prompt + positive suffix`` through the text encoders, with the preset's negative
+   prompt as the unconditional input 10% of the time (so the app's CFG works);
+4. written in the official layout: transformer shards < 4 MB, ``vae/vae_v2.safetensors`` in bf16 (< 5 MB).
+
+Held-out prompt combinations (:func:`model.world.grammar.is_held_out`) are never rendered for training. The DiT is
+stopped early on purpose (``dit_steps``): it gets colours and backgrounds mostly right and motion, count and shape
+only partly, so preference training has something to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.world import grammar
+from model.world.render import render
+
+WORLD_VAE = dict(z_channels=8, encoder_ch=8, decoder_ch=8, encoder_ch_mult=(1, 1, 2, 4), decoder_ch_mult=(1, 1, 2, 4),
+                 norm_groups=8, encoder_num_res_blocks=1, decoder_num_res_blocks=1)
+
+
+@dataclass(frozen=True)
+class WorldTrainConfig:
+    """Sizes and schedule. ``quick()`` is the reduced recipe the tests train in well under a minute."""
+
+    seed: int = 0
+    size: int = 64
+    frames: int = 17
+    vae_steps: int = 600
+    vae_batch: int = 4
+    vae_crop: int = 64  # < size: VAE steps on random crops aligned to the latent grid (GroupNorm statistics shift)
+    vae_fg_weight: float = 5.0
+    vae_clips: int = 320  # pre-rendered pool the VAE steps draw from
+    vae_lr: float = 2e-3
+    vae_kl: float = 1e-3
+    vae_noise: float = 0.1  # fixed posterior std during VAE training (the encoder's logvar is trained towards it)
+    train_prompts: int = 480
+    seeds_per_prompt: int = 2
+    dit_steps: int = 1500
+    dit_batch: int = 32
+    dit_lr: float = 1e-3
+    cfg_dropout: float = 0.1
+    threads: int = 2
+
+    @classmethod
+    def quick(cls, **kw) -> WorldTrainConfig:
+        return cls(**{**dict(vae_steps=60, vae_clips=32, train_prompts=40, seeds_per_prompt=1, dit_steps=150, dit_batch=16), **kw})
+
+
+def _video_tensor(clips: np.ndarray) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 -> (B, T, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+
+def _cosine(step: int, total: int, warmup: int = 20) -> float:
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def _retrain_tokenizers(root: Path) -> None:
+    """Both tokenizers from the grammar's bilingual text plus the positive / negative magic prompts."""
+    from model.checkpoint import CLIP_TOKENIZER_DIR, LLM_DIR, LLM_TOKENIZER
+    from model.config import NEG_MAGIC, POS_MAGIC
+    from model.presets import get_preset
+    from model.tiny import bert_vocab, train_sentencepiece
+
+    text = grammar.corpus() + [POS_MAGIC, NEG_MAGIC]
+    (root / LLM_DIR / LLM_TOKENIZER).write_bytes(train_sentencepiece(text, vocab_size=500))
+    vocab = "\n".join(bert_vocab(text, get_preset("tiny").clip.vocab_size)) + "\n"
+    for name in ("vocab.txt", "vocab_org.txt"):
+        (root / CLIP_TOKENIZER_DIR / name).write_text(vocab, encoding="utf-8")
+
+
+def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, progress: bool = True,
+                     log=print) -> dict:
+    """Write a trained tiny root to ``out``; returns a summary (losses, timings). Same config -> same weights."""
+    from tqdm import tqdm
+
+    from model.checkpoint import save_dit, save_vae
+    from model.config import VAEConfig
+    from model.flow import interpolate, velocity_target
+    from model.presets import get_preset
+    from model.text_encoder import TextEmbeddings, TextEncoders
+    from model.tiny import write_tiny_checkpoint
+    from model.transformer import StepVideoDiT
+    from model.vae import VideoVAE
+
+    cfg = cfg or WorldTrainConfig()
+    out = Path(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    t_start = time.time()
+    summary: dict = {"config": dataclasses.asdict(cfg)}
+    try:
+        preset = get_preset("tiny")
+        write_tiny_checkpoint(out, seed=cfg.seed)
+        _retrain_tokenizers(out)
+        torch.manual_seed(cfg.seed)
+        g = torch.Generator().manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+
+        def training_specs(n: int) -> list[grammar.WorldSpec]:
+            specs = []
+            while len(specs) < n:
+                spec = grammar.sample_spec(rng)
+                if not grammar.is_held_out(spec):
+                    specs.append(spec)
+            return specs
+
+        # -- 1. VAE ------------------------------------------------------------------------------------------
+        vae_cfg = dataclasses.replace(VAEConfig(), **WORLD_VAE)
+        vae = VideoVAE(vae_cfg)
+        vae.init_weights()
+        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _cosine(i, cfg.vae_steps))
+        vae.train()
+        losses = []
+        pool = np.stack([render(s, i, size=cfg.size, frames=cfg.frames)
+                         for i, s in enumerate(tqdm(training_specs(cfg.vae_clips), desc="render", disable=not progress))])
+        bar = tqdm(range(cfg.vae_steps), desc="VAE", disable=not progress)
+        for _ in bar:
+            clips = pool[torch.randint(len(pool), (cfg.vae_batch,), generator=g).numpy()]
+            if cfg.vae_crop < cfg.size:  # a random spatial crop (the VAE is convolutional): 4x cheaper steps
+                y0, x0 = (int(v) * 16 for v in torch.randint((cfg.size - cfg.vae_crop) // 16 + 1, (2,), generator=g))
+                clips = clips[:, :, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop]
+            x = _video_tensor(np.ascontiguousarray(clips))
+            mean, logvar = vae.encode_moments(x, chunks_per_batch=None)
+            z = mean + cfg.vae_noise * torch.randn(mean.shape, generator=g)
+            y = vae.decode(z, chunks_per_batch=None)
+            # objects are a few % of the pixels: weight the pixels that differ from the clip's background colour
+            bg = x[:, :, :, :1, :1]  # corners are always background in this world
+            weight = 1.0 + cfg.vae_fg_weight * ((x - bg).abs().amax(2, keepdim=True) > 0.1).float()
+            rec = ((y - x).abs() * weight).mean() + ((y - x).pow(2) * weight).mean()
+            kl = 0.5 * mean.pow(2).mean()  # keeps the latent scale near the flow's unit noise
+            spread = (logvar - 2 * math.log(cfg.vae_noise)).pow(2).mean()  # the posterior std the decoder trains with
+            loss = rec + cfg.vae_kl * kl + 1e-3 * spread
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(rec.item())
+            bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
+        vae.eval().requires_grad_(False)
+        k = max(1, len(losses) // 10)
+        summary["vae"] = {"rec_first": float(np.mean(losses[:k])), "rec_last": float(np.mean(losses[-k:])),
+                          "s": round(time.time() - t_start, 1)}
+        save_vae(vae, out, vae_cfg, dtype=torch.bfloat16)
+
+        # -- 2. encode the training set ------------------------------------------------------------------------
+        t1 = time.time()
+        encoders = TextEncoders.from_pretrained(out, device="cpu", llm_dtype=torch.float32,
+                                                clip_max_length=preset.clip.max_length)
+        specs = training_specs(cfg.train_prompts)
+        prompts = [grammar.to_prompt(s, grammar.LANGUAGES[i % 2]) for i, s in enumerate(specs)]
+        text = encoders.encode([p + preset.positive_suffix for p in prompts])
+        negative = encoders.encode([preset.negative_prompt])
+        latents, owner = [], []
+        bar = tqdm(range(0, len(specs)), desc="encode", disable=not progress)
+        for i in bar:
+            clips = np.stack([render(specs[i], 1000 + j, size=cfg.size, frames=cfg.frames)
+                              for j in range(cfg.seeds_per_prompt)])
+            mean, logvar = vae.encode_moments(_video_tensor(clips), chunks_per_batch=None)
+            latents.append(mean + cfg.vae_noise * torch.randn(mean.shape, generator=g))
+            owner += [i] * cfg.seeds_per_prompt
+        x1_all = torch.cat(latents)  # (N, 3, 8, 4, 4)
+        owner = torch.tensor(owner)
+        summary["latents"] = {"n": len(x1_all), "std": round(float(x1_all.std()), 3),
+                              "mean": round(float(x1_all.mean()), 3), "s": round(time.time() - t1, 1)}
+
+        # -- 3. DiT by flow matching ---------------------------------------------------------------------------
+        t2 = time.time()
+        dit_cfg = dataclasses.replace(preset.dit, in_channels=vae_cfg.z_channels, out_channels=vae_cfg.z_channels)
+        dit = StepVideoDiT(dit_cfg)
+        dit.init_weights(zero_out=True)
+        opt = torch.optim.AdamW(dit.parameters(), lr=cfg.dit_lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _cosine(i, cfg.dit_steps, warmup=50))
+        dit.train()
+        losses = []
+        bar = tqdm(range(cfg.dit_steps), desc="DiT", disable=not progress)
+        for _ in bar:
+            idx = torch.randint(len(x1_all), (cfg.dit_batch,), generator=g)
+            x1 = x1_all[idx]
+            emb_idx = owner[idx]
+            drop = torch.rand(cfg.dit_batch, generator=g) < cfg.cfg_dropout
+            cond = TextEmbeddings(text.llm_states[emb_idx], text.llm_mask[emb_idx], text.clip_states[emb_idx],
+                                  text.clip_mask[emb_idx])
+            neg = negative.expand(cfg.dit_batch)
+            llm_states = torch.where(drop[:, None, None], neg.llm_states, cond.llm_states)
+            llm_mask = torch.where(drop[:, None], neg.llm_mask, cond.llm_mask)
+            clip_states = torch.where(drop[:, None, None], neg.clip_states, cond.clip_states)
+            x0 = torch.randn(x1.shape, generator=g)
+            t = torch.rand(cfg.dit_batch, generator=g)
+            v = dit(interpolate(x0, x1, t), t, llm_states, llm_mask, clip_states)
+            loss = (v.float() - velocity_target(x0, x1)).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        dit.eval().requires_grad_(False)
+        k = max(1, len(losses) // 10)
+        summary["dit"] = {"loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),
+                          "s": round(time.time() - t2, 1)}
+        import shutil
+
+        shutil.rmtree(out / "transformer")  # the random 4-channel DiT's shards
+        save_dit(dit, out, dit_cfg, max_shard_bytes=4 * 1024**2, dtype=torch.float32)
+        summary["total_s"] = round(time.time() - t_start, 1)
+        index = json.loads((out / "model_index.json").read_text())
+        index["_stepvideo_world"] = {"world": "shapes", "recipe": summary["config"]}
+        (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+    if log:
+        log(json.dumps(summary))
+    return summary
