@@ -112,3 +112,12 @@ def test_run_and_qc_charts_have_axes_and_runs_overlay(live_server, page, artifac
     assert {a["id"]: a for a in qc["chart-position-bias"]["axes"]}["y"]["ticks"] >= 3  # one bar per annotator
     assert page.evaluate("() => document.querySelectorAll('[onchange],[onclick]').length") == 0
     page.screenshot(path=str(artifacts_dir / "qc-charts.png"), full_page=True)
+
+    # the leaderboard: strengths with their intervals on an Elo axis around 1000 (not from 0)
+    page.goto(f"{live_server.url}/research/leaderboard/")
+    page.wait_for_selector("figure[data-chart-ready='1']")
+    board = page.evaluate("""() => { const c = Chart.getChart(document.querySelector('#figure-chart-strengths canvas'));
+      return {min: c.scales.x.min, max: c.scales.x.max, title: c.scales.x.options.title.text,
+              labels: c.data.labels, ranges: c.data.datasets[0].data}; }""")
+    assert board["labels"] == ["dpo-r1", "base-v1"] and board["title"] == "Elo"
+    assert 0 < board["min"] < 1000 < board["max"] and all(lo <= hi for lo, hi in board["ranges"])

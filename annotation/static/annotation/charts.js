@@ -150,7 +150,7 @@
       ] },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false, indexAxis: "y",
-        scales: { x: axis(spec.value_label, { grace: "5%" }), y: axis("", { ticks: { color: FG } }) },
+        scales: { x: axis(spec.value_label, { grace: "5%", beginAtZero: false }), y: axis("", { ticks: { color: FG } }) },
         plugins: {
           legend: { labels: { color: FG } },
           videodpoReference: { value: spec.reference },
