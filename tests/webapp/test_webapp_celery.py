@@ -41,3 +41,25 @@ def test_round_trip_on_embedded_filesystem_transport(start_worker, child_env, tm
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"pong": "hello", "database": connection.settings_dict["NAME"]}
     assert os.listdir(tmp_path / "broker" / "queue") == []  # consumed
     worker.stop()
+
+
+def test_every_job_the_domain_sends_by_name_is_a_registered_task_routed_to_its_queue():
+    """annotation/services/dispatch.py names tasks it does not import: each name must exist in the worker's app, and
+    the routes (for jobs sent by hand) put training on ``train``, generation on ``gpu`` (the split chain's stages get
+    ``text``/``vae`` from the dispatcher) and exports on ``default``."""
+    from annotation.services import dispatch
+    from webapp.celery import app
+
+    app.loader.import_default_modules()  # what a worker imports at start (autodiscovery + CELERY_IMPORTS)
+    expected = {
+        dispatch.TASK_CANDIDATES_GENERATE: dispatch.QUEUE_GPU, dispatch.TASK_CANDIDATES_TEXT_ENCODE: dispatch.QUEUE_GPU,
+        dispatch.TASK_CANDIDATES_SAMPLE: dispatch.QUEUE_GPU, dispatch.TASK_CANDIDATES_DECODE: dispatch.QUEUE_GPU,
+        dispatch.TASK_DPO_RUN_EXECUTE: dispatch.QUEUE_TRAIN, dispatch.TASK_CHECKPOINT_AVERAGE: dispatch.QUEUE_TRAIN,
+        dispatch.TASK_EXPORT_RUN: dispatch.QUEUE_DEFAULT,
+    }
+    names = {v for k, v in vars(dispatch).items() if k.startswith("TASK_")}
+    assert names == set(expected)
+    for name, queue in expected.items():
+        assert name in app.tasks, name
+        route = app.amqp.router.route({}, name)
+        assert route["queue"].name == queue, (name, route["queue"].name)
