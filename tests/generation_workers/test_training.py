@@ -68,3 +68,26 @@ def test_torchrun_path_streams_metrics_live_and_stops_on_cancel(tiny_root, tmp_p
     run.refresh_from_db()
     assert run.progress_step == lines[-1]["step"] and outcome.last_checkpoint.name == f"step-{lines[-1]['step']}"
     assert json.loads((out / "run_status.json").read_text())["state"] == "stopped"
+
+
+@pytest.mark.django_db
+def test_the_run_trains_on_its_manifest_export_artifact(tmp_path, monkeypatch):
+    """The job runs the run's manifest export and hands the trainer a copy of exactly that artifact."""
+    import hashlib
+
+    from annotation.models import Export
+    from annotation.services.dpo_runs import dpo_run_create
+    from generation_workers.training import manifest_fetch
+    from tests.exports.factories import build_loop
+
+    monkeypatch.setattr("annotation.services.candidates.checkpoint_validate", lambda checkpoint: None)
+    loop = build_loop(n_prompts=2)
+    run = dpo_run_create(name="run", round_ids=[loop.gen_round.pk], init_checkpoint=loop.base, launch=False)
+    assert run.manifest_export.status == Export.Status.QUEUED
+    path = manifest_fetch(run=run, out_dir=tmp_path)
+    run.manifest_export.refresh_from_db()
+    assert run.manifest_export.status == Export.Status.DONE and run.manifest_export.row_count == run.pairs_count
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == run.manifest_export.content_hash
+    from dpo.data import read_manifest
+
+    assert len(read_manifest(path)) == run.pairs_count  # the trainer reads it (string pair ids from int64)
