@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="parameter counts per component (meta device) and the per-GPU memory plan")
     info.add_argument("--preset", required=True, choices=PRESET_NAMES)
     info.add_argument("--json", action="store_true", help="print {component: {params, keys: {name: shape}}} as JSON")
+    info.add_argument("--frames", type=int, help="video frames for the memory plan (default: the preset's)")
+    info.add_argument("--height", type=int, help="video height for the memory plan (default: the preset's)")
+    info.add_argument("--width", type=int, help="video width for the memory plan (default: the preset's)")
     tiny = sub.add_parser("make-tiny", help="write a complete tiny model root (random weights) in the official layout")
     tiny.add_argument("--out", required=True, help="output folder (the model root)")
     tiny.add_argument("--seed", type=int, default=0)
@@ -46,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_table(args.preset, data))
             print()
-            print(format_memory_plan(args.preset))
+            try:
+                plan = format_memory_plan(args.preset, num_frames=args.frames, height=args.height, width=args.width)
+            except ValueError as exc:  # a video size the VAE cannot encode
+                parser.error(str(exc))
+            print(plan)
         return 0
     if args.command == "encode-text":
         from model.pipeline import write_text_embedding_file
