@@ -62,3 +62,13 @@ def test_fp8_weight_only_dit_stays_close_to_bf16():
         quantize_dit_fp8(dit)
         out = dit(*args).float()
     assert (out - ref).norm() / ref.norm() < 0.1
+
+
+def test_cli_info_plans_another_video_size_and_refuses_a_bad_one(capsys):
+    from model.__main__ import main
+
+    assert main(["info", "--preset", "stepvideo-t2v", "--frames", "68", "--height", "544", "--width", "992"]) == 0
+    assert "68 frames at 544x992" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["info", "--preset", "stepvideo-t2v", "--frames", "20"])
+    assert "num_frames must be 1 or a multiple of 17" in capsys.readouterr().err
