@@ -29,7 +29,7 @@ from annotation.services.prompt_edits import category_by_slug, prompt_delete, pr
 from annotation.services.prompts import prompt_create, prompts_import
 
 ERR_STATS_FORBIDDEN = "You can only see your own statistics."
-ERR_LABEL_TARGET = "Each label names a candidate by 'position' (0-based, as shown) or by 'candidate' id."
+ERR_LABEL_TARGET = "Each label names its video by 'position' (0-based, in the order shown)."
 ERR_IMPORT_ITEM = "Item {index}: expected an object or a string."
 
 
@@ -105,8 +105,8 @@ class JudgmentSubmitApi(APIView):
                 tag = serializers.CharField(max_length=64)
                 time_s = serializers.FloatField(required=False, allow_null=True, min_value=0)
 
-            position = serializers.IntegerField(required=False, min_value=0)
-            candidate = serializers.IntegerField(required=False)
+            # the shown position only: annotators never see nor send candidate ids (blind evaluation)
+            position = serializers.IntegerField(required=False, min_value=0, max_value=1000)
             label = serializers.CharField(required=False, default=CandidateLabel.Label.NEUTRAL, max_length=32)
             rank = serializers.IntegerField(required=False, allow_null=True, min_value=1)
             playback_coverage = serializers.FloatField(required=False, default=0.0, min_value=0, max_value=1)
@@ -125,10 +125,10 @@ class JudgmentSubmitApi(APIView):
         d = data.validated_data
         labels = []
         for lab in d["labels"]:
-            if ("position" in lab) == ("candidate" in lab):
+            if "position" not in lab:
                 raise ApplicationError(ERR_LABEL_TARGET)
             labels.append(
-                LabelInput(candidate_id=lab.get("candidate"), position=lab.get("position"), label=lab["label"],
+                LabelInput(position=lab["position"], label=lab["label"],
                            rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
                            flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
             )
@@ -151,8 +151,11 @@ class JudgmentListApi(APIView):
         annotator = serializers.IntegerField(required=False)
 
     class OutputSerializer(serializers.Serializer):
+        """``group`` and each label's ``candidate`` id: for reviewers and researchers only (an annotator's own list
+        names videos by shown position: ids follow creation order, which would break blind evaluation)."""
+
         class LabelSerializer(serializers.Serializer):
-            candidate = serializers.IntegerField(source="candidate_id")
+            candidate = serializers.IntegerField(source="candidate_id", required=False)
             label = serializers.CharField()
             rank = serializers.IntegerField(allow_null=True)
             shown_position = serializers.IntegerField()
@@ -163,7 +166,7 @@ class JudgmentListApi(APIView):
                 return [{"tag": f.tag.slug, "time_s": f.time_s} for f in obj.flaws.all()]
 
         id = serializers.IntegerField()
-        group = serializers.IntegerField(source="group_id")
+        group = serializers.IntegerField(source="group_id", required=False)
         annotator = serializers.IntegerField(source="annotator_id")
         outcome = serializers.CharField()
         skip_reason = serializers.CharField()
@@ -177,7 +180,20 @@ class JudgmentListApi(APIView):
         filters.is_valid(raise_exception=True)
         f = filters.validated_data
         qs = judgment_list(user=request.user, round_id=f.get("round"), annotator_id=f.get("annotator"))
-        return IdCursorPagination.respond(self, qs, self.OutputSerializer)
+        blind = not permissions.is_reviewer(request.user)
+        return IdCursorPagination.respond(self, qs, self.BlindOutputSerializer if blind else self.OutputSerializer)
+
+
+class _BlindLabelSerializer(JudgmentListApi.OutputSerializer.LabelSerializer):
+    candidate = None
+
+
+class _BlindJudgmentSerializer(JudgmentListApi.OutputSerializer):
+    group = None
+    labels = _BlindLabelSerializer(many=True)
+
+
+JudgmentListApi.BlindOutputSerializer = _BlindJudgmentSerializer
 
 
 class PairListApi(APIView):

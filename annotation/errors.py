@@ -98,3 +98,9 @@ def flash_result(request: HttpRequest, action, *, success: str):
         return None
     messages.success(request, success.format(result))
     return result
+
+
+def is_int(text: str) -> bool:
+    """Whether ``text`` is a non-negative integer that ``int()`` and a bigint column take: decimal digits only
+    (``str.isdigit`` also accepts "²", on which ``int`` fails) and at most 18 of them."""
+    return isinstance(text, str) and text.isdecimal() and len(text) <= 18

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from annotation.errors import ApplicationError
 
-RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE_RE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # longer numbers: not a range (served whole)
 CHUNK = 256 * 1024
 
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import charts, permissions, storage
-from annotation.errors import ApplicationError, error_messages, html_errors
+from annotation.errors import ApplicationError, error_messages, html_errors, is_int
 from annotation.media import ERR_NO_OBJECT, MediaLinkError, media_target, ranged_file_response
 from annotation.models import CandidateGroup, CandidateLabel, ReviewItem, Round
 from annotation.permissions import ERR_NOT_ANNOTATOR, annotator_required, reviewer_required
@@ -111,15 +111,21 @@ def _float(value: str | None, name: str) -> float | None:
         raise JudgmentError(ERR_BAD_FORM.format(detail=f"{name}={value!r}")) from exc
 
 
+def _time_spent(value: str) -> int:
+    if not is_int(value or "0"):
+        raise JudgmentError(ERR_BAD_FORM.format(detail=f"time_spent_ms={value[:20]!r}"))
+    return int(value or "0")
+
+
 def _labels_from_form(post) -> list[LabelInput]:
     positions = sorted(
-        {int(k.split("_")[1]) for k in post if k.startswith(("label_", "rank_", "coverage_")) and k.split("_")[1].isdigit()}
+        {int(k.split("_")[1]) for k in post if k.startswith(("label_", "rank_", "coverage_")) and is_int(k.split("_")[1])}
     )
     labels = []
     for pos in positions:
         time_s = _float(post.get(f"flaw_time_{pos}"), "flaw time")  # one time for the video (older form)
         rank = post.get(f"rank_{pos}") or None
-        if rank is not None and not rank.isdigit():
+        if rank is not None and not is_int(rank):
             raise JudgmentError(ERR_BAD_FORM.format(detail=f"rank={rank!r}"))
         labels.append(
             LabelInput(
@@ -144,7 +150,7 @@ def annotate_submit(request: HttpRequest) -> HttpResponse:
     """Store the answer, then show the next group (htmx swaps it in; no full page reload)."""
     post = request.POST
     assignment_id = post.get("assignment", "")
-    if not assignment_id.isdigit():
+    if not is_int(assignment_id):
         raise JudgmentError(ERR_BAD_FORM.format(detail="assignment"))
     time_spent = post.get("time_spent_ms", "0")
     judgment_submit(
@@ -153,7 +159,7 @@ def annotate_submit(request: HttpRequest) -> HttpResponse:
         outcome=post.get("outcome", "labelled"),
         labels=_labels_from_form(post),
         skip_reason=(post.get("skip_reason", "") + (": " + post["skip_note"] if post.get("skip_note") else "")),
-        time_spent_ms=int(time_spent) if time_spent.isdigit() else 0,
+        time_spent_ms=_time_spent(time_spent),
     )
     if not request.htmx:
         return HttpResponseRedirect(reverse("annotate"))
@@ -213,7 +219,7 @@ def _qc_charts(report: dict) -> dict:
 def qc(request: HttpRequest) -> HttpResponse:
     rounds = list(Round.objects.order_by("-created_at").only("id", "name")[:50])
     selected = None
-    if request.GET.get("round", "").isdigit():
+    if is_int(request.GET.get("round", "")):
         selected = Round.objects.filter(pk=int(request.GET["round"])).first()
     selected = selected or (rounds[0] if rounds else None)
     report = round_quality(round=selected) if selected else None
@@ -249,7 +255,7 @@ def _review_context(item: ReviewItem) -> dict:
 
 
 def _decisions(post, value: str) -> list[int]:
-    return [int(k.split("_")[1]) for k, v in post.items() if k.startswith("decision_") and k[9:].isdigit() and v == value]
+    return [int(k.split("_")[1]) for k, v in post.items() if k.startswith("decision_") and is_int(k[9:]) and v == value]
 
 
 @reviewer_required

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import charts
-from annotation.errors import error_messages
+from annotation.errors import error_messages, is_int
 from annotation.leaderboard import leaderboard
 from annotation.models import Export, PreferencePair
 from annotation.permissions import researcher_required
@@ -51,6 +51,7 @@ def export_create_view(request: HttpRequest) -> HttpResponse:
         "source": data.getlist("source"),
         "date_from": data.get("date_from") or None,
         "date_to": data.get("date_to") or None,
+        "include_evaluation": data.get("include_evaluation") or None,  # evaluation rounds only when asked
     }
     try:
         export = export_create(format=data.get("format", ""), filter=flt, actor=request.user)
@@ -101,7 +102,7 @@ def _int_list(values) -> list[int]:
     out = []
     for v in values:
         for part in str(v).split(","):
-            if part.strip().isdigit():
+            if is_int(part.strip()):
                 out.append(int(part))
     return out
 

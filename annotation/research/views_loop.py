@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import charts
-from annotation.errors import ApplicationError, error_messages, flash_result
+from annotation.errors import ApplicationError, error_messages, flash_result, is_int
 from annotation.models import Checkpoint, Round
 from annotation.permissions import researcher_required
 from annotation.selectors.candidates import candidate_list_for_round, round_generation_progress
@@ -140,7 +140,10 @@ def _action_view(action, *, success: str, back: str):
     @researcher_required
     @require_POST
     def view(request: HttpRequest, **kwargs) -> HttpResponse:
-        flash_result(request, lambda: action(request, **kwargs), success=success)
+        try:
+            flash_result(request, lambda: action(request, **kwargs), success=success)
+        except ObjectDoesNotExist:  # no such round / run: 404, not a 500
+            raise Http404("No such object.") from None
         return redirect(back, **kwargs)
 
     return view
@@ -166,6 +169,8 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
             reference = (get_object_or_404(Checkpoint, id=int(form["reference_checkpoint"]))
                          if form.get("reference_checkpoint") else None)
             overrides = json.loads(form.get("config_overrides") or "{}")
+            if not isinstance(overrides, dict):
+                raise ValueError("config overrides must be a JSON object, e.g. {\"lr\": 1e-5}")
             run = dpo_run_create(
                 name=form.get("name", "").strip(), round_ids=[int(r) for r in form.getlist("rounds")], init_checkpoint=init,
                 reference_checkpoint=reference,
@@ -187,7 +192,7 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
 def _compared_runs(request: HttpRequest, run_id: int, others: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """The runs named by ``?compare=<id>`` (repeatable, or comma-separated) that exist, in the order given."""
     names = dict(others)
-    wanted = [int(p) for v in request.GET.getlist("compare") for p in v.split(",") if p.strip().isdigit()]
+    wanted = [int(p) for v in request.GET.getlist("compare") for p in v.split(",") if is_int(p.strip())]
     return [(i, names[i]) for i in dict.fromkeys(wanted) if i in names and i != run_id][:MAX_COMPARED_RUNS]
 
 
@@ -248,7 +253,7 @@ def checkpoint_evaluate(request: HttpRequest, checkpoint_id: int) -> HttpRespons
     round = flash_result(
         request, lambda: evaluation_round_create(
             checkpoint=checkpoint, name=request.POST.get("name") or f"eval-{checkpoint.name}",
-            seeds_per_prompt=int(seeds) if seeds.isdigit() else 0, actor=request.user),
+            seeds_per_prompt=int(seeds) if is_int(seeds) else 0, actor=request.user),
         success="Evaluation round {.name} launched (same initial noise for both checkpoints).")
     if round is None:
         return redirect("research-checkpoint-detail", checkpoint_id=checkpoint_id)
@@ -259,7 +264,7 @@ def checkpoint_evaluate(request: HttpRequest, checkpoint_id: int) -> HttpRespons
 @require_POST
 def checkpoint_average(request: HttpRequest) -> HttpResponse:
     flash_result(request, lambda: checkpoint_average_create(
-        checkpoint_ids=[int(i) for i in request.POST.getlist("checkpoints") if i.isdigit()],
+        checkpoint_ids=[int(i) for i in request.POST.getlist("checkpoints") if is_int(i)],
         name=request.POST.get("name", "").strip(), actor=request.user),
         success="Averaging queued; the new checkpoint appears here when it is done.")
     return redirect("research-home")

@@ -20,6 +20,7 @@ none of its candidates is pending.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -35,6 +36,8 @@ from annotation.services import dispatch
 from annotation.services.round_states import round_transition_apply
 from model import layout
 from model.presets import PRESET_NAMES, get_preset  # torch-free (model.config only)
+
+_rng = random.SystemRandom()
 
 # -- messages (reused by tests) ---------------------------------------------------------------------------------------
 ERR_UNKNOWN_PRESET = "Unknown model preset {preset!r}; expected one of: {names}."
@@ -222,6 +225,9 @@ def round_generation_enqueue(*, round_id: int, prompt_ids: Iterable[int] | None 
             for ckpt in checkpoints for seed in seeds if (ckpt.id, seed) not in existing
         ]
         if missing:
+            # ids in random order: creation order must not tell policy from reference (or seeds apart) to anyone
+            # who sees ids (blind evaluation)
+            _rng.shuffle(missing)
             Candidate.objects.bulk_create(missing, ignore_conflicts=True)  # unique (group, checkpoint, seed)
             if group.status != CandidateGroup.Status.GENERATING and group.judgments_count == 0 and group.active_reservations == 0:
                 group.status = CandidateGroup.Status.GENERATING

@@ -30,8 +30,11 @@ ERR_RESERVATION_EXPIRED = "Your reservation of this group expired; its slot went
 ERR_UNKNOWN_OUTCOME = "Unknown answer {value!r}: expected one of labelled, all_good, all_bad, skipped."
 ERR_UNKNOWN_LABEL = "Unknown label {value!r}: expected preferred, non_preferred or neutral."
 ERR_UNKNOWN_FLAW_TAG = "Unknown flaw tag {value!r}."
-ERR_CANDIDATE_NOT_IN_ASSIGNMENT = "Candidate {value} is not part of this group."
-ERR_DUPLICATE_CANDIDATE = "Candidate {value} is labelled twice."
+# Errors name shown positions (1-based, as on the page), never a candidate id: an id would tell the annotator which
+# candidate is which (ids follow creation order) and so break blind evaluation.
+ERR_CANDIDATE_NOT_IN_ASSIGNMENT = "There is no video {value} in this group."
+ERR_DUPLICATE_CANDIDATE = "Video {value} is labelled twice."
+ERR_UNKNOWN_CANDIDATE = "A label names a video that is not in this group."
 ERR_SKIP_REASON_REQUIRED = "Give a reason to skip this group."
 ERR_CONTRADICTORY_LABELS = "Contradictory answer: {detail}."
 ERR_NOTHING_IMPLIED = (
@@ -77,13 +80,18 @@ class LabelInput:
     position: int | None = None
 
 
+def _shown_number(pos) -> str:
+    """A position as the page numbers it (1-based); anything else as given, shortened."""
+    return str(pos + 1) if isinstance(pos, int) and 0 <= pos < 10**6 else repr(pos)[:20]
+
+
 def _resolve_positions(*, assignment: Assignment, labels: list[LabelInput]) -> list[LabelInput]:
     out = []
     for lab in labels:
         if lab.candidate_id is None:
             pos = lab.position
             if pos is None or not 0 <= pos < len(assignment.shown_order):
-                raise JudgmentError(ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value=f"at position {pos}"))
+                raise JudgmentError(ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value=_shown_number(pos)))
             lab = replace(lab, candidate_id=assignment.shown_order[pos])
         out.append(lab)
     return out
@@ -103,9 +111,9 @@ def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput],
     slugs: set[str] = set()
     for lab in labels:
         if lab.candidate_id not in shown:
-            raise JudgmentError(ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value=lab.candidate_id))
+            raise JudgmentError(ERR_UNKNOWN_CANDIDATE)
         if lab.candidate_id in seen:
-            raise JudgmentError(ERR_DUPLICATE_CANDIDATE.format(value=lab.candidate_id))
+            raise JudgmentError(ERR_DUPLICATE_CANDIDATE.format(value=assignment.shown_order.index(lab.candidate_id) + 1))
         seen.add(lab.candidate_id)
         if lab.label not in CandidateLabel.Label.values:
             raise JudgmentError(ERR_UNKNOWN_LABEL.format(value=lab.label))

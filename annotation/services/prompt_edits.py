@@ -12,6 +12,7 @@ from annotation.models import CandidateGroup, Category, Prompt, PromptSet
 from annotation.services.prompts import ERR_EMPTY, ERR_TOO_LONG, ERR_UNKNOWN_CATEGORY, prompt_hash
 
 ERR_NUL = "prompt text contains a NUL character"
+ERR_PROMPT_SET_NAME = "prompt set names have at most {max} characters and no NUL"
 ERR_PROMPT_DUPLICATE = "This prompt already exists (prompt {id})."
 ERR_PROMPT_IN_USE = "Prompt {id} has candidate groups; retire it (is_active=false) instead of deleting it."
 
@@ -31,7 +32,12 @@ def category_by_slug(slug: str | None) -> Category | None:
 
 def prompt_set_by_name(name: str | None) -> PromptSet | None:
     """The prompt set called ``name``, created when new; None for no name."""
-    return PromptSet.objects.get_or_create(name=name)[0] if name else None
+    if not name:
+        return None
+    limit = PromptSet._meta.get_field("name").max_length
+    if len(name) > limit or "\x00" in name:
+        raise PromptError(ERR_PROMPT_SET_NAME.format(max=limit))
+    return PromptSet.objects.get_or_create(name=name)[0]
 
 
 @transaction.atomic

@@ -27,6 +27,8 @@ ERR_BAD_JSON = "not a JSON object: {error}"
 ERR_NOT_UTF8 = "the file is not UTF-8 text"
 ERR_UNKNOWN_FORMAT = "unknown import format {value!r} (expected csv, jsonl or txt)"
 ERR_NO_TEXT_COLUMN = "CSV header has no 'text' (or 'prompt') column"
+ERR_NUL = "the file contains a NUL character"
+ERR_BAD_CSV = "unreadable CSV: {error}"
 ERR_DUPLICATE_IN_FILE = "duplicate of line {line} in this file"
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -83,6 +85,8 @@ def _rows_from_file(data: bytes, fmt: str) -> tuple[list[ImportRow], list[dict]]
         return [], [{"line": text_line_of_offset(data, exc.start), "error": ERR_NOT_UTF8}]
     rows: list[ImportRow] = []
     errors: list[dict] = []
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL
+        return [], [{"line": text.count("\n", 0, text.index("\x00")) + 1, "error": ERR_NUL}]
     if fmt == "txt":
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
@@ -104,9 +108,12 @@ def _rows_from_file(data: bytes, fmt: str) -> tuple[list[ImportRow], list[dict]]
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
         if "text" not in fields and "prompt" not in fields:
             return [], [{"line": 1, "error": ERR_NO_TEXT_COLUMN}]
-        for record in reader:
-            obj = {(k or "").strip().lower(): (v or "") for k, v in record.items()}
-            rows.append(_row_from_mapping(reader.line_num, obj))
+        try:
+            for record in reader:
+                obj = {(k or "").strip().lower(): (v or "") for k, v in record.items()}
+                rows.append(_row_from_mapping(reader.line_num, obj))
+        except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
+            errors.append({"line": reader.line_num, "error": ERR_BAD_CSV.format(error=exc)})
     else:
         raise ValueError(ERR_UNKNOWN_FORMAT.format(value=fmt))
     return rows, errors
@@ -153,6 +160,8 @@ def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None
         category_key = (row.category or default_category).strip()
         if not row.text:
             error = ERR_EMPTY
+        elif "\x00" in row.text or any("\x00" in t for t in row.tags) or "\x00" in (row.category or ""):
+            error = ERR_NUL  # PostgreSQL text cannot hold NUL (a JSON "\u0000" decodes to one)
         elif len(row.text) > max_chars:
             error = ERR_TOO_LONG.format(max=max_chars, n=len(row.text))
         elif category_key and category_key.casefold() not in categories and category_key not in categories:

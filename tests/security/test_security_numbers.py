@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 
 def reserve():
-    group = group_with_candidates(k=2, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
+    group_with_candidates(k=2, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
     user = annotator()
     return user, assignment_reserve_next(annotator=user)
 

@@ -154,6 +154,12 @@ REST_FRAMEWORK = {
         "annotation.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # DRF's parsers, with JSON nesting bounded (a 5,000-deep body was a RecursionError, a 500)
+    "DEFAULT_PARSER_CLASSES": [
+        "annotation.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("VIDEODPO_THROTTLE_AUTH", default="10/min"),  # token obtain: per client address

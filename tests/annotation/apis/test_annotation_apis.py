@@ -50,7 +50,7 @@ def test_next_and_submit_over_the_api_with_token_auth(django_assert_max_num_quer
 
 
 @pytest.mark.parametrize("labels, outcome, message", [
-    ([{"position": 9, "label": "preferred"}], "labelled", J.ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value="at position 9")),
+    ([{"position": 9, "label": "preferred"}], "labelled", J.ERR_CANDIDATE_NOT_IN_ASSIGNMENT.format(value=10)),
     ([{"position": 0, "label": "meh"}], "labelled", J.ERR_UNKNOWN_LABEL.format(value="meh")),
     ([{"position": 0, "label": "preferred", "flaws": [{"tag": "bogus"}]}, {"position": 1, "label": "non_preferred"}],
      "labelled", J.ERR_UNKNOWN_FLAW_TAG.format(value="bogus")),
