@@ -124,6 +124,8 @@ class DPORunCreateApi(_ResearcherApi):
         min_agreement = serializers.FloatField(min_value=0, max_value=1, required=False, default=0.0)
         min_annotators = serializers.IntegerField(min_value=1, required=False, default=1)
         weighting = serializers.ChoiceField(choices=["agreement", "uniform"], required=False, default="agreement")
+        include_evaluation = serializers.BooleanField(required=False, default=False,
+                                                      help_text="train on evaluation rounds too (leaks held-out data)")
 
         class Meta:
             ref_name = "LoopDPORunCreateInput"
@@ -138,7 +140,7 @@ class DPORunCreateApi(_ResearcherApi):
             reference_checkpoint=_checkpoint(d["reference_checkpoint"]) if d.get("reference_checkpoint") else None,
             config_preset=d["config_preset"], config_overrides=d["config_overrides"], use_lora=d["use_lora"],
             min_agreement=d["min_agreement"], min_annotators=d["min_annotators"], weighting=d["weighting"],
-            actor=request.user,
+            actor=request.user, include_evaluation=d["include_evaluation"],
         )
         return Response(dpo_run_status(run_id=run.pk), status=status.HTTP_201_CREATED)
 

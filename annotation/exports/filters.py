@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from annotation.models import Export, PreferencePair, Round
 
 ERR_UNKNOWN_KEYS = ("Unknown filter field(s): {keys}. Allowed: rounds, min_agreement, min_annotators, source, date_from, "
-                    "date_to, weighting.")
+                    "date_to, weighting, include_evaluation.")
 ERR_ROUNDS = "rounds must be a list of round ids (integers)."
 ERR_UNKNOWN_ROUNDS = "Unknown round id(s): {ids}."
 ERR_MIN_AGREEMENT = "min_agreement must be a number between 0 and 1."
@@ -24,7 +24,12 @@ ERR_NOT_FOR_RAW = "{name} applies to preference pairs, not to raw judgments: rem
 WEIGHTINGS = ("stored", "agreement", "uniform")
 ERR_WEIGHTING = "weighting must be one of: " + ", ".join(WEIGHTINGS) + "."
 
-ALLOWED_KEYS = ("rounds", "min_agreement", "min_annotators", "source", "date_from", "date_to", "weighting")
+ALLOWED_KEYS = ("rounds", "min_agreement", "min_annotators", "source", "date_from", "date_to", "weighting",
+                "include_evaluation")
+# Evaluation rounds (held-out prompts, policy vs reference) measure the model: their pairs stay out of an export that
+# does not name its rounds unless the filter says include_evaluation (naming an evaluation round includes it).
+WARN_EVALUATION = ("Includes evaluation rounds: their prompts are held out to measure the model, and training on them "
+                   "leaks the evaluation into the model.")
 
 
 class ExportFilterError(ValueError):
@@ -40,12 +45,13 @@ class ExportFilter:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     weighting: str | None = None  # None: "stored"
+    include_evaluation: bool = False  # stored only when True (older filters keep their JSON)
 
     def as_json(self) -> dict:
         """Canonical JSON: only the fields that are set, dates as ISO strings, lists sorted."""
         out = {}
         for key, value in asdict(self).items():
-            if value in (None, [], ""):
+            if value is False or value in (None, [], ""):  # not "in (False,)": 0.0 == False
                 continue
             out[key] = value.isoformat() if isinstance(value, dt.date) else value
         return out
@@ -64,7 +70,9 @@ class ExportFilter:
             parts.append(f"dates {self.date_from or '...'} to {self.date_to or '...'}")
         if self.weighting:
             parts.append(f"weight = {self.weighting}")
-        return "; ".join(parts) or "everything"
+        if self.include_evaluation:
+            parts.append("with evaluation rounds")
+        return "; ".join(parts) or "everything except evaluation rounds"
 
 
 def _as_list(value) -> list:
@@ -138,4 +146,5 @@ def filter_parse(data: dict | None, *, format: str | None = None) -> ExportFilte
         for name, value in (("min_agreement", min_agreement), ("source", source), ("weighting", weighting)):
             if value not in (None, []):
                 raise ExportFilterError(ERR_NOT_FOR_RAW.format(name=name))
-    return ExportFilter(rounds, min_agreement, min_annotators, source, date_from, date_to, weighting)
+    include_evaluation = str(data.get("include_evaluation", "")).strip().lower() in ("1", "true", "on", "yes")
+    return ExportFilter(rounds, min_agreement, min_annotators, source, date_from, date_to, weighting, include_evaluation)

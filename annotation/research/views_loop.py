@@ -177,7 +177,7 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
                 config_preset=form.get("config_preset", "tiny-cpu"), config_overrides=overrides,
                 use_lora=bool(form.get("use_lora")), min_agreement=float(form.get("min_agreement") or 0),
                 min_annotators=int(form.get("min_annotators") or 1), weighting=form.get("weighting", "agreement"),
-                actor=request.user,
+                actor=request.user, include_evaluation=bool(form.get("include_evaluation")),
             )
         except (ApplicationError, ValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
             errors = _form_errors(exc)
@@ -185,7 +185,9 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"DPO run {run.name} queued.")
             return redirect("research-dpo-run-detail", run_id=run.id)
     context = {"checkpoints": checkpoint_list(), "presets": CONFIG_PRESETS, "errors": errors, "form": form,
-               "rounds": rounds_with_pairs()}
+               "rounds": rounds_with_pairs(),  # the form keeps every choice after a refusal (issue 18)
+               "weightings": [("agreement", "by agreement"), ("uniform", "uniform"), ("stored", "stored weight")],
+               "selected_rounds": form.getlist("rounds") if form else [request.GET.get("round", "")]}
     return render(request, "research/dpo_run_new.html", context)
 
 

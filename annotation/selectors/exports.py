@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from annotation.exports.filters import ExportFilter
-from annotation.models import AnnotatorProfile, Export, FlawMark, Judgment, PreferencePair
+from annotation.models import AnnotatorProfile, Export, FlawMark, Judgment, PreferencePair, Round
 from annotation.services.accounts import pseudonym_for
 
 # The text the group's annotators saw: its own copy when the prompt was edited since, else the prompt's text.
@@ -103,6 +103,8 @@ def pair_queryset_for_export(*, flt: ExportFilter, format: str) -> QuerySet[Pref
     qs = PreferencePair.objects.filter(_date_q(flt, "created_at"))
     if flt.rounds:
         qs = qs.filter(round_id__in=flt.rounds)
+    elif not flt.include_evaluation:  # evaluation rounds stay out unless named or explicitly included
+        qs = qs.exclude(round__kind=Round.Kind.EVALUATION)
     if flt.min_agreement is not None:
         qs = qs.filter(agreement__gte=flt.min_agreement)
     if flt.min_annotators is not None:
@@ -119,6 +121,8 @@ def judgment_queryset_for_export(*, flt: ExportFilter) -> QuerySet[Judgment]:
     qs = Judgment.objects.filter(_date_q(flt, "created_at"))
     if flt.rounds:
         qs = qs.filter(group__round_id__in=flt.rounds)
+    elif not flt.include_evaluation:
+        qs = qs.exclude(group__round__kind=Round.Kind.EVALUATION)
     if flt.min_annotators is not None:
         qs = qs.filter(group__judgments_count__gte=flt.min_annotators)
     return qs

@@ -26,6 +26,8 @@ from dpo.config import FlowDPOConfig  # torch-free validation of every field (un
 ERR_NO_PAIRS = "No usable preference pairs: rounds {rounds}, min agreement {min_agreement}, min annotators {min_annotators}."
 ERR_RUN_NOT_CANCELLABLE = "DPO run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NAME_TAKEN = "A DPO run named {name!r} already exists."
+ERR_EVALUATION_ROUNDS = ("{names}: evaluation round(s), on held-out prompts to measure the model; training on them leaks "
+                         "the evaluation into the model. Leave them out, or include them explicitly (include_evaluation).")
 ERR_REFERENCE_WITH_ADAPTERS_OFF = (
     "With LoRA and reference_mode 'lora_adapters_off' the reference is the starting checkpoint itself: leave the "
     "reference empty or set reference_mode 'frozen_copy' (or 'cached') in the config overrides."
@@ -65,12 +67,17 @@ def training_filter(*, round_ids: list[int], min_agreement: float = 0.0, min_ann
 def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoint,
                    reference_checkpoint: Checkpoint | None = None, config_preset: str = "tiny-cpu",
                    config_overrides: dict | None = None, use_lora: bool = False, min_agreement: float = 0.0,
-                   min_annotators: int = 1, weighting: str = "agreement", actor=None, launch: bool = True) -> DPORun:
+                   min_annotators: int = 1, weighting: str = "agreement", actor=None, launch: bool = True,
+                   include_evaluation: bool = False) -> DPORun:
     """Validate the selection (usable pairs exist, checkpoints are loadable), create the run with its manifest export
     and queue the run on commit. Pairs without both latents or the text embedding are left out, as in every manifest
-    export (``pair_filter["left_out"]`` counts them)."""
+    export (``pair_filter["left_out"]`` counts them). Evaluation rounds (held-out prompts) are refused unless
+    ``include_evaluation``: training on them leaks the evaluation into the model."""
     if DPORun.objects.filter(name=name).exists():
         raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
+    evaluation = list(Round.objects.filter(id__in=round_ids, kind=Round.Kind.EVALUATION).values_list("name", flat=True))
+    if evaluation and not include_evaluation:
+        raise ValidationError({"round_ids": ERR_EVALUATION_ROUNDS.format(names=", ".join(sorted(evaluation)))})
     if config_preset not in CONFIG_PRESETS:
         raise ValidationError({"config_preset": f"Unknown trainer preset {config_preset!r}: one of {', '.join(CONFIG_PRESETS)}."})
     config = {**CONFIG_PRESETS[config_preset], **(config_overrides or {})}
@@ -102,7 +109,8 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     run = DPORun.objects.create(
         name=name, init_checkpoint=init_checkpoint, reference_checkpoint=reference_checkpoint, created_by=actor,
         pair_filter={"round_ids": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
-                     "weighting": weighting, "config_preset": config_preset, "left_out": left_out},
+                     "weighting": weighting, "config_preset": config_preset, "left_out": left_out,
+                     **({"include_evaluation": True} if evaluation else {})},
         pairs_count=count, config=config, progress_total=int(config.get("max_steps") or 0), manifest_export=manifest,
     )
     run.data_rounds.set(round_ids)

@@ -22,7 +22,8 @@ N_LABEL_ROWS = 4 * 3 * 3 + 4 * 3 * 2 + 1  # gen: 3 judgments x 3 candidates; eva
 
 
 def run(format: str, filter: dict | None = None, actor=None, chunk_size: int = 20_000) -> tuple[Export, bytes]:
-    export = export_create(format=format, filter=filter or {}, actor=actor, enqueue=False)
+    # by default every pair, evaluation rounds included (a default export leaves them out: test_evaluation_kept_out)
+    export = export_create(format=format, filter=filter or {"include_evaluation": True}, actor=actor, enqueue=False)
     export = export_run(export_id=export.pk, chunk_size=chunk_size)
     assert export.status == Export.Status.DONE, export.error
     return export, storage.object_read(key=export_artifact_key(export=export))

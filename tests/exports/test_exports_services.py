@@ -73,14 +73,16 @@ def test_filters_select_the_right_pairs(loop):
     assert create_run(filter={"rounds": str(loop.gen_round.pk)}).row_count == 10
     expected = PreferencePair.objects.filter(agreement__gte=0.6).count()
     assert 0 < expected < 14
-    assert create_run(filter={"min_agreement": 0.6}).row_count == expected
-    assert create_run(filter={"min_annotators": 3}).row_count == 14
+    every = {"include_evaluation": True}  # evaluation rounds too (left out unless included or named)
+    assert create_run(filter={"min_agreement": 0.6, **every}).row_count == expected
+    assert create_run(filter={"min_annotators": 3, **every}).row_count == 14
+    assert create_run(filter={"min_annotators": 3}).row_count == 10
     PreferencePair.objects.filter(round=loop.eval_round).update(source=PreferencePair.Source.MODEL)
-    assert create_run(filter={"source": ["model"]}).row_count == 4
+    assert create_run(filter={"source": ["model"], **every}).row_count == 4
     old = timezone.now() - dt.timedelta(days=10)
     PreferencePair.objects.filter(round=loop.eval_round).update(created_at=old)
     day = old.date().isoformat()
-    assert create_run(filter={"date_from": day, "date_to": day}).row_count == 4
+    assert create_run(filter={"date_from": day, "date_to": day, **every}).row_count == 4
     assert create_run(filter={"date_from": (old.date() + dt.timedelta(days=1)).isoformat()}).row_count == 10
     raw = create_run("raw", filter={"rounds": [loop.eval_round.pk]})
     assert raw.row_count == 4 * 3 * 2 and raw.datasheet["annotators"] == 3

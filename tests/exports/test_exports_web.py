@@ -109,7 +109,7 @@ def test_worker_runs_export_to_s3(s3_storage, start_worker):
 
     loop = build_loop(n_prompts=2)
     start_worker(queues="default")
-    export = export_create(format="pickapic", filter={}, actor=loop.researcher)
+    export = export_create(format="pickapic", filter={"include_evaluation": True}, actor=loop.researcher)
     deadline = time.monotonic() + 120  # generous: the worker's first task imports pyarrow and boto3 on a busy machine
     while time.monotonic() < deadline:
         export.refresh_from_db()

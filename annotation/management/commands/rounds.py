@@ -85,6 +85,8 @@ class Command(BaseCommand):
         train.add_argument("--overrides", default="{}", help="JSON object of trainer settings")
         train.add_argument("--min-agreement", type=float, default=0.0)
         train.add_argument("--min-annotators", type=int, default=1)
+        train.add_argument("--include-evaluation", action="store_true",
+                           help="train on evaluation rounds too (their held-out prompts then measure nothing)")
         sub.add_parser("runs")
         for name in ("run-status", "run-cancel"):
             sub.add_parser(name).add_argument("id", type=int)
@@ -164,7 +166,7 @@ class Command(BaseCommand):
             name=o["name"], round_ids=_ids(o["rounds"]), init_checkpoint=Checkpoint.objects.get(pk=o["checkpoint"]),
             reference_checkpoint=Checkpoint.objects.get(pk=o["reference"]) if o["reference"] else None,
             config_preset=o["preset"], config_overrides=overrides, min_agreement=o["min_agreement"],
-            min_annotators=o["min_annotators"], actor=actor)
+            min_annotators=o["min_annotators"], actor=actor, include_evaluation=o["include_evaluation"])
         return dpo_run_status(run_id=run.pk)
 
     def do_runs(self, o, actor):
