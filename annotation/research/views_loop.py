@@ -34,7 +34,7 @@ from annotation.selectors.research import (
 from annotation.services.candidates import candidates_retry_failed, round_generation_cancel
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
-from annotation.services.prompts import prompts_import
+from annotation.services.prompts import import_size_check, prompts_import
 from annotation.services.rounds import prompts_select, round_create
 
 ERR_INVALID_VALUE = "Invalid value: {detail}"
@@ -65,6 +65,7 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
         else:
             fmt = request.POST.get("format") or upload.name.rsplit(".", 1)[-1].lower()
             try:
+                import_size_check(upload.size)  # before reading it into memory
                 report = prompts_import(data=upload.read(), fmt=fmt, default_category=request.POST.get("category", ""),
                                         dry_run=bool(request.POST.get("dry_run")))
             except (ApplicationError, ValidationError, ValueError) as exc:

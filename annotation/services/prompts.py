@@ -13,9 +13,11 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 
 from annotation.conf import videodpo
+from annotation.errors import ApplicationError
 from annotation.models import Category, Prompt, PromptSet
 
 ERR_EMPTY = "empty prompt text"
@@ -28,6 +30,21 @@ ERR_NOT_UTF8 = "the file is not UTF-8 text"
 ERR_UNKNOWN_FORMAT = "unknown import format {value!r} (expected csv, jsonl or txt)"
 ERR_NO_TEXT_COLUMN = "CSV header has no 'text' (or 'prompt') column"
 ERR_NUL = "the file contains a NUL character"
+ERR_IMPORT_TOO_LARGE = ("The file is {size:.1f} MB; one import takes at most {limit:.1f} MB (VIDEODPO_IMPORT_MAX_BYTES). "
+                        "Split it into smaller files.")
+
+
+class ImportTooLarge(ApplicationError):
+    """An import over ``settings.PROMPT_IMPORT_MAX_BYTES`` (413)."""
+
+    status = 413
+
+
+def import_size_check(size: int) -> None:
+    """Refuse (413, with the limit) an import file of ``size`` bytes over the configured limit."""
+    limit = settings.PROMPT_IMPORT_MAX_BYTES
+    if size > limit:
+        raise ImportTooLarge(ERR_IMPORT_TOO_LARGE.format(size=size / 1e6, limit=limit / 1e6))
 ERR_BAD_CSV = "unreadable CSV: {error}"
 ERR_DUPLICATE_IN_FILE = "duplicate of line {line} in this file"
 
@@ -148,7 +165,9 @@ def _categories() -> dict[str, Category]:
 @transaction.atomic
 def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None, dry_run: bool = False,
                    skip_invalid: bool = False, default_category: str = "", default_tags: list[str] | None = None) -> ImportReport:
-    """Validate every row, then create the new prompts in one transaction (nothing when a row is rejected)."""
+    """Validate every row, then create the new prompts in one transaction (nothing when a row is rejected).
+    Raises ``ImportTooLarge`` for data over ``settings.PROMPT_IMPORT_MAX_BYTES``."""
+    import_size_check(len(data))
     rows, errors = _rows_from_file(data, fmt.lower())
     report = ImportReport(total=len(rows) + len(errors), rejected=list(errors))
     categories = _categories()

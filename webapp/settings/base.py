@@ -139,6 +139,9 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
+# Prompt imports (file upload or the bulk API) above this size are refused with a message (413).
+PROMPT_IMPORT_MAX_BYTES = env.int("VIDEODPO_IMPORT_MAX_BYTES", default=20 * 1024 * 1024)
+
 # The OpenAPI schema and its docs page: public only when DEBUG (or VIDEODPO_PUBLIC_API_DOCS); else signed-in users.
 PUBLIC_API_DOCS = env.bool("VIDEODPO_PUBLIC_API_DOCS", default=DEBUG)
 
