@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("annotation.research.urls_loop")),
     path("", include("annotation.research.urls_exports")),
     path("", include("annotation.research.urls_gallery")),
+    path("", include("annotation.research.urls_forms")),
 ]

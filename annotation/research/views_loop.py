@@ -17,6 +17,7 @@ from annotation import charts
 from annotation.errors import ApplicationError, error_messages, flash_result, is_int
 from annotation.models import Checkpoint, Round
 from annotation.permissions import researcher_required
+from annotation.research.views_forms import prompt_ids_for_form
 from annotation.selectors.candidates import candidate_list_for_round, round_generation_progress
 from annotation.selectors.research import (
     CURVE_KEYS,
@@ -31,6 +32,7 @@ from annotation.selectors.research import (
     round_group_status_counts,
     rounds_with_pairs,
 )
+from annotation.selectors.round_preview import annotators_available, default_annotators_per_group, round_preview
 from annotation.services.candidates import candidates_retry_failed, round_generation_cancel
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
@@ -38,6 +40,7 @@ from annotation.services.prompts import import_size_check, prompts_import
 from annotation.services.rounds import prompts_select, round_create
 
 ERR_INVALID_VALUE = "Invalid value: {detail}"
+ERR_NO_PROMPT_MATCH = "No prompt matches this filter: change the category, search or tags (or import prompts first)."
 MAX_COMPARED_RUNS = 8
 
 
@@ -92,6 +95,8 @@ def round_new(request: HttpRequest) -> HttpResponse:
             prompt_ids = prompts_select(category=form.get("category", ""), search=form.get("search", ""),
                                         tags=[t for t in form.get("tags", "").split(",") if t.strip()],
                                         sample_size=int(form.get("sample_size") or 0), sample_seed=int(form.get("base_seed") or 0))
+            if not prompt_ids:
+                raise ApplicationError(ERR_NO_PROMPT_MATCH)
             preset_name = form.get("preset") or checkpoint.preset
             sampler = form.get("sampler", "standard")
             overrides = {}
@@ -104,7 +109,9 @@ def round_new(request: HttpRequest) -> HttpResponse:
             round = round_create(
                 name=form.get("name", "").strip(), policy_checkpoint=checkpoint, prompt_ids=prompt_ids, actor=request.user,
                 preset=preset_name, seeds_per_prompt=int(form.get("seeds_per_prompt") or 4),
-                base_seed=int(form.get("base_seed") or 0), annotators_per_group=int(form.get("annotators_per_group") or 3),
+                base_seed=int(form.get("base_seed") or 0),
+                annotators_per_group=int(form.get("annotators_per_group") or default_annotators_per_group()),
+                max_annotators_per_group=int(form["max_annotators_per_group"]) if form.get("max_annotators_per_group") else None,
                 gold_rate=float(form.get("gold_rate") or 0), annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS,
                 launch=True, **overrides, **sizes,
             )
@@ -114,7 +121,14 @@ def round_new(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Round {round.name} launched.")
             return redirect("research-round-detail", round_id=round.id)
     context = {"checkpoints": checkpoints, "categories": category_list(), "presets": PRESET_NAMES,
-               "modes": Round.Mode.choices, "errors": errors, "form": form}
+               "modes": Round.Mode.choices, "errors": errors, "form": form,
+               # the default k never exceeds the annotators who exist; the preview counts what the filter selects
+               "default_k": default_annotators_per_group(), "annotators": annotators_available(),
+               "samplers": [("standard", "standard (preset defaults)"), ("turbo", "turbo (CFG 5, shift 17)"),
+                            ("custom", "custom")],
+               "preview": round_preview(prompt_count=len(prompt_ids_for_form(form)),
+                                        seeds_per_prompt=int(form.get("seeds_per_prompt") or 4)
+                                        if str(form.get("seeds_per_prompt") or "4").isdigit() else 4)}
     return render(request, "research/round_new.html", context)
 
 
