@@ -3,6 +3,8 @@ and one error path (``errors.html_errors`` / ``errors.error_response``): no exce
 
 from __future__ import annotations
 
+import time
+
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.files.storage import default_storage
@@ -10,11 +12,11 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from annotation import charts, permissions, storage
 from annotation.errors import ApplicationError, error_messages, html_errors, is_int
-from annotation.media import ERR_NO_OBJECT, MediaLinkError, media_target, ranged_file_response
+from annotation.media import ERR_LINK_NOT_YOURS, ERR_NO_OBJECT, MediaLinkError, media_target, ranged_file_response
 from annotation.models import CandidateGroup, CandidateLabel, ReviewItem, Round
 from annotation.permissions import ERR_NOT_ANNOTATOR, annotator_required, reviewer_required
 from annotation.selectors.groups import (
@@ -172,7 +174,7 @@ def annotate_submit(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/partials/group.html", context)
 
 
-@require_GET
+@require_safe  # GET and HEAD (players probe with HEAD)
 @html_errors
 def media(request: HttpRequest, token: str) -> HttpResponse:
     """Every object a browser fetches, by signed expiring link (``annotation.media``): an object key, or a blind
@@ -183,12 +185,16 @@ def media(request: HttpRequest, token: str) -> HttpResponse:
         key = target[1]
     else:
         cache_key = f"am:{token}"
-        key = cache.get(cache_key)
-        if key is None:
-            key = media_key_for_token(assignment_id=target[1], position=target[2], kind=target[3])
-            if key is None:
+        grant = cache.get(cache_key)
+        if grant is None:
+            grant = media_key_for_token(assignment_id=target[1], position=target[2], kind=target[3])
+            if grant is None:
                 raise MediaLinkError(ERR_NO_OBJECT)
-            cache.set(cache_key, key, 300)
+            cache.set(cache_key, grant, 30)  # short: a renewed reservation is read again soon
+        key, annotator_id, live_until = grant
+        # bound to the annotator who holds the reservation, while it lives (and a short grace after)
+        if request.user.pk != annotator_id or time.time() > live_until:
+            raise MediaLinkError(ERR_LINK_NOT_YOURS)
     if storage.is_s3():
         response = HttpResponseRedirect(storage.object_url(key=key))
         response["Cache-Control"] = "private, max-age=300"

@@ -100,12 +100,22 @@ def flaw_tags_active() -> list[FlawTag]:
     return list(FlawTag.objects.filter(is_active=True).order_by("order", "name"))
 
 
-def media_key_for_token(*, assignment_id: int, position: int, kind: str) -> str | None:
-    """The object key behind a blind media link (two primary-key lookups); None when there is none."""
+def media_key_for_token(*, assignment_id: int, position: int, kind: str) -> tuple[str, int, float] | None:
+    """What a blind media link grants (two primary-key lookups): (object key, the annotator it belongs to, the unix
+    time until which it may be used: the reservation's end, or its submit, plus ``RESERVATION_GRACE_S``); None when
+    it names nothing."""
+    from annotation.media import RESERVATION_GRACE_S
     from annotation.storage import key_from_uri
 
-    order = Assignment.objects.filter(pk=assignment_id).values_list("shown_order", flat=True).first()
+    row = (Assignment.objects.filter(pk=assignment_id)
+           .values_list("shown_order", "annotator_id", "status", "expires_at", "submitted_at").first())
+    if row is None:
+        return None
+    order, annotator_id, status, expires_at, submitted_at = row
     if not order or not 0 <= position < len(order):
         return None
     uri = Candidate.objects.filter(pk=order[position]).values_list(MEDIA_KINDS[kind], flat=True).first()
-    return key_from_uri(uri) if uri else None
+    if not uri:
+        return None
+    ended = submitted_at if status == Assignment.Status.SUBMITTED and submitted_at else expires_at
+    return key_from_uri(uri), annotator_id, ended.timestamp() + RESERVATION_GRACE_S
