@@ -11,12 +11,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.conf import conf
 from annotation.errors import ApplicationError
 from annotation.leaderboard import leaderboard
 from annotation.models import Export, PreferencePair
 from annotation.permissions import IsResearcher
-from annotation.selectors.exports import export_download_url
+from annotation.selectors.exports import EXPORT_LINK_TTL_S, export_download_url
 from annotation.services.exports import export_create
 
 ERR_ROUNDS = "rounds must be comma-separated integers."
@@ -51,7 +50,7 @@ def _export_out(request, export: Export) -> dict:
                                            "finished_at")},
         "status_url": request.build_absolute_uri(reverse("research-api-export-detail", args=[export.pk])),
         "download_url": export_download_url(export=export),
-        "download_ttl_s": conf("MEDIA_URL_TTL_S"),
+        "download_ttl_s": EXPORT_LINK_TTL_S,
     }).data
 
 

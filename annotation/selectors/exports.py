@@ -296,12 +296,17 @@ def export_list(*, limit: int = 100) -> QuerySet[Export]:
     return Export.objects.select_related("created_by").order_by("-created_at", "-id")[:limit]
 
 
+# Export download links are short-lived (the download page itself needs a researcher): a link that leaks (a chat, a
+# proxy log) stops working within minutes.
+EXPORT_LINK_TTL_S = 300
+
+
 def export_download_url(*, export: Export, ttl_s: int | None = None) -> str | None:
-    """A fresh time-limited URL of a finished export's artifact (None while it is not done); the artifact's file
-    name is in its datasheet."""
+    """A fresh, short-lived (``EXPORT_LINK_TTL_S``) URL of a finished export's artifact (None while it is not done);
+    the artifact's file name is in its datasheet."""
     from annotation import storage
 
     if export.status != Export.Status.DONE or not export.uri or not export.datasheet.get("file"):
         return None
     return storage.object_url(key=storage.export_key(export_id=export.pk, filename=export.datasheet["file"]),
-                              ttl_s=ttl_s)
+                              ttl_s=ttl_s or EXPORT_LINK_TTL_S)

@@ -74,3 +74,30 @@ def test_prompt_edit_keeps_the_text_shown_in_exports_and_pairs_api():
     assert pairs and {p["prompt"] for p in pairs if p["group"] == g.pk} == {old}
     g.refresh_from_db()
     assert g.prompt_text == old and g.prompt.text == "an entirely different prompt, written later"
+
+
+def test_export_downloads_need_a_researcher_or_a_short_lived_link():
+    import time
+
+    from django.test import Client
+
+    from annotation.media import media_target
+    from annotation.selectors.exports import EXPORT_LINK_TTL_S
+
+    loop = build_loop(n_prompts=1)
+    export = export_run(export_id=export_create(format="trl", filter={}, actor=None, enqueue=False).pk)
+    assert Client().get(f"/research/exports/{export.pk}/download/").status_code == 302  # to the login page
+    annotator_client = Client()
+    annotator_client.force_login(loop.annotators[0])
+    assert annotator_client.get(f"/research/exports/{export.pk}/download/").status_code == 403
+    researcher = Client()
+    researcher.force_login(loop.researcher)
+    res = researcher.get(f"/research/exports/{export.pk}/download/")
+    assert res.status_code == 302 and res["Location"].startswith("/m/")
+    media_target(res["Location"].rsplit("/", 1)[1])  # a valid link now
+    api = APIClient()
+    api.force_authenticate(loop.researcher)
+    assert api.get(f"/research/api/exports/{export.pk}/").json()["download_ttl_s"] == EXPORT_LINK_TTL_S <= 300
+    from annotation.media import _token_payload
+
+    assert _token_payload(res["Location"].rsplit("/", 1)[1])[-1] <= time.time() + EXPORT_LINK_TTL_S + 1
