@@ -16,6 +16,14 @@ def ping(payload: str = "ping") -> dict:
     return {"pong": payload, "database": database}
 
 
+@shared_task(name="annotation.tasks.groups_stalled_to_review")
+def groups_stalled_to_review() -> int:
+    """Periodic: split groups that cannot get (or did not get) another annotator go to review."""
+    from annotation.services.stalled import groups_stalled_to_review as move
+
+    return move()
+
+
 @shared_task(name="annotation.tasks.assignments_expire")
 def assignments_expire() -> int:
     """Periodic: abandoned reservations go back to the queue."""

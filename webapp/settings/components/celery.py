@@ -49,6 +49,8 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULE = {
     # https://crontab.guru/#*_*_*_*_* : every minute, abandoned reservations go back to the queue.
     "assignments-expire": {"task": "annotation.tasks.assignments_expire", "schedule": 60.0},
+    # every minute: a split group no annotator can (or did) take goes to review (small teams never deadlock)
+    "groups-stalled-to-review": {"task": "annotation.tasks.groups_stalled_to_review", "schedule": 60.0},
     # every minute: candidates whose worker died (no heartbeat for VIDEODPO_STALE_RUNNING_S) are queued again
     "candidates-requeue-stale": {"task": "generation_workers.tasks.candidates_requeue_stale", "schedule": 60.0,
                                  "options": {"queue": "default"}},
