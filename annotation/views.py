@@ -19,6 +19,7 @@ from annotation.errors import ApplicationError, error_messages, html_errors, is_
 from annotation.media import ERR_LINK_NOT_YOURS, ERR_NO_OBJECT, MediaLinkError, media_target, ranged_file_response
 from annotation.models import CandidateGroup, CandidateLabel, ReviewItem, Round
 from annotation.permissions import ERR_NOT_ANNOTATOR, annotator_required, reviewer_required
+from annotation.selectors.advice import latest_round_with_judgments
 from annotation.selectors.groups import (
     flaw_tags_active,
     group_page_for_assignments,
@@ -227,7 +228,7 @@ def qc(request: HttpRequest) -> HttpResponse:
     selected = None
     if is_int(request.GET.get("round", "")):
         selected = Round.objects.filter(pk=int(request.GET["round"])).first()
-    selected = selected or (rounds[0] if rounds else None)
+    selected = selected or latest_round_with_judgments() or (rounds[0] if rounds else None)
     report = round_quality(round=selected) if selected else None
     context = {"rounds": rounds, "selected": selected, "report": report, "open_reviews": review_items_open_count()}
     if report:

@@ -17,6 +17,7 @@ from annotation.errors import error_messages, is_int
 from annotation.leaderboard import leaderboard
 from annotation.models import Export, PreferencePair
 from annotation.permissions import researcher_required
+from annotation.selectors.advice import leaderboard_warnings
 from annotation.selectors.exports import export_download_url, export_list
 from annotation.selectors.research import category_choices, round_choices
 from annotation.services.exports import ExportError, export_create
@@ -122,6 +123,7 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         "categories": category_choices(),
         "selected_rounds": rounds,
         "selected_category": category,
+        "warnings": leaderboard_warnings(board),  # few prompts, mostly ties: say so before anyone acts on it
     }
     template = "research/leaderboard_board.html" if request.htmx else "research/leaderboard.html"
     return render(request, template, context)
