@@ -36,6 +36,7 @@ from annotation.selectors.round_preview import annotators_available, default_ann
 from annotation.services.candidates import candidates_retry_failed, round_generation_cancel
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
+from annotation.services.prompt_edits import prompt_set_by_name
 from annotation.services.prompts import import_size_check, prompts_import
 from annotation.services.rounds import prompts_select, round_create
 
@@ -69,8 +70,12 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
             fmt = request.POST.get("format") or upload.name.rsplit(".", 1)[-1].lower()
             try:
                 import_size_check(upload.size)  # before reading it into memory
-                report = prompts_import(data=upload.read(), fmt=fmt, default_category=request.POST.get("category", ""),
-                                        dry_run=bool(request.POST.get("dry_run")))
+                post = request.POST  # the importer sets the prompt set, held-out and tags too (issue 18)
+                report = prompts_import(data=upload.read(), fmt=fmt, default_category=post.get("category", ""),
+                                        dry_run=bool(post.get("dry_run")),
+                                        prompt_set=prompt_set_by_name(post.get("prompt_set", "").strip()),
+                                        held_out=bool(post.get("held_out")),
+                                        default_tags=[t.strip() for t in post.get("tags", "").split(",") if t.strip()])
             except (ApplicationError, ValidationError, ValueError) as exc:
                 messages.error(request, " ".join(_form_errors(exc)))
             else:
@@ -78,7 +83,11 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
                     messages.success(request, f"Imported {report.created} prompts ({report.duplicates} already in the pool).")
                 elif not report.ok:
                     messages.error(request, f"Nothing imported: {len(report.rejected)} rows rejected.")
-    return render(request, "research/prompt_import.html", {"report": report, "categories": category_list()})
+                else:
+                    messages.info(request, f"Valid, nothing imported (dry run): {report.would_create} new prompts, "
+                                           f"{report.duplicates} already in the pool.")
+    return render(request, "research/prompt_import.html", {"report": report, "categories": category_list(),
+                                                           "form": request.POST if request.method == "POST" else {}})
 
 
 @researcher_required

@@ -83,6 +83,8 @@ class ImportReport:
     total: int = 0
     created: int = 0
     duplicates: int = 0  # already in the pool (skipped, not an error)
+    would_create: int = 0  # a dry run: the new prompts an import would create
+    dry_run: bool = False
     rejected: list[dict] = field(default_factory=list)  # {"line": n, "error": "..."}
     created_ids: list[int] = field(default_factory=list)
 
@@ -164,7 +166,8 @@ def _categories() -> dict[str, Category]:
 
 @transaction.atomic
 def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None, dry_run: bool = False,
-                   skip_invalid: bool = False, default_category: str = "", default_tags: list[str] | None = None) -> ImportReport:
+                   skip_invalid: bool = False, default_category: str = "", default_tags: list[str] | None = None,
+                   held_out: bool = False) -> ImportReport:
     """Validate every row, then create the new prompts in one transaction (nothing when a row is rejected).
     Raises ``ImportTooLarge`` for data over ``settings.PROMPT_IMPORT_MAX_BYTES``."""
     import_size_check(len(data))
@@ -198,9 +201,13 @@ def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None
         seen[digest] = row.line
         valid.append((row, digest))
     report.rejected.sort(key=lambda r: r["line"])
+    existing = set(Prompt.objects.filter(text_hash__in=[d for _, d in valid]).values_list("text_hash", flat=True))
+    if dry_run:  # what an import would do: new prompts and those already in the pool
+        report.dry_run = True
+        report.duplicates = sum(1 for _, digest in valid if digest in existing)
+        report.would_create = len(valid) - report.duplicates
     if (report.rejected and not skip_invalid) or dry_run:
         return report
-    existing = set(Prompt.objects.filter(text_hash__in=[d for _, d in valid]).values_list("text_hash", flat=True))
     new = []
     for row, digest in valid:
         if digest in existing:
@@ -211,6 +218,7 @@ def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None
         new.append(Prompt(
             text=row.text, text_hash=digest, language=row.language or prompt_language(row.text), category=category,
             prompt_set=prompt_set, source=row.source, tags=sorted(set(row.tags + list(default_tags or []))),
+            is_held_out=held_out,
         ))
     created = Prompt.objects.bulk_create(new, batch_size=2000)
     report.created = len(created)
