@@ -145,6 +145,7 @@ class JudgmentListApi(APIView):
 
     permission_classes = [IsAuthenticated]
     throttle_scope = "annotate"
+    pagination_class = IdCursorPagination  # so the schema documents the page (results, next, previous)
 
     class FilterSerializer(serializers.Serializer):
         round = serializers.IntegerField(required=False)
@@ -201,6 +202,7 @@ class PairListApi(APIView):
 
     permission_classes = [IsAuthenticated, IsResearcher]
     throttle_scope = "research"
+    pagination_class = IdCursorPagination  # so the schema documents the page (results, next, previous)
 
     class FilterSerializer(serializers.Serializer):
         round = serializers.IntegerField(required=False)
@@ -255,6 +257,7 @@ class PromptInputSerializer(serializers.Serializer):
 class PromptListApi(APIView):
     permission_classes = [IsAuthenticated, IsResearcher]
     throttle_scope = "research"
+    pagination_class = IdCursorPagination  # so the schema documents the page (results, next, previous)
 
     class FilterSerializer(serializers.Serializer):
         category = serializers.CharField(required=False)

@@ -75,7 +75,10 @@ class ExportCreateApi(APIView):
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        if not data.is_valid():  # the documented error shape: a "detail" line, with the per-field errors
+            detail = "; ".join(f"{field}: {' '.join(map(str, errs)) if isinstance(errs, list) else errs}"
+                               for field, errs in data.errors.items())
+            return Response({"detail": detail, **data.errors}, status=status.HTTP_400_BAD_REQUEST)
         values = dict(data.validated_data)
         fmt = values.pop("format")
         export = export_create(format=fmt, filter=values, actor=request.user)
