@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     world = sub.add_parser("train-tiny-world", help="train the tiny model on the shapes world (docs/world.md), CPU")
     world.add_argument("--out", required=True, help="output folder (the model root)")
     world.add_argument("--seed", type=int, default=0)
-    world.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    world.add_argument("--threads", type=int, default=1, help="torch CPU threads (the committed root: 1)")
     world.add_argument("--quick", action="store_true", help="the reduced recipe the tests use (well under a minute)")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
     enc.add_argument("--root", required=True, help="model root with the text encoders")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from model.config import DiTConfig, StepLLMConfig, VAEConfig
@@ -148,7 +148,11 @@ def read_safetensors(
     state, origin = {}, {}
     for path in paths:
         # Reading on CPU and moving per tensor keeps the peak at one tensor for non-CPU targets.
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        try:
+            handle = safe_open(str(path), framework="pt", device="cpu")
+        except SafetensorError as exc:  # truncated or corrupted file: name it
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        with handle as f:
             for key in f.keys():
                 tensor = f.get_tensor(key)
                 if dtype is not None and tensor.is_floating_point():
