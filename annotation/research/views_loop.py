@@ -33,6 +33,7 @@ from annotation.selectors.research import (
     rounds_with_pairs,
 )
 from annotation.selectors.round_preview import annotators_available, default_annotators_per_group, round_preview
+from annotation.selectors.scripted import round_scripted_scores
 from annotation.services.candidates import candidates_retry_failed, round_generation_cancel
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
@@ -152,6 +153,7 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
         "events": round.events.select_related("actor"),
         "groups": round_group_status_counts(round=round),
         "pairs": round.pairs.count(),
+        "scripted": round_scripted_scores(round_id=round_id) if request.GET.get("scripted") and not request.htmx else None,
     }
     template = "research/round_progress.html" if request.htmx else "research/round_detail.html"
     return render(request, template, context)

@@ -2,12 +2,14 @@
 
     python manage.py simulate_loop --rounds 2 --prompts 4 --seeds 4
 
-Each round: generate K seeds per prompt with the current checkpoint (the same seeds every round, so the same initial
-noise) -> a scripted annotator with a fixed taste (it prefers the brighter video, judged on the decoded MP4) labels
-every group through the real assignment and judgment services -> preference pairs -> a DPO run on queue ``train`` ->
-the new checkpoint generates the next round (``--reference base`` keeps the base as every run's frozen reference;
-default: each run's reference is its starting checkpoint). Prints, per round, the scripted reward (mean brightness) of fresh
-samples and the win rate against round 0 on the same (prompt, seed)."""
+The model is the tiny model trained on the shapes world (``model/world``, docs/world.md) and the prompts come from
+its grammar (English and Chinese). Each round: generate K seeds per prompt with the current checkpoint (the same seeds
+every round, so the same initial noise) -> a scripted annotator judges text alignment (``model.world``'s detectors on
+the decoded MP4: the fraction of the prompt's attributes the video shows; its policy turns the scores into the round's
+annotation mode) through the real assignment and judgment services -> preference pairs -> a DPO run on queue
+``train`` -> the new checkpoint generates the next round (``--reference base`` keeps the base as every run's frozen
+reference; default: each run's reference is its starting checkpoint). Prints, per round, the text-alignment accuracy
+of fresh samples and the win rate against round 0 on the same (prompt, seed) (ties half)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ from django.db import connection
 from tqdm import tqdm
 
 from annotation import storage
-from annotation.conf import videodpo
 from annotation.management.schema import schema_ensure
 from annotation.models import Candidate, DPORun, Prompt, Round
 from annotation.services.accounts import user_create
@@ -42,17 +43,35 @@ from webapp.env import database_url_from_settings
 REPO = Path(__file__).resolve().parents[3]
 
 
-def brightness(candidate: Candidate) -> float:
-    """The scripted taste: mean luma of the decoded video in [0, 255] (decoded by imageio-ffmpeg's reader: the domain
-    does not import the workers)."""
+def decoded_frames(candidate: Candidate) -> np.ndarray:
+    """(T, H, W, 3) uint8 of the candidate's MP4 (decoded by imageio-ffmpeg's reader: the domain does not import the
+    workers)."""
     import imageio_ffmpeg
 
     with tempfile.TemporaryDirectory() as tmp:
         path = storage.object_download(key=storage.key_from_uri(candidate.video_uri), path=Path(tmp) / "v.mp4")
         reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         width, height = next(reader)["size"]
-        frames = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]).astype(np.float32)
-    return float((0.299 * frames[..., 0] + 0.587 * frames[..., 1] + 0.114 * frames[..., 2]).mean())
+        return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
+
+
+def clip_scores(candidate: Candidate):
+    """The detectors' scores (model.world.detect.ClipScores) of the decoded MP4 for the candidate's prompt."""
+    from model.world.detect import score_clip
+
+    return score_clip(candidate.group.prompt.text, decoded_frames(candidate))
+
+
+def text_alignment(candidate: Candidate) -> float:
+    """Fraction of the prompt's attributes the video satisfies (0 when the prompt is outside the grammar)."""
+    scores = clip_scores(candidate)
+    return scores.ta if scores.scorable else 0.0
+
+
+def brightness(candidate: Candidate) -> float:
+    """Mean luma in [0, 1]: what the scripted annotator prefers for prompts outside the shapes grammar."""
+    frames = decoded_frames(candidate).astype(np.float32)
+    return float((0.299 * frames[..., 0] + 0.587 * frames[..., 1] + 0.114 * frames[..., 2]).mean() / 255.0)
 
 
 class Command(BaseCommand):
@@ -76,11 +95,11 @@ class Command(BaseCommand):
         self.deadline = time.monotonic() + timeout
         reference_data_ensure()
         annotator = user_create(username="sim-annotator", password=uuid.uuid4().hex, roles=["annotator"])
-        if Prompt.objects.filter(is_active=True, is_held_out=False).count() < prompts:
-            data = (REPO / "annotation" / "fixtures" / "demo_prompts.jsonl").read_bytes()
-            prompts_import(data=data, fmt="jsonl")
-        prompt_ids = list(Prompt.objects.filter(is_active=True, is_held_out=False).order_by("id").values_list("id", flat=True)[:prompts])
-        checkpoint = demo_checkpoint_ensure(root=videodpo().model_cache_dir.parent / "checkpoints" / "tiny-base")
+        data = (REPO / "annotation" / "fixtures" / "demo_prompts.jsonl").read_bytes()
+        prompts_import(data=data, fmt="jsonl")  # the grammar's prompts (dedupe keeps a second import a no-op)
+        pool = Prompt.objects.filter(is_active=True, is_held_out=False, tags__contains=["shapes-world"])
+        prompt_ids = list(pool.order_by("id").values_list("id", flat=True)[:prompts])
+        checkpoint = demo_checkpoint_ensure()
         base_checkpoint = checkpoint
         worker = None if no_worker else self._start_worker()
         results = []
@@ -92,13 +111,13 @@ class Command(BaseCommand):
                                      max_annotators_per_group=1, require_full_playback=False, exclude_flagged=False,
                                      launch=True)
                 self._wait_generation(round)
-                rewards = {(c.group.prompt_id, c.seed): brightness(c)
-                           for c in Candidate.objects.filter(group__round=round, status="ready").select_related("group")}
+                rewards = {(c.group.prompt_id, c.seed): text_alignment(c) for c in Candidate.objects.filter(
+                    group__round=round, status="ready").select_related("group__prompt")}
                 if r == 0:
                     base = rewards
                 shared = [k for k in rewards if k in base]
                 wins = [1.0 if rewards[k] > base[k] else 0.5 if rewards[k] == base[k] else 0.0 for k in shared]
-                line = {"round": r, "checkpoint": checkpoint.name, "reward": round_mean(rewards.values()),
+                line = {"round": r, "checkpoint": checkpoint.name, "text_alignment": round_mean(rewards.values()),
                         "win_rate_vs_round0": round_mean(wins) if r else 0.5, "candidates": len(rewards)}
                 results.append(line)
                 self.stdout.write(json.dumps(line))
@@ -114,7 +133,7 @@ class Command(BaseCommand):
             if worker is not None:
                 worker.terminate()
                 worker.wait(30)
-        self.stdout.write(json.dumps({"rounds": rounds, "reward": [x["reward"] for x in results],
+        self.stdout.write(json.dumps({"rounds": rounds, "text_alignment": [x["text_alignment"] for x in results],
                                       "win_rate": results[-1]["win_rate_vs_round0"] if len(results) > 1 else None}))
 
     # -- steps -------------------------------------------------------------------------------------------------------
@@ -147,16 +166,25 @@ class Command(BaseCommand):
             raise CommandError(f"candidate {failed.id} failed: {failed.error}")
 
     def _annotate(self, annotator, round: Round) -> int:
-        judged = 0
+        """The scripted annotator (model.world.annotators) answers every group in the round's mode, seeing the
+        candidates in the order the assignment shows them: text alignment first, then motion and picture (the
+        guidelines' order: weights 1 / 0.1 / 0.1); for a prompt outside the shapes grammar, the brighter video."""
+        from model.world.annotators import AnnotatorPolicy
+
+        policy, rng, judged = AnnotatorPolicy(weights={"ta": 1.0, "mq": 0.1, "vq": 0.1}), np.random.default_rng(0), 0
         while (assignment := assignment_reserve_next(annotator=annotator)) is not None:
-            candidates = {c.id: c for c in Candidate.objects.filter(id__in=assignment.shown_order)}
-            scores = {cid: brightness(c) for cid, c in candidates.items()}
-            best, worst = max(scores, key=scores.get), min(scores, key=scores.get)
-            labels = [LabelInput(candidate_id=cid, playback_coverage=1.0,
-                                 label="preferred" if cid == best else "non_preferred" if cid == worst else "neutral")
-                      for cid in candidates]
-            outcome = "labelled" if best != worst else "all_good"
-            judgment_submit(annotator=annotator, assignment_id=assignment.id, outcome=outcome, labels=labels, time_spent_ms=1000)
+            candidates = {c.id: c for c in Candidate.objects.filter(id__in=assignment.shown_order)
+                          .select_related("group__prompt")}
+            shown = [cid for cid in assignment.shown_order if cid in candidates]
+            scores = [clip_scores(candidates[cid]) for cid in shown]
+            utilities = policy.utilities(scores) if any(s.scorable for s in scores) else [
+                brightness(candidates[cid]) for cid in shown]
+            j = policy.judge(utilities=utilities, mode=round.annotation_mode, rng=rng)
+            labels = [LabelInput(candidate_id=cid, playback_coverage=1.0, label=j.labels[i] if j.labels else "neutral",
+                                 rank=j.ranks[i] if j.ranks else None) for i, cid in enumerate(shown)] \
+                if j.outcome == "labelled" else []
+            judgment_submit(annotator=annotator, assignment_id=assignment.id, outcome=j.outcome, labels=labels,
+                            time_spent_ms=1000)
             judged += 1
         return judged
 
