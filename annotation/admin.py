@@ -75,6 +75,28 @@ class PromptSetAdmin(ModelAdmin):
     search_fields = ["name"]
 
 
+def _prompts_action(description: str, **changes):
+    """An admin bulk action on the selected prompts through ``services.prompt_bulk`` (not only delete)."""
+
+    @admin.action(description=description)
+    def action(modeladmin, request, queryset):
+        from annotation.services.prompt_bulk import prompts_bulk_set
+
+        n = prompts_bulk_set(prompt_ids=queryset.values_list("id", flat=True), **changes)
+        modeladmin.message_user(request, f"{description}: {n} prompt(s).", messages.SUCCESS)
+
+    action.__name__ = "prompts_" + "_".join(f"{k}_{v}" for k, v in changes.items()).lower()
+    return action
+
+
+PROMPT_ACTIONS = [
+    _prompts_action("Activate", is_active=True),
+    _prompts_action("Retire (keep, never sample again)", is_active=False),
+    _prompts_action("Mark held out (evaluation only)", is_held_out=True),
+    _prompts_action("Clear held out", is_held_out=False),
+]
+
+
 @admin.register(models.Prompt)
 class PromptAdmin(ModelAdmin):
     list_display = ["id", "short_text", "language", "category", "source", "is_active", "is_held_out", "created_at"]
@@ -82,6 +104,7 @@ class PromptAdmin(ModelAdmin):
     search_fields = ["text"]
     list_select_related = ["category"]
     readonly_fields = ["text_hash"]
+    actions = PROMPT_ACTIONS
 
     @admin.display(description="text")
     def short_text(self, obj):

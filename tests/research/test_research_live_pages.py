@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotation.models import CandidateGroup, DPORun, Round
 from annotation.services.round_states import round_transition
+from tests.annotation.factories import ensure_default_data
 from tests.exports.factories import build_loop
 
 pytestmark = pytest.mark.django_db
@@ -52,6 +53,7 @@ def test_dpo_run_page_shows_duration_eta_and_hides_cancel_when_finished(client):
 def test_queued_flash_goes_when_the_run_is_done(page, live_server, monkeypatch):
     monkeypatch.setattr("annotation.services.candidates.checkpoint_validate", lambda checkpoint: None)
     monkeypatch.setattr("annotation.services.dispatch.dpo_run_dispatch_on_commit", lambda run_id: None)
+    ensure_default_data()  # roles: an earlier transactional test's flush removed migration 0002's rows
     loop = build_loop(n_prompts=2)
     client = Client()
     client.force_login(loop.researcher)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from annotation.models import Candidate, Category, Prompt, Round
 from annotation.services.accounts import user_create
-from tests.annotation.factories import CandidateFactory, GroupFactory, RoundFactory
+from tests.annotation.factories import CandidateFactory, GroupFactory, RoundFactory, ensure_default_data
 
 
 @pytest.fixture
@@ -73,6 +73,7 @@ def test_preview_counts_videos_and_estimates_from_recent_throughput(client, rese
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_preview_is_live_in_the_browser(page, live_server):
+    ensure_default_data()  # roles: an earlier transactional test's flush removed migration 0002's rows
     user = user_create(username="res2", password="pw-research-1", roles=["researcher"])
     make_prompts(3, word="kite")
     make_prompts(2, word="boat")
