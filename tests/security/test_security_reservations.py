@@ -16,7 +16,7 @@ from tests.annotation.factories import RoundFactory, annotator, group_with_candi
 N_PARALLEL = 20
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # keep the migrations' roles for later tests
 def test_twenty_parallel_next_calls_reserve_at_most_one_plus_lookahead(live_server):
     rnd = RoundFactory(annotators_per_group=3, max_annotators_per_group=3)
     for _ in range(30):

@@ -11,7 +11,7 @@ from django.test import Client
 from annotation.models import Judgment
 from tests.annotation.factories import RoundFactory, UserFactory, annotator
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 COLLECT = ("window.__csp = []; document.addEventListener('securitypolicyviolation', "
            "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
 ALL_PLAYED = ("() => { const c = [...document.querySelectorAll('.cand')]; "
