@@ -81,8 +81,13 @@ def test_researcher_runs_a_round_and_a_dpo_run_from_the_browser(live_server, pag
     page.wait_for_selector("#run-status")
     page.wait_for_function("() => document.querySelector('#run-status').textContent.trim() === 'done'", timeout=240_000)
     expect(page.locator("#run-charts figure[data-chart-ready='1'] canvas")).to_have_count(3)
-    points = page.evaluate("() => [...document.querySelectorAll('#run-charts canvas')].map(c => "
-                           "Chart.getChart(c).data.datasets[0].data.length)")
+    # the charts refresh on htmx:afterSettle, a moment after the poll that swapped in 'done': wait for that refresh
+    lengths = ("() => [...document.querySelectorAll('#run-charts canvas')].map(c => "
+               "Chart.getChart(c).data.datasets[0].data.length)")
+    try:
+        page.wait_for_function(f"() => ({lengths})().every(n => n === 3)", timeout=30_000)
+    finally:
+        points = page.evaluate(lengths)
     assert points == [3, 3, 3]  # max_steps 3: one point per logged step on each curve
     page.screenshot(path=str(artifacts_dir / "dpo-run.png"), full_page=True)
     run = DPORun.objects.get(name="browser-dpo1")
