@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` (the app on embedded defaults) and `make test` (the whole suite).
 # Every target uses the virtual environment .venv at the repository root; torch is pinned by constraints.txt so a
-# CPU machine never downloads CUDA wheels. tools/install.py installs with uv (on PATH, or bootstrapped from PyPI into
+# CPU machine never downloads CUDA wheels. infra/install.py installs with uv (on PATH, or bootstrapped from PyPI into
 # .venv; about 40 s for the app) and falls back to pip (INSTALLER=pip forces pip). `make run PORT=8080` changes the
 # port (or VIDEODPO_PORT=8080; HOST=0.0.0.0 / VIDEODPO_HOST to listen beyond this machine).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,11 +15,11 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
-	VIDEODPO_INSTALLER=$(INSTALLER) $(PY) tools/install.py
+	VIDEODPO_INSTALLER=$(INSTALLER) $(PY) infra/install.py
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml constraints.txt
-	VIDEODPO_INSTALLER=$(INSTALLER) $(PY) tools/install.py --dev
+	VIDEODPO_INSTALLER=$(INSTALLER) $(PY) infra/install.py --dev
 	@touch $@
 
 install: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""tools/install.py (issue 18 item 16): pip's configuration reaches uv, torch stays CPU-only, make passes the port."""
+"""infra/install.py (issue 18 item 16): pip's configuration reaches uv, torch stays CPU-only, make passes the port."""
 
 import importlib.util
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
-spec = importlib.util.spec_from_file_location("install", REPO / "tools" / "install.py")
+spec = importlib.util.spec_from_file_location("install", REPO / "infra" / "install.py")
 install = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(install)
 
@@ -40,4 +40,4 @@ def test_make_run_passes_the_port():
                          capture_output=True, text=True, check=True).stdout
     line = next(x for x in out.splitlines() if "webapp.quickstart" in x)
     assert "--port 8123" in line and "--host 0.0.0.0" in line
-    assert "tools/install.py" in out  # the installer runs when pyproject.toml changed
+    assert "infra/install.py" in out  # the installer runs when pyproject.toml changed

@@ -2,7 +2,7 @@
 the environment), pip otherwise or when uv fails. One progress line per stage. Standard library only: it runs with
 the new environment's bare interpreter.
 
-    .venv/bin/python tools/install.py [--dev] [--pip]
+    .venv/bin/python infra/install.py [--dev] [--pip]
 
 torch stays the pinned CPU build: constraints.txt is always passed, and pip's own configuration (find-links, extra
 indexes, a global constraint file) is handed to uv, which does not read pip.conf. Without such a configuration, uv
