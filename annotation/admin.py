@@ -4,6 +4,7 @@ Statuses and counters that the state machines and services keep (round, group, c
 read-only here; transitions are admin actions that call the services (so their guards and events apply)."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
 
 from annotation import models
@@ -89,11 +90,54 @@ def _prompts_action(description: str, **changes):
     return action
 
 
+def _prompts_form_action(name: str, description: str, field: str):
+    """An admin bulk action with an intermediate page: the first POST shows the form (a tag, or a category) for the
+    selected prompts; the second (``apply``) calls ``services.prompt_bulk`` and returns to the list."""
+
+    @admin.action(description=description)
+    def action(modeladmin, request, queryset):
+        from django.template.response import TemplateResponse
+
+        from annotation.services.prompt_bulk import prompts_bulk_set
+
+        error = ""
+        if "apply" in request.POST:
+            value = request.POST.get(field, "").strip()
+            try:
+                if field == "category":
+                    if value and not value.isdecimal():
+                        raise ApplicationError(f"There is no category {value!r}.")
+                    n = prompts_bulk_set(prompt_ids=queryset.values_list("id", flat=True),
+                                         category_id=int(value) if value else None)
+                else:
+                    if not value:
+                        raise ApplicationError("Type the tag.")
+                    n = prompts_bulk_set(prompt_ids=queryset.values_list("id", flat=True), **{field: [value]})
+            except (ApplicationError, ValidationError) as exc:
+                error = " ".join(error_messages(exc))
+            else:
+                modeladmin.message_user(request, f"{description.rstrip('.…')}: {n} prompt(s) changed.",
+                                        messages.SUCCESS)
+                return None
+        return TemplateResponse(request, "admin/annotation/prompt/bulk_form.html", {
+            **modeladmin.admin_site.each_context(request), "title": description.rstrip("…"), "action": name,
+            "field": field, "queryset": queryset, "opts": modeladmin.model._meta, "error": error,
+            "categories": models.Category.objects.order_by("name") if field == "category" else (),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }, status=400 if error else 200)
+
+    action.__name__ = name
+    return action
+
+
 PROMPT_ACTIONS = [
     _prompts_action("Activate", is_active=True),
     _prompts_action("Retire (keep, never sample again)", is_active=False),
     _prompts_action("Mark held out (evaluation only)", is_held_out=True),
     _prompts_action("Clear held out", is_held_out=False),
+    _prompts_form_action("prompts_add_tag", "Add a tag…", "add_tags"),
+    _prompts_form_action("prompts_remove_tag", "Remove a tag…", "remove_tags"),
+    _prompts_form_action("prompts_set_category", "Set the category…", "category"),
 ]
 
 

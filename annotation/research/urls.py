@@ -7,4 +7,5 @@ urlpatterns = [
     path("", include("annotation.research.urls_exports")),
     path("", include("annotation.research.urls_gallery")),
     path("", include("annotation.research.urls_forms")),
+    path("", include("annotation.research.urls_prompts")),
 ]
