@@ -12,6 +12,7 @@ urlpatterns = [
     path("prompts/", apis.PromptListApi.as_view(), name="prompt-list"),
     path("prompts/create/", apis.PromptCreateApi.as_view(), name="prompt-create"),
     path("prompts/import/", apis.PromptBulkImportApi.as_view(), name="prompt-import"),
+    path("prompts/import/<int:import_id>/", apis.PromptImportJobApi.as_view(), name="prompt-import-job"),
     path("prompts/<int:prompt_id>/", apis.PromptDetailApi.as_view(), name="prompt-detail"),
     path("prompts/<int:prompt_id>/update/", apis.PromptUpdateApi.as_view(), name="prompt-update"),
     path("prompts/<int:prompt_id>/delete/", apis.PromptDeleteApi.as_view(), name="prompt-delete"),

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from annotation import permissions
 from annotation.errors import ApplicationError
-from annotation.models import CandidateLabel, Prompt
+from annotation.models import CandidateLabel, Prompt, PromptImport
 from annotation.permissions import IsAnnotator, IsResearcher
 from annotation.selectors.groups import group_page_for_assignments
 from annotation.selectors.judgments import judgment_list, pair_list, prompt_list
@@ -26,6 +26,7 @@ from annotation.selectors.stats import annotator_stats
 from annotation.services.assignments import assignments_for_annotator
 from annotation.services.judgments import FlawInput, LabelInput, judgment_submit
 from annotation.services.prompt_edits import category_by_slug, prompt_delete, prompt_set_by_name, prompt_update
+from annotation.services.prompt_imports import import_is_big, prompt_import_start_items
 from annotation.services.prompts import prompt_create, prompts_import
 
 ERR_STATS_FORBIDDEN = "You can only see your own statistics."
@@ -327,9 +328,17 @@ class PromptDeleteApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+PROMPT_IMPORT_JOB = inline_serializer("PromptImportJob", {
+    "id": serializers.IntegerField(), "status": serializers.CharField(), "progress": serializers.FloatField(),
+    "lines_done": serializers.IntegerField(), "content_hash": serializers.CharField(),
+    "repeated": serializers.BooleanField(), "report": serializers.DictField(allow_null=True),
+    "error": serializers.CharField(), "status_url": serializers.URLField()})
+
+
 class PromptBulkImportApi(APIView):
     """Import a JSON list of prompts (objects like the create input, or plain strings): all or nothing when an item
-    is invalid (400 with a per-item report; ``line`` = 1-based item number); prompts already in the pool are skipped."""
+    is invalid (400 with a per-item report; ``line`` = 1-based item number); prompts already in the pool are skipped.
+    A body over ``VIDEODPO_IMPORT_ASYNC_BYTES`` runs as a background job: 202 with its ``status_url``."""
 
     permission_classes = [IsAuthenticated, IsResearcher]
     throttle_scope = "research"
@@ -343,7 +352,8 @@ class PromptBulkImportApi(APIView):
         responses={201: inline_serializer("PromptImportResult", {
             "total": serializers.IntegerField(), "created": serializers.IntegerField(),
             "duplicates": serializers.IntegerField(), "rejected": serializers.ListField(child=serializers.DictField()),
-            "ok": serializers.BooleanField(), "ids": serializers.ListField(child=serializers.IntegerField())})},
+            "ok": serializers.BooleanField(), "ids": serializers.ListField(child=serializers.IntegerField())}),
+            202: PROMPT_IMPORT_JOB},
     )
     def post(self, request):
         body = {"prompts": request.data} if isinstance(request.data, list) else request.data
@@ -357,10 +367,34 @@ class PromptBulkImportApi(APIView):
                 raise ApplicationError(ERR_IMPORT_ITEM.format(index=index))
             items.append(item)
         prompt_set = prompt_set_by_name(data.validated_data.get("prompt_set"))
+        if import_is_big(int(request.META.get("CONTENT_LENGTH") or 0)):  # a background job: 202 and where to look
+            job, repeated = prompt_import_start_items(items=items, actor=request.user, prompt_set=prompt_set)
+            return Response(PromptImportJobApi.body(job, request, repeated=repeated), status=status.HTTP_202_ACCEPTED)
         jsonl = "\n".join(json.dumps(item, ensure_ascii=False) for item in items).encode()
         report = prompts_import(data=jsonl, fmt="jsonl", prompt_set=prompt_set)
         body = {**report.as_dict(), "ids": report.created_ids}
         return Response(body, status=status.HTTP_201_CREATED if report.ok else status.HTTP_400_BAD_REQUEST)
+
+
+class PromptImportJobApi(APIView):
+    """A background prompt import (a bulk import over ``VIDEODPO_IMPORT_ASYNC_BYTES`` answers 202 with this URL):
+    its status and progress, then the report (``rejected`` by line = item number, at most 1,000 of
+    ``rejected_count``); nothing is imported when a row is rejected."""
+
+    permission_classes = [IsAuthenticated, IsResearcher]
+    throttle_scope = "research"
+
+    @staticmethod
+    def body(job: PromptImport, request, *, repeated: bool = False) -> dict:
+        from django.urls import reverse
+
+        return {"id": job.pk, "status": job.status, "progress": job.progress, "lines_done": job.lines_done,
+                "content_hash": job.content_hash, "repeated": repeated, "report": job.report or None,
+                "error": job.error, "status_url": request.build_absolute_uri(reverse("prompt-import-job", args=[job.pk]))}
+
+    @extend_schema(responses={200: PROMPT_IMPORT_JOB})
+    def get(self, request, import_id: int):
+        return Response(self.body(get_object_or_404(PromptImport, pk=import_id), request))
 
 
 class AnnotatorStatsApi(APIView):

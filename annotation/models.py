@@ -469,6 +469,32 @@ class DPORun(TimeStamped):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+class PromptImport(TimeStamped):
+    """A prompt import too big for one request: the upload is stored first, then a worker (queue ``default``) streams
+    it, validates every row and commits all of its new prompts in one transaction (or none)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        REJECTED = "rejected", "Rejected"  # rows rejected: nothing imported
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    filename = models.CharField(max_length=255, blank=True, default="")
+    format = models.CharField(max_length=8)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, db_index=True, help_text="sha256 of the uploaded file")
+    upload_key = models.CharField(max_length=1024)
+    options = models.JSONField(default=dict, blank=True)  # category, prompt_set_id, held_out, tags, dry_run
+    progress = models.FloatField(default=0.0)
+    lines_done = models.PositiveBigIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+
         CANCELLED = "cancelled", "Cancelled"
 
     name = models.CharField(max_length=128, unique=True)

@@ -30,3 +30,12 @@ def assignments_expire() -> int:
     from annotation.services.assignments import assignments_expire as expire
 
     return expire()
+
+
+@shared_task(name="annotation.tasks.prompt_import_run", acks_late=True)  # queue default
+def prompt_import_run(import_id: int) -> dict:
+    """Idempotent: a finished import returns at once; an interrupted one runs again (its transaction rolled back)."""
+    from annotation.services.prompt_imports import prompt_import_run as run
+
+    job = run(import_id=import_id)
+    return {"import_id": job.pk, "status": job.status, "created": job.report.get("created", 0)}

@@ -5,6 +5,7 @@ from annotation.research import views_loop as v
 urlpatterns = [
     path("", v.research_home, name="research-home"),
     path("prompts/import/", v.prompt_import, name="research-prompt-import"),
+    path("prompts/import/<int:import_id>/", v.prompt_import_job, name="research-prompt-import-job"),
     path("rounds/new/", v.round_new, name="research-round-new"),
     path("rounds/<int:round_id>/", v.round_detail, name="research-round-detail"),
     path("rounds/<int:round_id>/retry-failed/", v.round_retry_failed, name="research-round-retry-failed"),

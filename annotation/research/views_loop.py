@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotation import charts
 from annotation.errors import ApplicationError, error_messages, flash_result, is_int
-from annotation.models import Checkpoint, Round
+from annotation.models import Checkpoint, PromptImport, Round
 from annotation.permissions import researcher_required
 from annotation.research.views_forms import prompt_ids_for_form
 from annotation.selectors.candidates import candidate_list_for_round, round_generation_progress
@@ -38,6 +38,7 @@ from annotation.services.candidates import candidates_retry_failed, round_genera
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
 from annotation.services.prompt_edits import prompt_set_by_name
+from annotation.services.prompt_imports import import_is_big, prompt_import_start
 from annotation.services.prompts import import_size_check, prompts_import
 from annotation.services.rounds import prompts_select, round_create
 
@@ -59,6 +60,40 @@ def research_home(request: HttpRequest) -> HttpResponse:
     return render(request, "research/home.html", research_overview())
 
 
+def _import_limits() -> dict:
+    from django.conf import settings
+
+    return {"async_mb": f"{settings.PROMPT_IMPORT_ASYNC_BYTES / 1e6:g}", "max_mb": f"{settings.PROMPT_IMPORT_MAX_BYTES / 1e6:g}"}
+
+
+def _prompt_import_job_start(request: HttpRequest, upload, fmt: str) -> HttpResponse:
+    post = request.POST
+    try:
+        job, repeated = prompt_import_start(
+            file=upload, filename=upload.name, size=upload.size, fmt=fmt, actor=request.user,
+            default_category=post.get("category", ""), dry_run=bool(post.get("dry_run")),
+            prompt_set=prompt_set_by_name(post.get("prompt_set", "").strip()), held_out=bool(post.get("held_out")),
+            default_tags=[t.strip() for t in post.get("tags", "").split(",") if t.strip()])
+    except (ApplicationError, ValidationError, ValueError) as exc:
+        messages.error(request, " ".join(_form_errors(exc)))
+        return render(request, "research/prompt_import.html", {"report": None, "categories": category_list(),
+                                                               "form": post, **_import_limits()})
+    if repeated:
+        messages.info(request, f"This file was already uploaded with the same options "
+                               f"(import #{job.pk}, {job.created_at:%Y-%m-%d %H:%M}): nothing imported twice.")
+    return redirect("research-prompt-import-job", import_id=job.pk)
+
+
+@researcher_required
+@require_GET
+def prompt_import_job(request: HttpRequest, import_id: int) -> HttpResponse:
+    """A background import: its progress (htmx polls the status part), then the report by line number."""
+    job = get_object_or_404(PromptImport.objects.select_related("created_by"), pk=import_id)
+    if request.htmx:
+        return render(request, "research/prompt_import_job_status.html", {"job": job})
+    return render(request, "research/prompt_import_job.html", {"job": job})
+
+
 @researcher_required
 @require_http_methods(["GET", "POST"])
 def prompt_import(request: HttpRequest) -> HttpResponse:
@@ -69,6 +104,8 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose a CSV, JSONL or TXT file.")
         else:
             fmt = request.POST.get("format") or upload.name.rsplit(".", 1)[-1].lower()
+            if import_is_big(upload.size):  # stored, then streamed by a worker: the job page shows its progress
+                return _prompt_import_job_start(request, upload, fmt)
             try:
                 import_size_check(upload.size)  # before reading it into memory
                 post = request.POST  # the importer sets the prompt set, held-out and tags too (issue 18)
@@ -88,7 +125,8 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
                     messages.info(request, f"Valid, nothing imported (dry run): {report.would_create} new prompts, "
                                            f"{report.duplicates} already in the pool.")
     return render(request, "research/prompt_import.html", {"report": report, "categories": category_list(),
-                                                           "form": request.POST if request.method == "POST" else {}})
+                                                           "form": request.POST if request.method == "POST" else {},
+                                                           **_import_limits()})
 
 
 @researcher_required

@@ -8,6 +8,7 @@ Jobs are sent once the surrounding transaction commits (the worker must see the 
   ``candidates_decode`` (``vae``) whose stages hand over through storage, never through ``.get()``.
 - Training (queue ``train``): a DPO run; the average of several checkpoints.
 - Exports (queue ``default``): one export.
+- Prompt imports too big for a request (queue ``default``): one import job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TASK_CANDIDATES_DECODE = "generation_workers.tasks.candidates_decode"
 TASK_DPO_RUN_EXECUTE = "generation_workers.tasks.dpo_run_execute"
 TASK_CHECKPOINT_AVERAGE = "generation_workers.tasks.checkpoint_average_run"
 TASK_EXPORT_RUN = "annotation.tasks_exports.export_run"
+TASK_PROMPT_IMPORT_RUN = "annotation.tasks.prompt_import_run"
 
 
 def _job(name: str, *args, queue: str, immutable: bool = True):
@@ -74,3 +76,8 @@ def checkpoint_average_dispatch_on_commit(*, checkpoint_ids: list[int], name: st
 # -- exports ----------------------------------------------------------------------------------------------------------
 def export_run_dispatch_on_commit(*, export_id: int) -> None:
     _send_on_commit(_job(TASK_EXPORT_RUN, int(export_id), queue=QUEUE_DEFAULT))
+
+
+# -- prompt imports ---------------------------------------------------------------------------------------------------
+def prompt_import_dispatch_on_commit(*, import_id: int) -> None:
+    _send_on_commit(_job(TASK_PROMPT_IMPORT_RUN, int(import_id), queue=QUEUE_DEFAULT))

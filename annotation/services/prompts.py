@@ -164,6 +164,41 @@ def _categories() -> dict[str, Category]:
     return by_key
 
 
+def row_validate(row: ImportRow, *, categories: dict[str, Category], default_category: str,
+                 max_chars: int) -> tuple[str | None, str]:
+    """``(error or None, text hash)`` of one parsed row (the checks of every import, synchronous or a job)."""
+    error = None
+    category_key = (row.category or default_category).strip()
+    if not row.text:
+        error = ERR_EMPTY
+    elif "\x00" in row.text or any("\x00" in t for t in row.tags) or "\x00" in (row.category or ""):
+        error = ERR_NUL  # PostgreSQL text cannot hold NUL (a JSON "\u0000" decodes to one)
+    elif len(row.text) > max_chars:
+        error = ERR_TOO_LONG.format(max=max_chars, n=len(row.text))
+    elif category_key and category_key.casefold() not in categories and category_key not in categories:
+        error = ERR_UNKNOWN_CATEGORY.format(value=category_key)
+    elif row.source not in Prompt.Source.values:
+        error = ERR_UNKNOWN_SOURCE.format(value=row.source)
+    elif row.language and row.language not in Prompt.Language.values:
+        error = ERR_UNKNOWN_LANGUAGE.format(value=row.language)
+    return error, (prompt_hash(row.text) if row.text else "")
+
+
+def row_prompt(row: ImportRow, digest: str, *, categories: dict[str, Category], default_category: str,
+               prompt_set: PromptSet | None, default_tags: list[str] | None, held_out: bool) -> Prompt:
+    """The unsaved Prompt of one valid row."""
+    category_key = (row.category or default_category).strip()
+    category = categories.get(category_key) or categories.get(category_key.casefold()) if category_key else None
+    return Prompt(text=row.text, text_hash=digest, language=row.language or prompt_language(row.text), category=category,
+                  prompt_set=prompt_set, source=row.source, tags=sorted(set(row.tags + list(default_tags or []))),
+                  is_held_out=held_out)
+
+
+def categories_by_key() -> dict[str, Category]:
+    """Categories by slug and by casefolded name (what an import row's ``category`` may name)."""
+    return _categories()
+
+
 @transaction.atomic
 def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None, dry_run: bool = False,
                    skip_invalid: bool = False, default_category: str = "", default_tags: list[str] | None = None,
@@ -178,21 +213,7 @@ def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None
     seen: dict[str, int] = {}
     valid: list[tuple[ImportRow, str]] = []
     for row in rows:
-        error = None
-        category_key = (row.category or default_category).strip()
-        if not row.text:
-            error = ERR_EMPTY
-        elif "\x00" in row.text or any("\x00" in t for t in row.tags) or "\x00" in (row.category or ""):
-            error = ERR_NUL  # PostgreSQL text cannot hold NUL (a JSON "\u0000" decodes to one)
-        elif len(row.text) > max_chars:
-            error = ERR_TOO_LONG.format(max=max_chars, n=len(row.text))
-        elif category_key and category_key.casefold() not in categories and category_key not in categories:
-            error = ERR_UNKNOWN_CATEGORY.format(value=category_key)
-        elif row.source not in Prompt.Source.values:
-            error = ERR_UNKNOWN_SOURCE.format(value=row.source)
-        elif row.language and row.language not in Prompt.Language.values:
-            error = ERR_UNKNOWN_LANGUAGE.format(value=row.language)
-        digest = prompt_hash(row.text) if row.text else ""
+        error, digest = row_validate(row, categories=categories, default_category=default_category, max_chars=max_chars)
         if error is None and digest in seen:
             error = ERR_DUPLICATE_IN_FILE.format(line=seen[digest])
         if error:
@@ -213,13 +234,8 @@ def prompts_import(*, data: bytes, fmt: str, prompt_set: PromptSet | None = None
         if digest in existing:
             report.duplicates += 1
             continue
-        category_key = (row.category or default_category).strip()
-        category = categories.get(category_key) or categories.get(category_key.casefold()) if category_key else None
-        new.append(Prompt(
-            text=row.text, text_hash=digest, language=row.language or prompt_language(row.text), category=category,
-            prompt_set=prompt_set, source=row.source, tags=sorted(set(row.tags + list(default_tags or []))),
-            is_held_out=held_out,
-        ))
+        new.append(row_prompt(row, digest, categories=categories, default_category=default_category,
+                              prompt_set=prompt_set, default_tags=default_tags, held_out=held_out))
     created = Prompt.objects.bulk_create(new, batch_size=2000)
     report.created = len(created)
     report.created_ids = [p.pk for p in created]

@@ -139,8 +139,10 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
-# Prompt imports (file upload or the bulk API) above this size are refused with a message (413).
-PROMPT_IMPORT_MAX_BYTES = env.int("VIDEODPO_IMPORT_MAX_BYTES", default=20 * 1024 * 1024)
+# Prompt imports (file upload or the bulk API) above this size are refused with a message (413); big ones are streamed.
+PROMPT_IMPORT_MAX_BYTES = env.int("VIDEODPO_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
+# Imports above this size run as a background job (queue default) with progress on the page; the bulk API answers 202.
+PROMPT_IMPORT_ASYNC_BYTES = env.int("VIDEODPO_IMPORT_ASYNC_BYTES", default=2 * 1024 * 1024)
 
 # The OpenAPI schema and its docs page: public only when DEBUG (or VIDEODPO_PUBLIC_API_DOCS); else signed-in users.
 PUBLIC_API_DOCS = env.bool("VIDEODPO_PUBLIC_API_DOCS", default=DEBUG)
