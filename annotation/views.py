@@ -233,6 +233,12 @@ def qc(request: HttpRequest) -> HttpResponse:
     context = {"rounds": rounds, "selected": selected, "report": report, "open_reviews": review_items_open_count()}
     if report:
         context.update(_qc_charts(report))
+        # pseudonym -> account: reviewers and researchers only (this page is theirs)
+        from annotation.selectors.accounts import account_names
+
+        names = account_names(user_ids=[a["annotator_id"] for a in report["annotators"]])
+        for a in report["annotators"]:
+            a["account"] = names.get(a["annotator_id"], "")
     return render(request, "annotation/qc.html", context)
 
 

@@ -56,3 +56,46 @@ def annotator_unpause(*, annotator) -> AnnotatorProfile:
     profile.is_paused, profile.paused_reason, profile.paused_at = False, "", None
     profile.save(update_fields=["is_paused", "paused_reason", "paused_at"])
     return profile
+
+
+# -- a reviewer's hand on the pause (the QC page): who and when are kept in the profile -----------------------------
+ERR_NOT_AN_ANNOTATOR = "There is no annotator {value}."
+ERR_REASON_TOO_LONG = "The reason is at most {n} characters."
+REASON_MAX = 500
+MANUAL_PAUSE = "paused by {actor} on the QC page{colon}{reason}"
+
+
+def _annotator(annotator_id: int):
+    from django.contrib.auth import get_user_model
+
+    from annotation.errors import ApplicationError
+    from annotation.permissions import ANNOTATOR
+
+    user = get_user_model().objects.filter(pk=annotator_id, groups__name=ANNOTATOR).first()
+    if user is None:
+        raise ApplicationError(ERR_NOT_AN_ANNOTATOR.format(value=annotator_id), status=404)
+    return user
+
+
+@transaction.atomic
+def annotator_pause_by_reviewer(*, annotator_id: int, actor, reason: str = "") -> AnnotatorProfile:
+    """Pause an annotator by hand; the reason records who (``actor``) and ``paused_at`` when."""
+    from annotation.errors import ApplicationError
+
+    reason = (reason or "").replace("\x00", "").strip()
+    if len(reason) > REASON_MAX:
+        raise ApplicationError(ERR_REASON_TOO_LONG.format(n=REASON_MAX))
+    user = _annotator(annotator_id)
+    text = MANUAL_PAUSE.format(actor=actor.get_username(), colon=": " if reason else "", reason=reason)
+    return annotator_pause(annotator=user, reason=text)
+
+
+@transaction.atomic
+def annotator_unpause_by_reviewer(*, annotator_id: int, actor) -> AnnotatorProfile:
+    """Let a paused annotator judge again. The automatic check still runs after each of their judgments: figures
+    still below the thresholds pause them again."""
+    import logging
+
+    user = _annotator(annotator_id)
+    logging.getLogger(__name__).info("annotator %s unpaused by %s", user.pk, actor.get_username())
+    return annotator_unpause(annotator=user)
