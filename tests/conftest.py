@@ -46,6 +46,29 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+# -- Reference data ----------------------------------------------------------------------------------------------------
+_DB_FIXTURES = ("transactional_db", "db", "django_db_reset_sequences", "django_db_serialized_rollback")
+
+
+@pytest.fixture(autouse=True)
+def reference_data(request):
+    """Every database test starts with the reference data of migration 0002 (role groups, categories, flaw tags).
+
+    A transactional test (``live_server``, a real worker) ends with a flush that removes those rows; without this, the
+    tests that run after it would see researchers refused ("Only researchers can do this") depending on test order.
+    Idempotent and cheap (get_or_create), inside the test's own transaction for non-transactional tests."""
+    if request.node.get_closest_marker("django_db") is not None:
+        request.getfixturevalue("_django_db_helper")
+    else:
+        names = [name for name in _DB_FIXTURES if name in request.fixturenames]
+        if not names:
+            return
+        request.getfixturevalue(names[0])
+    from annotation.services.reference_data import reference_data_ensure
+
+    reference_data_ensure()
+
+
 # -- S3 ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def s3_server():
