@@ -67,7 +67,7 @@ class GroupNextApi(APIView):
     renderer_classes = [JSONRenderer]  # the annotator hot path: JSON only (no browsable-API negotiation)
 
     class OutputSerializer(serializers.Serializer):
-        assignment = serializers.IntegerField(source="assignment_id")
+        assignment = serializers.CharField(source="handle", help_text="The reservation's public handle (random).")
         prompt = serializers.CharField(source="prompt_text")
         mode = serializers.CharField()
         require_full_playback = serializers.BooleanField()
@@ -86,7 +86,7 @@ class GroupNextApi(APIView):
 
 class JudgmentOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    assignment = serializers.IntegerField(source="assignment_id")
+    assignment = serializers.CharField(source="assignment.public_id", help_text="The reservation's public handle.")
     outcome = serializers.CharField()
     skip_reason = serializers.CharField()
     time_spent_ms = serializers.IntegerField()
@@ -113,7 +113,7 @@ class JudgmentSubmitApi(APIView):
             playback_coverage = serializers.FloatField(required=False, default=0.0, min_value=0, max_value=1)
             flaws = FlawSerializer(many=True, required=False, default=list)
 
-        assignment = serializers.IntegerField()
+        assignment = serializers.CharField(max_length=64, help_text="The public handle from /api/groups/next/.")
         outcome = serializers.CharField(max_length=32)
         skip_reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
         time_spent_ms = serializers.IntegerField(required=False, default=0, min_value=0, max_value=24 * 3600 * 1000)
@@ -134,7 +134,7 @@ class JudgmentSubmitApi(APIView):
                            flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
             )
         judgment, created = judgment_submit(
-            annotator=request.user, assignment_id=d["assignment"], outcome=d["outcome"], labels=labels,
+            annotator=request.user, public_id=d["assignment"], outcome=d["outcome"], labels=labels,
             skip_reason=d["skip_reason"], time_spent_ms=d["time_spent_ms"],
         )
         return Response(JudgmentOutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

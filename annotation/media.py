@@ -65,10 +65,14 @@ def ranged_file_response(path: str, range_header: str | None) -> HttpResponse:
 # -- Signed media links ------------------------------------------------------------------------------------------------
 # One token scheme and one endpoint (``media_view``) for every object a browser fetches: a token signs a target and an
 # expiry (unix seconds). Two kinds of target:
-# - ("k", key): an object key, for researcher and reviewer pages (``storage.object_url`` on local storage);
-# - ("a", assignment, shown position, kind): a blind link for the annotator page. An object key names the round
-#   (rounds/<round>/groups/...), so the annotator page never shows keys; the token names only the reservation, and is
-#   deterministic for it (so the prefetched next group hits the browser cache).
+# - ("k", key, user id): an object key (``storage.object_url`` on local storage). On reviewer and researcher pages it
+#   is bound to the signed-in user it was made for (served only to that user while they hold a reviewer role) and
+#   short-lived (``KEY_LINK_TTL_S`` at most). With no user (``None``) it is a bearer link, like an S3 presigned URL:
+#   only an export's ``links`` media mode makes those, for machines that download without a session;
+# - ("a", assignment handle, shown position, kind): a blind link for the annotator page. An object key names the
+#   round (rounds/<round>/groups/...), so the annotator page never shows keys; the token names only the reservation
+#   by its random public handle (never its database id), and is deterministic for it (so the prefetched next group
+#   hits the browser cache).
 MEDIA_SALT = "annotation.media"
 MEDIA_KINDS = {"v": "video_uri", "p": "poster_uri"}
 ERR_LINK_INVALID = "Invalid media link."
@@ -78,6 +82,8 @@ MAX_TOKEN_CHARS = 2048
 RESERVATION_GRACE_S = 120
 ERR_LINK_EXPIRED = "This media link has expired."
 ERR_NO_OBJECT = "No such object."
+# an object-key link lives at most this long (a link copied out of a page stops working within minutes)
+KEY_LINK_TTL_S = 15 * 60
 
 
 class MediaLinkError(ApplicationError):
@@ -104,14 +110,17 @@ def _token_payload(token: str):
     return json.loads(_cipher().decrypt(raw, [MEDIA_SALT.encode()]))
 
 
-def key_media_path(*, key: str, ttl_s: int) -> str:
-    """The app's signed path to an object key, valid ``ttl_s`` seconds."""
-    return reverse("media", kwargs={"token": media_token(target=("k", key), expires=int(time.time()) + ttl_s)})
+def key_media_path(*, key: str, ttl_s: int, user_id: int | None) -> str:
+    """The app's signed path to an object key for the signed-in user ``user_id``, valid ``ttl_s`` seconds (at most
+    ``KEY_LINK_TTL_S``); with ``user_id=None`` a bearer link valid ``ttl_s`` seconds (export media links)."""
+    expires = int(time.time()) + (ttl_s if user_id is None else min(ttl_s, KEY_LINK_TTL_S))
+    return reverse("media", kwargs={"token": media_token(target=("k", key, user_id), expires=expires)})
 
 
-def assignment_media_path(*, assignment_id: int, position: int, kind: str, expires: int) -> str:
-    """The blind path to a reservation's video ("v") or poster ("p") at a shown position."""
-    token = media_token(target=("a", assignment_id, position, kind), expires=expires)
+def assignment_media_path(*, handle: str, position: int, kind: str, expires: int) -> str:
+    """The blind path to a reservation's video ("v") or poster ("p") at a shown position (``handle``: the
+    reservation's public id)."""
+    token = media_token(target=("a", str(handle), position, kind), expires=expires)
     return reverse("media", kwargs={"token": token})
 
 
@@ -123,7 +132,10 @@ def media_target(token: str) -> tuple:
         *target, expires = _token_payload(token)
     except (InvalidTag, ValueError, TypeError, binascii.Error) as exc:
         raise MediaLinkError(ERR_LINK_INVALID) from exc
-    valid = (len(target) == 2 and target[0] == "k") or (len(target) == 4 and target[0] == "a" and target[3] in MEDIA_KINDS)
+    valid = (len(target) == 3 and target[0] == "k" and isinstance(target[1], str)
+             and (target[2] is None or isinstance(target[2], int))) or (
+        len(target) == 4 and target[0] == "a" and isinstance(target[1], str) and isinstance(target[2], int)
+        and target[3] in MEDIA_KINDS)
     if not valid or not isinstance(expires, int):
         raise MediaLinkError(ERR_LINK_INVALID)
     if expires < time.time():

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.functions import RandomUUID
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import F, Q
@@ -304,6 +307,9 @@ class Assignment(models.Model):
     group = models.ForeignKey(CandidateGroup, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RESERVED)
+    # the reservation's only annotator-facing name (pages, JSON, media links): random, so it carries no order; the
+    # database id stays internal. db_default for rows written in SQL (benchmarks, the migration's existing rows).
+    public_id = models.UUIDField(default=uuid.uuid4, db_default=RandomUUID(), unique=True, editable=False)
     shown_order = ArrayField(models.BigIntegerField(), help_text="Candidate ids in the order shown (position bias).")
     reserved_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()

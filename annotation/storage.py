@@ -141,4 +141,4 @@ def object_url(*, key: str, ttl_s: int | None = None) -> str:
     ttl_s = ttl_s or videodpo().media_url_ttl_s
     if is_s3():
         return default_storage.url(key, expire=ttl_s)
-    return key_media_path(key=key, ttl_s=ttl_s)
+    return key_media_path(key=key, ttl_s=ttl_s, user_id=getattr(user, "pk", None))

@@ -152,13 +152,13 @@ def _labels_from_form(post) -> list[LabelInput]:
 def annotate_submit(request: HttpRequest) -> HttpResponse:
     """Store the answer, then show the next group (htmx swaps it in; no full page reload)."""
     post = request.POST
-    assignment_id = post.get("assignment", "")
-    if not is_int(assignment_id):
+    handle = post.get("assignment", "")  # the reservation's public handle (never its database id)
+    if not handle or len(handle) > 64:
         raise JudgmentError(ERR_BAD_FORM.format(detail="assignment"))
     time_spent = post.get("time_spent_ms", "0")
     judgment_submit(
         annotator=request.user,
-        assignment_id=int(assignment_id),
+        public_id=handle,
         outcome=post.get("outcome", "labelled"),
         labels=_labels_from_form(post),
         skip_reason=(post.get("skip_reason", "") + (": " + post["skip_note"] if post.get("skip_note") else "")),
@@ -175,6 +175,23 @@ def annotate_submit(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/partials/group.html", context)
 
 
+def _media_user(request: HttpRequest):
+    """The signed-in user, or the API token's (a script downloading an export with ``Authorization: Token``)."""
+    if request.user.is_authenticated:
+        return request.user
+    if not request.headers.get("Authorization"):
+        return None
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from annotation.authentication import TokenAuthentication
+
+    try:
+        found = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        return None
+    return found[0] if found else None
+
+
 @require_safe  # GET and HEAD (players probe with HEAD)
 @html_errors
 def media(request: HttpRequest, token: str) -> HttpResponse:
@@ -183,12 +200,18 @@ def media(request: HttpRequest, token: str) -> HttpResponse:
     redirect to a presigned URL. A bad, expired or dangling link is a 404."""
     target = media_target(token)
     if target[0] == "k":
-        key = target[1]
+        key, user_id = target[1], target[2]
+        # a page's link is bound to the reviewer or researcher it was made for (a copied link is nobody else's), while
+        # they hold the role; None: a bearer link of an export's "links" media mode
+        if user_id is not None:
+            user = _media_user(request)
+            if user is None or user.pk != user_id or not permissions.is_reviewer(user):
+                raise MediaLinkError(ERR_LINK_NOT_YOURS)
     else:
         cache_key = f"am:{token}"
         grant = cache.get(cache_key)
         if grant is None:
-            grant = media_key_for_token(assignment_id=target[1], position=target[2], kind=target[3])
+            grant = media_key_for_token(handle=target[1], position=target[2], kind=target[3])
             if grant is None:
                 raise MediaLinkError(ERR_NO_OBJECT)
             cache.set(cache_key, grant, 30)  # short: a renewed reservation is read again soon
@@ -248,7 +271,7 @@ def review_list(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/review_list.html", {"items": review_items_open()})
 
 
-def _review_context(item: ReviewItem) -> dict:
+def _review_context(item: ReviewItem, user) -> dict:
     group: CandidateGroup = item.group
     candidates = list(group.candidates.order_by("id"))
     judgments = review_item_judgments(group=group)
@@ -259,7 +282,7 @@ def _review_context(item: ReviewItem) -> dict:
     rows = [
         {
             "candidate": c,
-            "video_url": storage.object_url(key=storage.key_from_uri(c.video_uri)) if c.video_uri else "",
+            "video_url": storage.object_url(key=storage.key_from_uri(c.video_uri), user=user) if c.video_uri else "",
             "votes": by_candidate.get(c.pk, []),
         }
         for c in candidates
@@ -275,7 +298,7 @@ def _decisions(post, value: str) -> list[int]:
 @require_http_methods(["GET", "POST"])
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(ReviewItem.objects.select_related("group__prompt", "group__round"), pk=pk)
-    context = _review_context(item)
+    context = _review_context(item, request.user)
     if request.method == "POST":
         try:
             review_item_resolve(review_item=item, reviewer=request.user, preferred=_decisions(request.POST, "preferred"),

@@ -49,7 +49,7 @@ def _export_out(request, export: Export) -> dict:
                                            "content_hash", "filter", "datasheet", "error", "created_at",
                                            "finished_at")},
         "status_url": request.build_absolute_uri(reverse("research-api-export-detail", args=[export.pk])),
-        "download_url": export_download_url(export=export),
+        "download_url": export_download_url(export=export, user=request.user),
         "download_ttl_s": EXPORT_LINK_TTL_S,
     }).data
 

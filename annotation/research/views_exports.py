@@ -84,7 +84,7 @@ def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
 @require_GET
 def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
     export = get_object_or_404(Export, pk=export_id)
-    url = export_download_url(export=export)
+    url = export_download_url(export=export, user=request.user)
     if url is None:
         raise Http404(ERR_NOT_READY)
     return HttpResponseRedirect(url)

@@ -49,7 +49,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
     groups, total = ([], 0)
     if round_id is not None:
-        groups, total = gallery_page(round_id=round_id, prompt_query=query, checkpoint_id=checkpoint_id,
+        groups, total = gallery_page(round_id=round_id, user=request.user, prompt_query=query, checkpoint_id=checkpoint_id,
                                      status=status, page=page)
     pages = max(1, -(-total // PAGE_SIZE))
     return render(request, "research/gallery.html", {
@@ -67,6 +67,6 @@ def gallery_compare(request: HttpRequest) -> HttpResponse:
     prompt_id, seed = _int(request, "prompt", "Prompt"), _int(request, "seed", "Seed")
     if prompt_id is None or seed is None:
         raise ApplicationError("Choose a prompt and a seed (open this page from a video of the gallery).")
-    text, videos = seed_across_checkpoints(prompt_id=prompt_id, seed=seed)
+    text, videos = seed_across_checkpoints(prompt_id=prompt_id, seed=seed, user=request.user)
     return render(request, "research/gallery_compare.html",
                   {"prompt_id": prompt_id, "seed": seed, "prompt_text": text, "videos": videos})

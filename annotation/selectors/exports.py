@@ -301,12 +301,12 @@ def export_list(*, limit: int = 100) -> QuerySet[Export]:
 EXPORT_LINK_TTL_S = 300
 
 
-def export_download_url(*, export: Export, ttl_s: int | None = None) -> str | None:
+def export_download_url(*, export: Export, user=None, ttl_s: int | None = None) -> str | None:
     """A fresh, short-lived (``EXPORT_LINK_TTL_S``) URL of a finished export's artifact (None while it is not done);
-    the artifact's file name is in its datasheet."""
+    the artifact's file name is in its datasheet. On local storage the link is bound to ``user``."""
     from annotation import storage
 
     if export.status != Export.Status.DONE or not export.uri or not export.datasheet.get("file"):
         return None
     return storage.object_url(key=storage.export_key(export_id=export.pk, filename=export.datasheet["file"]),
-                              ttl_s=ttl_s or EXPORT_LINK_TTL_S)
+                              user=user, ttl_s=ttl_s or EXPORT_LINK_TTL_S)

@@ -37,15 +37,16 @@ class GalleryGroup:
     videos: list[GalleryVideo]
 
 
-def _url(uri: str) -> str:
-    return storage.object_url(key=storage.key_from_uri(uri)) if uri else ""
+def _url(uri: str, user) -> str:
+    return storage.object_url(key=storage.key_from_uri(uri), user=user) if uri else ""
 
 
-def _video(c: Candidate, rnd: Round) -> GalleryVideo:
+def _video(c: Candidate, rnd: Round, user) -> GalleryVideo:
     ready = c.status == Candidate.Status.READY
     return GalleryVideo(
         candidate_id=c.pk, checkpoint_id=c.checkpoint_id, checkpoint_name=c.checkpoint.name, seed=c.seed,
-        status=c.status, video_url=_url(c.video_uri) if ready else "", poster_url=_url(c.poster_uri) if ready else "",
+        status=c.status, video_url=_url(c.video_uri, user) if ready else "",
+        poster_url=_url(c.poster_uri, user) if ready else "",
         round_id=rnd.pk, round_name=rnd.name, error=c.error[:200],
     )
 
@@ -61,7 +62,7 @@ def gallery_checkpoints(*, round_id: int | None) -> list[Checkpoint]:
     return list(qs.only("id", "name"))
 
 
-def gallery_page(*, round_id: int, prompt_query: str = "", checkpoint_id: int | None = None, status: str = "",
+def gallery_page(*, round_id: int, user=None, prompt_query: str = "", checkpoint_id: int | None = None, status: str = "",
                  page: int = 1) -> tuple[list[GalleryGroup], int]:
     """The round's groups (newest prompt first) with their candidates filtered by checkpoint and status; groups that
     keep no candidate after the filter are left out. Returns (groups of this page, number of matching groups)."""
@@ -81,13 +82,13 @@ def gallery_page(*, round_id: int, prompt_query: str = "", checkpoint_id: int | 
     rows = groups.order_by("id").prefetch_related(Prefetch("candidates", queryset=candidates))[start:start + PAGE_SIZE]
     out = [
         GalleryGroup(group_id=g.pk, prompt_id=g.prompt_id, prompt_text=g.prompt_text or g.prompt.text, status=g.status,
-                     videos=[_video(c, g.round) for c in g.candidates.all()])
+                     videos=[_video(c, g.round, user) for c in g.candidates.all()])
         for g in rows
     ]
     return out, total
 
 
-def seed_across_checkpoints(*, prompt_id: int, seed: int) -> tuple[str, list[GalleryVideo]]:
+def seed_across_checkpoints(*, prompt_id: int, seed: int, user=None) -> tuple[str, list[GalleryVideo]]:
     """Every ready video of one prompt and one seed, one per checkpoint (its newest), in checkpoint order: the same
     noise through each model, side by side. Returns (prompt text, videos)."""
     cands = (
@@ -101,5 +102,5 @@ def seed_across_checkpoints(*, prompt_id: int, seed: int) -> tuple[str, list[Gal
         if c.checkpoint_id in seen:
             continue
         seen.add(c.checkpoint_id)
-        videos.append(_video(c, c.group.round))
+        videos.append(_video(c, c.group.round, user))
     return text, videos

@@ -31,7 +31,7 @@ class ShownCandidate:
 
 @dataclass
 class GroupPage:
-    assignment_id: int
+    handle: str  # the reservation's public handle: the only name annotators see (its database id stays internal)
     prompt_text: str
     mode: str
     require_full_playback: bool
@@ -46,7 +46,7 @@ class GroupPage:
 
 def _media_url(assignment: Assignment, position: int, kind: str) -> str:
     expires = int(assignment.reserved_at.timestamp()) + conf("MEDIA_URL_TTL_S")
-    return assignment_media_path(assignment_id=assignment.pk, position=position, kind=kind, expires=expires)
+    return assignment_media_path(handle=str(assignment.public_id), position=position, kind=kind, expires=expires)
 
 
 def _shown(assignment: Assignment, candidates: dict[int, Candidate]) -> list[ShownCandidate]:
@@ -86,7 +86,7 @@ def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | 
     group = current.group
     prompt_set: PromptSet | None = group.prompt.prompt_set
     return GroupPage(
-        assignment_id=current.pk,
+        handle=str(current.public_id),
         prompt_text=group.prompt_text or group.prompt.text,  # the text of this group (prompt edits keep it)
         mode=group.round.annotation_mode,
         require_full_playback=group.round.require_full_playback,
@@ -100,14 +100,14 @@ def flaw_tags_active() -> list[FlawTag]:
     return list(FlawTag.objects.filter(is_active=True).order_by("order", "name"))
 
 
-def media_key_for_token(*, assignment_id: int, position: int, kind: str) -> tuple[str, int, float] | None:
+def media_key_for_token(*, handle: str, position: int, kind: str) -> tuple[str, int, float] | None:
     """What a blind media link grants (two primary-key lookups): (object key, the annotator it belongs to, the unix
     time until which it may be used: the reservation's end, or its submit, plus ``RESERVATION_GRACE_S``); None when
     it names nothing."""
     from annotation.media import RESERVATION_GRACE_S
     from annotation.storage import key_from_uri
 
-    row = (Assignment.objects.filter(pk=assignment_id)
+    row = (Assignment.objects.filter(public_id=handle)
            .values_list("shown_order", "annotator_id", "status", "expires_at", "submitted_at").first())
     if row is None:
         return None

@@ -54,7 +54,9 @@ def candidates_servable(*, group: CandidateGroup, candidates: list[Candidate]) -
 # 2 ms of Python to compile, for 0.15 ms of work in the database. They load the fields that the queue, the judgments
 # service and the annotator page use; the other fields are deferred (read on first access, as with ``only()``).
 _LOADED: dict[type[models.Model], tuple[str, ...]] = {
-    Assignment: ("id", "group_id", "annotator_id", "status", "shown_order", "reserved_at", "expires_at", "submitted_at"),
+    Assignment: (
+        "id", "group_id", "annotator_id", "status", "public_id", "shown_order", "reserved_at", "expires_at", "submitted_at",
+    ),
     CandidateGroup: (
         "id", "round_id", "prompt_id", "status", "prompt_text", "is_gold", "target_judgments", "active_reservations",
         "judgments_count",

@@ -7,6 +7,7 @@ opens a review item. Gold judgments feed the annotator's quality check (automati
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field, replace
 
 from django.db import connection, transaction
@@ -235,25 +236,36 @@ def _group_advance(*, group: CandidateGroup) -> None:
     CandidateGroup.objects.filter(pk=group.pk).update(status=group.status, target_judgments=group.target_judgments)
 
 
+def _uuid_or_none(value) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 @transaction.atomic
 def judgment_submit(
     *,
     annotator,
-    assignment_id: int,
+    assignment_id: int | None = None,
+    public_id: str | None = None,
     outcome: str,
     labels: list[LabelInput],
     skip_reason: str = "",
     time_spent_ms: int = 0,
     now=None,
 ) -> tuple[Judgment, bool]:
-    """Store one annotator's answer for one reserved group. Returns (judgment, created): a repeated submit of the
+    """Store one annotator's answer for one reserved group, named by its id (internal callers) or by its public
+    handle (what annotator pages and the API send). Returns (judgment, created): a repeated submit of the
     same assignment returns the first judgment with created=False. Raises ``JudgmentError`` (4xx) and stores nothing."""
     now = now or timezone.now()
+    lookup = {"pk": assignment_id} if public_id is None else {"public_id": _uuid_or_none(public_id)}
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
         .select_related("group__round")
-        .filter(pk=assignment_id)
+        .filter(**lookup)
         .first()
+        if None not in lookup.values() else None
     )
     if assignment is None or assignment.annotator_id != annotator.pk:
         raise JudgmentForbidden(ERR_ASSIGNMENT_NOT_YOURS)

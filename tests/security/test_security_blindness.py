@@ -7,7 +7,9 @@ labelled twice, a position outside the group), the accepted submit, and its own 
 group the attacker ranks the shown positions by every number it saw attached to them (database ids follow creation
 order: the lowest would be the policy's) and by the media tokens, and picks the top half as "policy". Over many groups
 its hit rate must be what chance gives (one-sided binomial test): before the fix, the judgment list and the error
-messages carried candidate ids, and ids named policy first, so the same attacker was right every time."""
+messages carried candidate ids, and ids named policy first, so the same attacker was right every time. Reservations
+are named by a random handle (never their sequential database id): the handles the attacker collects carry no
+creation order."""
 
 from __future__ import annotations
 
@@ -80,6 +82,31 @@ def binomial_tail(k: int, n: int, p: float = 0.5) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
+def spearman(xs: list, ys: list) -> float:
+    rx = {v: i for i, v in enumerate(sorted(xs))}
+    ry = {v: i for i, v in enumerate(sorted(ys))}
+    n = len(xs)
+    return 1 - 6 * sum((rx[x] - ry[y]) ** 2 for x, y in zip(xs, ys, strict=True)) / (n * (n * n - 1))
+
+
+def assert_not_ordered(handles: list[str], user) -> None:
+    """The reservation handles the attacker saw (in the order it reserved them) carry no order: not numbers, not
+    the database ids, not monotonic in creation order, and uncorrelated with it (|Spearman rho| far below what
+    an ordered id gives, 1.0; a random order has sd ~ 1/sqrt(n - 1) ~ 0.15 here)."""
+    import uuid
+
+    ids = dict(user.assignments.values_list("public_id", "id"))
+    assert len(set(handles)) == len(handles) == len(ids)
+    assert not any(h.isdigit() for h in handles)
+    as_numbers = [uuid.UUID(h).int for h in handles]
+    assert sorted(ids[uuid.UUID(h)] for h in handles) == [ids[uuid.UUID(h)] for h in handles]  # reserved in id order
+    assert as_numbers != sorted(as_numbers) and as_numbers != sorted(as_numbers, reverse=True)
+    rho = spearman(list(range(len(handles))), as_numbers)
+    assert abs(rho) < 0.6, f"handles follow creation order (rho={rho:.2f})"
+    for text in handles:  # nor derived from the id: an integer id never appears in its handle's place
+        assert str(ids[uuid.UUID(text)]) != text
+
+
 def test_attacker_cannot_tell_policy_from_reference(evaluation_round):
     from tests.annotation.factories import annotator
 
@@ -88,8 +115,8 @@ def test_attacker_cannot_tell_policy_from_reference(evaluation_round):
     api.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=user)[1]}")
     web = Client()
     web.force_login(user)
-    seen: list[tuple[int, dict[int, list]]] = []  # (assignment, position -> every (field, value) tied to it)
-    judgment_of: dict[int, int] = {}
+    seen: list[tuple[str, dict[int, list]]] = []  # (assignment handle, position -> every (field, value) tied to it)
+    judgment_of: dict[int, str] = {}
     while True:
         res = api.get("/api/groups/next/")
         if res.status_code == 204:
@@ -101,6 +128,7 @@ def test_attacker_cannot_tell_policy_from_reference(evaluation_round):
         for cand in page["candidates"]:
             add(evidence[cand["position"]], "next", cand)
         html = web.get("/annotate/").content.decode()
+        assert f'name="assignment" value="{page["assignment"]}"' in html  # the page names the reservation by handle
         for pos in range(k):  # every tag of the page tied to a position's controls
             add(evidence[pos], "html", " ".join(re.findall(rf'name="[a-z_]*_{pos}"[^>]*>', html)))
         for pos in range(k):  # refused submits: a position twice, then one outside the group
@@ -118,6 +146,8 @@ def test_attacker_cannot_tell_policy_from_reference(evaluation_round):
         seen.append((page["assignment"], evidence))
         judgment_of[done.json()["id"]] = page["assignment"]
     assert len(seen) == N_PROMPTS
+    handles_in_order_reserved = [handle for handle, _ in seen]
+    assert_not_ordered(handles_in_order_reserved, user)
     mine = api.get("/api/judgments/", {"limit": 1000}).json()["results"]
     by_assignment = {judgment_of[j["id"]]: j for j in mine}
     for assignment, evidence in seen:
@@ -128,7 +158,7 @@ def test_attacker_cannot_tell_policy_from_reference(evaluation_round):
     for a in user.assignments.select_related("group"):
         policy_id = a.group.round.policy_checkpoint_id
         kinds = dict(Candidate.objects.filter(id__in=a.shown_order).values_list("id", "checkpoint_id"))
-        truth[a.pk] = {pos for pos, cid in enumerate(a.shown_order) if kinds[cid] == policy_id}
+        truth[str(a.public_id)] = {pos for pos, cid in enumerate(a.shown_order) if kinds[cid] == policy_id}
 
     # hypotheses: every numeric field seen at every position of a group, "lower is policy" and "higher is policy"
     fields = sorted({f for _, ev in seen for pos_ev in ev.values() for f, _ in pos_ev})

@@ -41,7 +41,7 @@ def workbench():
 def test_annotate_submit_never_500(workbench, data, real_assignment, htmx):
     client, assignment = workbench
     if real_assignment:
-        data = {**data, "assignment": str(assignment.pk)}
+        data = {**data, "assignment": str(assignment.public_id)}
     res = client.post("/annotate/submit/", data, **({"HTTP_HX_REQUEST": "true"} if htmx else {}))
     assert res.status_code < 500, (data, res.status_code)
     if res.status_code >= 400:

@@ -33,7 +33,7 @@ def reserved():
 
 
 def form(a, **extra):
-    return {"assignment": str(a.pk), "outcome": "labelled", "label_0": "preferred", "label_1": "non_preferred",
+    return {"assignment": str(a.public_id), "outcome": "labelled", "label_0": "preferred", "label_1": "non_preferred",
             "coverage_0": "1", "coverage_1": "1", **extra}
 
 

@@ -66,7 +66,7 @@ def test_html_form_with_non_finite_flaw_time_is_a_4xx_and_lists_stay_json(value)
     client = Client()
     client.force_login(user)
     tag = FlawTag.objects.order_by("order").first().slug
-    res = client.post("/annotate/submit/", {"assignment": a.pk, "outcome": "labelled", "label_0": "preferred",
+    res = client.post("/annotate/submit/", {"assignment": str(a.public_id), "outcome": "labelled", "label_0": "preferred",
                                             "label_1": "non_preferred", "coverage_0": "1", "coverage_1": "1",
                                             f"flaw_{0}": tag, "flaw_time_0": value}, HTTP_HX_REQUEST="true")
     assert 400 <= res.status_code < 500

@@ -49,7 +49,11 @@ def test_local_round_trip_signed_url_and_range(client, settings, tmp_path):
     assert list(storage.object_list(prefix="exports/")) == [key]
     assert os.listdir(tmp_path / "exports" / "7") == ["pairs.parquet"]
 
-    url = storage.object_url(key=key)
+    from tests.annotation.factories import UserFactory
+
+    user = UserFactory(roles=["researcher"])
+    client.force_login(user)
+    url = storage.object_url(key=key, user=user)
     whole = client.get(url)
     assert whole.status_code == 200 and b"".join(whole.streaming_content) == PAYLOAD
     assert whole["Accept-Ranges"] == "bytes"

@@ -115,16 +115,16 @@ def test_review_form_refusal_shows_the_message_and_malformed_keys_are_ignored():
 
 def test_media_links_forged_expired_or_dangling_are_404():
     viewer = Client()
-    good_key = media.key_media_path(key="nowhere/x.bin", ttl_s=60)
-    assert viewer.get(good_key).status_code == 404  # signed, but no such object
-    expired = media.key_media_path(key="nowhere/x.bin", ttl_s=-5)
+    good_key = media.key_media_path(key="nowhere/x.bin", ttl_s=60, user_id=None)
+    assert viewer.get(good_key).status_code == 404  # signed, but no such object (and bound to nobody)
+    expired = media.key_media_path(key="nowhere/x.bin", ttl_s=-5, user_id=None)
     res = viewer.get(expired)
     assert res.status_code == 404 and media.ERR_LINK_EXPIRED in res.content.decode()
     forged = good_key[:-4] + "abcd"
     res = viewer.get(forged)
     assert res.status_code == 404 and media.ERR_LINK_INVALID in res.content.decode()
-    dangling = media.assignment_media_path(assignment_id=987654, position=0, kind="v", expires=int(time.time()) + 60)
+    dangling = media.assignment_media_path(handle="00000000-0000-4000-8000-000000000000", position=0, kind="v", expires=int(time.time()) + 60)
     assert viewer.get(dangling).status_code == 404
-    other_kind = "/m/" + media.media_token(target=("a", 1, 0, "z"), expires=int(time.time()) + 60)
+    other_kind = "/m/" + media.media_token(target=("a", "x", 0, "z"), expires=int(time.time()) + 60)
     assert viewer.get(other_kind).status_code == 404
     assert viewer.get("/m/not-a-token").status_code == 404

@@ -22,7 +22,7 @@ def login(user, **kwargs) -> Client:
 
 
 def form_for(html: str) -> dict:
-    return {"assignment": re.search(r'name="assignment" value="(\d+)"', html).group(1)}
+    return {"assignment": re.search(r'name="assignment" value="([0-9a-f-]{36})"', html).group(1)}
 
 
 def test_group_page_is_blind_escaped_and_constant_in_queries(django_assert_max_num_queries, media_group):
