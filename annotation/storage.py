@@ -102,6 +102,14 @@ def object_open(*, key: str, mode: str = "rb") -> IO[bytes]:
     return default_storage.open(key, mode)
 
 
+def object_stream(*, key: str) -> IO[bytes]:
+    """The object's bytes as a stream read as it is consumed (S3: the GetObject body; django-storages' ``open`` would
+    first download the whole object into memory). Close it after use."""
+    if is_s3():
+        return s3_client().get_object(Bucket=default_storage.bucket_name, Key=key)["Body"]
+    return default_storage.open(key, "rb")
+
+
 def object_read(*, key: str) -> bytes:
     with object_open(key=key) as fh:
         return fh.read()
@@ -136,8 +144,11 @@ def object_list(*, prefix: str) -> Iterator[str]:
                 yield str(path.relative_to(settings.MEDIA_ROOT))
 
 
-def object_url(*, key: str, ttl_s: int | None = None) -> str:
-    """A time-limited URL that a browser can GET (with Range requests)."""
+def object_url(*, key: str, user=None, ttl_s: int | None = None) -> str:
+    """A time-limited URL that a browser can GET (with Range requests). On local storage the app's link is bound to
+    ``user`` (the signed-in reviewer or researcher a page is made for; nobody else, nor anyone without the role, can
+    use it) and lives at most ``media.KEY_LINK_TTL_S``; with no user, and on S3, a bearer URL valid ``ttl_s`` (only
+    export media links, for machines without a session, are made so)."""
     ttl_s = ttl_s or videodpo().media_url_ttl_s
     if is_s3():
         return default_storage.url(key, expire=ttl_s)
