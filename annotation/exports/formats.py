@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotation.exports.hashing import HashingWriter
+from annotation.exports.media import MediaResolver, zip_add_media
 from annotation.models import Export
 from annotation.selectors.exports import (
     JUDGMENT_INDEX,
@@ -78,6 +79,8 @@ class WriteContext:
     index: dict[str, int] = field(default_factory=lambda: dict(PAIR_INDEX))  # column name -> position in a row
     weighting: str = "stored"  # the filter's weighting of the ``weight`` column (annotation.exports.filters)
     extra: dict = field(default_factory=dict)
+    media: MediaResolver | None = None  # bundle: the videos the rows name go into the artifact (annotation.exports.media)
+    media_written: tuple[int, int] = (0, 0)  # (files, bytes) bundled
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,8 @@ def write_csv(chunks, sink: io.BufferedWriter, ctx: WriteContext) -> int:
     return n
 
 
-def _zip_files(sink, files: list[tuple[str, Path]], compress: int) -> None:
+def _zip_files(sink, files: list[tuple[str, Path]], compress: int, ctx: WriteContext | None = None) -> None:
+    """The files, then (``bundle``) the videos the rows named, streamed from storage."""
     with zipfile.ZipFile(sink, "w") as zf:
         for name, path in files:
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
@@ -329,6 +333,8 @@ def _zip_files(sink, files: list[tuple[str, Path]], compress: int) -> None:
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as dst, open(path, "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
+        if ctx is not None:
+            ctx.media_written = zip_add_media(zf, ctx.media)
 
 
 def write_videodpo(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
@@ -366,14 +372,52 @@ def write_videodpo(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
             ctx.progress(n)
         meta.write("\n]\n")
         pairs.write("\n]\n")
-    _zip_files(sink, [("metadata.json", meta_path), ("pair.json", pair_path)], zipfile.ZIP_DEFLATED)
+    _zip_files(sink, [("metadata.json", meta_path), ("pair.json", pair_path)], zipfile.ZIP_DEFLATED, ctx)
     return n
+
+
+class HFShardSink:
+    """One shard in both layouts: Parquet (``load_dataset``) and an Arrow IPC stream (``load_from_disk``)."""
+
+    def __init__(self, tmp: Path, i: int):
+        self.parquet, self.arrow = tmp / f"shard-{i:05d}.parquet", tmp / f"shard-{i:05d}.arrow"
+        self.pq = ParquetSink(self.parquet, HF_SCHEMA)
+        self.arrow_file = pa.OSFile(str(self.arrow), "wb")
+        self.ipc = pa.ipc.new_stream(self.arrow_file, HF_SCHEMA)
+
+    def write(self, table: pa.Table) -> None:
+        self.pq.write(table)
+        self.ipc.write_table(table)
+
+    def close(self) -> None:
+        self.pq.close()
+        self.ipc.close()
+        self.arrow_file.close()
+
+
+def _hf_disk_files(tmp: Path, arrow_names: list[str]) -> list[tuple[str, Path]]:
+    """``DatasetDict.save_to_disk``'s files around the Arrow shards: ``dataset_dict.json`` (one split, ``train``) and
+    the split's ``train/state.json`` and ``train/dataset_info.json``. A DatasetDict, not a bare Dataset: a
+    ``state.json`` at the root would make ``load_dataset(<folder>)`` refuse the folder."""
+    state = {"_data_files": [{"filename": name} for name in arrow_names], "_fingerprint": "videodpo-export",
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+             "_split": "train"}
+    info = {"citation": "", "description": "Video-DPO preference pairs", "homepage": "", "license": ""}
+    out = []
+    for name, obj in (("dataset_dict.json", {"splits": ["train"]}), ("train/dataset_info.json", info),
+                      ("train/state.json", state)):
+        path = tmp / name.replace("/", "-")
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
+        out.append((name, path))
+    return out
 
 
 def write_hf_datasets(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
     """``data/train-0000i-of-0000n.parquet`` shards of at most ``rows_per_shard`` rows + ``README.md`` (the card,
-    with the ``configs`` YAML that ``datasets.load_dataset`` reads), zipped (Parquet is already compressed)."""
-    shards: list[Path] = []
+    with the ``configs`` YAML that ``datasets.load_dataset`` reads), and the same rows in ``save_to_disk``'s layout
+    (``dataset_dict.json``, ``train/data-0000i-of-0000n.arrow``...: ``datasets.load_from_disk`` reads it),
+    zipped stored (Parquet is already compressed; Arrow files stay memory-mappable)."""
+    shards: list[HFShardSink] = []
     writer, in_shard, n = None, 0, 0
     try:
         for rows in chunks:
@@ -381,8 +425,8 @@ def write_hf_datasets(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
             start = 0
             while start < table.num_rows:
                 if writer is None:
-                    shards.append(tmp / f"shard-{len(shards):05d}.parquet")
-                    writer, in_shard = ParquetSink(shards[-1], HF_SCHEMA), 0
+                    writer, in_shard = HFShardSink(tmp, len(shards)), 0
+                    shards.append(writer)
                 take = min(ctx.rows_per_shard - in_shard, table.num_rows - start)
                 writer.write(table.slice(start, take))
                 start, in_shard = start + take, in_shard + take
@@ -392,17 +436,19 @@ def write_hf_datasets(chunks, sink, ctx: WriteContext, tmp: Path) -> int:
             n += len(rows)
             ctx.progress(n)
         if writer is None and not shards:  # no rows: one empty shard keeps the schema
-            shards.append(tmp / "shard-00000.parquet")
-            writer = ParquetSink(shards[-1], HF_SCHEMA)
+            writer = HFShardSink(tmp, 0)
+            shards.append(writer)
     finally:
         if writer is not None:
             writer.close()
     card = tmp / "README.md"
     card.write_text(ctx.card(), encoding="utf-8")
+    k = len(shards)
+    arrow_names = [f"data-{i:05d}-of-{k:05d}.arrow" for i in range(k)]
     files = [("README.md", card)] + [
-        (f"data/train-{i:05d}-of-{len(shards):05d}.parquet", path) for i, path in enumerate(shards)
-    ]
-    _zip_files(sink, files, zipfile.ZIP_STORED)
+        (f"data/train-{i:05d}-of-{k:05d}.parquet", s.parquet) for i, s in enumerate(shards)
+    ] + [(f"train/{name}", s.arrow) for name, s in zip(arrow_names, shards, strict=True)] + _hf_disk_files(tmp, arrow_names)
+    _zip_files(sink, files, zipfile.ZIP_STORED, ctx)
     return n
 
 
@@ -461,12 +507,34 @@ FORMATS: dict[str, FormatSpec] = {
 }
 
 
-def artifact_write(*, format: str, chunks: Iterable[list[tuple]], path: Path, ctx: WriteContext) -> Artifact:
-    """Write the artifact of ``format`` at ``path``, hashing while writing."""
+ZIPPED_FORMATS = (Export.Format.VIDEODPO, Export.Format.HF_DATASETS)
+
+
+def artifact_name(*, format: str, media: str = "none") -> tuple[str, str]:
+    """(file name, content type) of the artifact: a single-file format with bundled media becomes a ZIP of the file
+    and ``media/`` (``trl.jsonl`` -> ``trl.jsonl.zip``)."""
     spec = FORMATS[format]
+    if media == "bundle" and format not in ZIPPED_FORMATS:
+        return f"{spec.filename}.zip", "application/zip"
+    return spec.filename, spec.content_type
+
+
+def artifact_write(*, format: str, chunks: Iterable[list[tuple]], path: Path, ctx: WriteContext) -> Artifact:
+    """Write the artifact of ``format`` at ``path``, hashing while writing (the bundled videos included)."""
+    spec = FORMATS[format]
+    mode = ctx.media.mode if ctx.media is not None else "none"
+    filename, content_type = artifact_name(format=format, media=mode)
+    if ctx.media is not None:
+        chunks = ctx.media.rows(chunks, ctx.index if spec.rows == "pairs" else JUDGMENT_INDEX)
     with open(path, "wb") as raw, tempfile.TemporaryDirectory(prefix="export-") as tmp:
         hashing = HashingWriter(raw)
         sink = io.BufferedWriter(hashing, buffer_size=1 << 20)
-        rows = spec.write(chunks, sink, ctx, Path(tmp))
+        if filename != spec.filename:  # the single file first, then the ZIP of it and its videos
+            inner = Path(tmp) / spec.filename
+            with open(inner, "wb") as fh:
+                rows = spec.write(chunks, fh, ctx, Path(tmp))
+            _zip_files(sink, [(spec.filename, inner)], zipfile.ZIP_DEFLATED, ctx)
+        else:
+            rows = spec.write(chunks, sink, ctx, Path(tmp))
         sink.close()  # flushes into the hash; the file itself is closed by the ``with``
-        return Artifact(spec.filename, spec.content_type, hashing.hexdigest, hashing.size, rows)
+        return Artifact(filename, content_type, hashing.hexdigest, hashing.size, rows)

@@ -65,6 +65,10 @@ class ExportCreateApi(APIView):
         source = serializers.ListField(child=serializers.ChoiceField(choices=PreferencePair.Source.choices), required=False)
         date_from = serializers.DateField(required=False, allow_null=True)
         date_to = serializers.DateField(required=False, allow_null=True)
+        media = serializers.CharField(required=False, allow_null=True,
+                                      help_text="none (server URIs), bundle (videos in the artifact) or links")
+        media_ttl_s = serializers.JSONField(required=False, allow_null=True,
+                                            help_text="links only: seconds the video links stay valid (1..604800)")
 
     @extend_schema(
         operation_id="research_export_create",
@@ -81,6 +85,8 @@ class ExportCreateApi(APIView):
             return Response({"detail": detail, **data.errors}, status=status.HTTP_400_BAD_REQUEST)
         values = dict(data.validated_data)
         fmt = values.pop("format")
+        if values.get("media") == "links":  # local storage's signed links are made absolute with this address
+            values["media_base_url"] = request.build_absolute_uri("/")
         export = export_create(format=fmt, filter=values, actor=request.user)
         return Response(_export_out(request, export), status=status.HTTP_201_CREATED)
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import charts
-from annotation.errors import error_messages, is_int
+from annotation.errors import ApplicationError, error_messages, html_errors, is_int
 from annotation.leaderboard import leaderboard
 from annotation.models import Export, PreferencePair
 from annotation.permissions import researcher_required
@@ -23,11 +23,17 @@ from annotation.selectors.research import category_choices, round_choices
 from annotation.services.exports import ExportError, export_create
 
 ERR_NOT_READY = "This export is not finished yet."
+MEDIA_CHOICES = (
+    ("none", "None: video URIs on this server"),
+    ("bundle", "Bundle: the videos go into the download"),
+    ("links", "Links: signed video URLs that expire"),
+)
 
 
 def _form_context(data=None, error: str | None = None) -> dict:
     return {
         "formats": Export.Format.choices,
+        "media_modes": MEDIA_CHOICES,
         "sources": PreferencePair.Source.choices,
         "rounds": round_choices(),
         "form": data or {},
@@ -53,11 +59,16 @@ def export_create_view(request: HttpRequest) -> HttpResponse:
         "date_from": data.get("date_from") or None,
         "date_to": data.get("date_to") or None,
         "include_evaluation": data.get("include_evaluation") or None,  # evaluation rounds only when asked
+        "media": data.get("media") or None,
+        "media_ttl_s": (data.get("media_ttl_s") or None) if data.get("media") == "links" else None,
     }
+    if flt["media"] == "links":  # local storage's signed links are made absolute with the address asked at
+        flt["media_base_url"] = request.build_absolute_uri("/")
     try:
         export = export_create(format=data.get("format", ""), filter=flt, actor=request.user)
     except ExportError as exc:
-        form = {"format": data.get("format", ""), **{k: v for k, v in flt.items()}}
+        form = {"format": data.get("format", ""), **{k: v for k, v in flt.items()},
+                "media_ttl_s": data.get("media_ttl_s") or None}
         context = _form_context(form, " ".join(error_messages(exc)))
         if request.htmx:
             return render(request, "research/exports_form.html", context)
@@ -99,17 +110,26 @@ def strength_chart(rows: list[dict]) -> dict:
     )
 
 
+ERR_ROUNDS = "Rounds must be round numbers separated by commas, not {value!r}."
+
+
 def _int_list(values) -> list[int]:
+    """Round numbers from ``rounds=1,2&rounds=3`` (blank parts ignored); anything else is a 400 with a message."""
     out = []
     for v in values:
         for part in str(v).split(","):
-            if is_int(part.strip()):
-                out.append(int(part))
+            part = part.strip()
+            if not part:
+                continue
+            if not is_int(part):
+                raise ApplicationError(ERR_ROUNDS.format(value=part[:40]))
+            out.append(int(part))
     return out
 
 
 @researcher_required
 @require_GET
+@html_errors
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
     rounds = _int_list(request.GET.getlist("rounds"))
     category = request.GET.get("category") or None

@@ -6,6 +6,7 @@ task and the management command call. A run is idempotent: a finished export ret
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import tempfile
@@ -28,8 +29,10 @@ from annotation.exports.formats import (
     TRL_SCHEMA,
     VIDEOALIGN_HEADER,
     WriteContext,
+    artifact_name,
     artifact_write,
 )
+from annotation.exports.media import MEDIA_DIR, MediaResolver
 from annotation.models import Export
 from annotation.selectors.exports import (
     Pseudonyms,
@@ -122,7 +125,18 @@ def export_create(*, format: str, filter: dict | None, actor, enqueue: bool = Tr
 
 
 def export_artifact_key(*, export: Export) -> str:
-    return storage.export_key(export_id=export.pk, filename=FORMATS[export.format].filename)
+    media = (export.filter or {}).get("media") or "none"
+    return storage.export_key(export_id=export.pk, filename=artifact_name(format=export.format, media=media)[0])
+
+
+def _media_card(datasheet: dict) -> str:
+    media = datasheet["media"]
+    if media["mode"] == "bundle":
+        return (f"The videos are in `{MEDIA_DIR}/`: `chosen` and `rejected` are paths relative to this folder "
+                "(`Path(folder) / row['chosen']`).")
+    if media["mode"] == "links":
+        return f"`chosen` and `rejected` are signed links that expire at {media['expires_at']}."
+    return "`chosen` and `rejected` are the videos' URIs on the server that made the export."
 
 
 def _progress_updater(export_id: int, total: int):
@@ -168,7 +182,10 @@ Annotators appear only as stable pseudonyms.
 |---|---|---|
 {rounds}
 
-Load with `datasets.load_dataset("parquet", data_files="data/train-*.parquet")` or `load_dataset(<this folder>)`.
+{_media_card(datasheet)}
+
+Load with `datasets.load_from_disk(<this folder>)["train"]`, `datasets.load_dataset(<this folder>)` or
+`datasets.load_dataset("parquet", data_files="data/train-*.parquet")`.
 """
 
 
@@ -189,6 +206,9 @@ def export_run(*, export_id: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Expor
         else:
             stats = pair_datasheet_stats(qs=qs)
             chunks = pair_chunks(qs, chunk_size=chunk_size, columns=spec.columns)
+        media = MediaResolver(mode=flt.media or "none", ttl_s=flt.media_ttl_s or 0,
+                              base_url=flt.media_base_url or "")
+        expires_at = (timezone.now() + dt.timedelta(seconds=media.ttl_s)) if media.mode == "links" else None
         datasheet = {
             "export_id": export.pk,
             "format": export.format,
@@ -201,24 +221,28 @@ def export_run(*, export_id: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Expor
             "columns": COLUMNS[export.format],
             "notes": NOTES.get(export.format, ""),
             "rows": total,
+            "media": {"mode": media.mode, "ttl_s": media.ttl_s if media.mode == "links" else None,
+                      "expires_at": expires_at.isoformat() if expires_at else None,
+                      "base_url": media.base_url or None, "directory": MEDIA_DIR if media.mode == "bundle" else None},
             **stats,
         }
         ctx = WriteContext(pseudonyms=Pseudonyms(), progress=_progress_updater(export.pk, total),
                            card=lambda: _hf_card(export, datasheet), rows_per_shard=HF_ROWS_PER_SHARD,
-                           weighting=flt.weighting or "stored")
+                           weighting=flt.weighting or "stored", media=media)
         if spec.rows == "pairs" and spec.columns:
             ctx.index = {name: i for i, name in enumerate(spec.columns)}
         key = export_artifact_key(export=export)
         with tempfile.TemporaryDirectory(prefix=f"export-{export.pk}-") as tmp:
-            path = Path(tmp) / spec.filename
+            path = Path(tmp) / "artifact"
             artifact = artifact_write(format=export.format, chunks=chunks, path=path, ctx=ctx)
-            uri = storage.object_save_file(key=key, path=path, content_type=spec.content_type)
+            uri = storage.object_save_file(key=key, path=path, content_type=artifact.content_type)
+        datasheet["media"].update(files=ctx.media_written[0], bytes=ctx.media_written[1])
         previous = (
             Export.objects.filter(format=export.format, status=Export.Status.DONE, content_hash=artifact.sha256)
             .exclude(pk=export.pk).order_by("-version").values_list("version", flat=True).first()
         )
         datasheet.update(
-            rows=artifact.rows, content_hash=artifact.sha256, size_bytes=artifact.size, file=spec.filename,
+            rows=artifact.rows, content_hash=artifact.sha256, size_bytes=artifact.size, file=artifact.filename,
             uri=uri, identical_to_version=previous, seconds=round(time.monotonic() - started, 3),
             finished_at=timezone.now().isoformat(),
         )

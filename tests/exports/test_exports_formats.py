@@ -142,7 +142,8 @@ def test_hf_datasets_layout_loads(loop, tmp_path):
         names = sorted(zf.namelist())
         zf.extractall(tmp_path / "ds")
         assert_no_usernames(loop, b"".join(zf.read(n) for n in names))
-    assert names == ["README.md", "data/train-00000-of-00001.parquet"]
+    assert names == ["README.md", "data/train-00000-of-00001.parquet", "dataset_dict.json",
+                     "train/data-00000-of-00001.arrow", "train/dataset_info.json", "train/state.json"]
     card = (tmp_path / "ds" / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "rows: 14" in card
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds" / "data" / "*.parquet"),
@@ -153,6 +154,8 @@ def test_hf_datasets_layout_loads(loop, tmp_path):
     assert {a for row in ds["annotators"] for a in row} == pseudonyms(loop)
     ds2 = datasets.load_dataset(str(tmp_path / "ds"), cache_dir=str(tmp_path / "cache2"))["train"]
     assert ds2.num_rows == N_PAIRS
+    ds3 = datasets.load_from_disk(str(tmp_path / "ds"))["train"]  # the save_to_disk layout: the same rows
+    assert ds3.num_rows == N_PAIRS and sorted(ds3["chosen"]) == sorted(ds["chosen"])
 
 
 def test_hf_datasets_shards(loop, monkeypatch):
