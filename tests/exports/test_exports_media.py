@@ -191,3 +191,21 @@ def test_bad_media_options_are_400(client, loop, media, message):
 def test_manifest_refuses_media(loop):
     with pytest.raises(ExportError, match="media must be none"):
         export_create(format="manifest", filter={"media": "bundle"}, actor=None, enqueue=False)
+
+
+def test_form_keeps_media_and_creates_bundle_export(client, loop):
+    client.force_login(loop.researcher)
+    page = client.get(reverse("research-exports")).content.decode()
+    assert 'name="media"' in page and 'value="bundle"' in page and 'name="media_ttl_s"' in page
+    bad = client.post(reverse("research-export-create"), {"format": "trl", "media": "links", "media_ttl_s": "0"})
+    assert bad.status_code == 400 and '<option value="links" selected' in bad.content.decode()
+    response = client.post(reverse("research-export-create"), {"format": "videodpo", "media": "links",
+                                                               "media_ttl_s": "120", "include_evaluation": "1"})
+    assert response.status_code == 302
+    export = Export.objects.get()
+    assert export.filter["media"] == "links" and export.filter["media_ttl_s"] == 120
+    assert export.filter["media_base_url"] == "http://testserver"
+    store_videos(loop)
+    export = export_run(export_id=export.pk)
+    detail = client.get(reverse("research-export-detail", args=[export.pk])).content.decode()
+    assert "signed links, valid until" in detail
