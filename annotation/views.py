@@ -244,13 +244,23 @@ def _qc_charts(report: dict) -> dict:
     }
 
 
+ERR_QC_ROUND = "Round must be a round's number, not {value!r}."
+ERR_QC_NO_ROUND = "There is no round {value}."
+
+
 @reviewer_required
 @require_GET
+@html_errors
 def qc(request: HttpRequest) -> HttpResponse:
     rounds = list(Round.objects.order_by("-created_at").only("id", "name")[:50])
     selected = None
-    if is_int(request.GET.get("round", "")):
-        selected = Round.objects.filter(pk=int(request.GET["round"])).first()
+    asked = request.GET.get("round", "").strip()
+    if asked:  # a bad or unknown round is a 4xx with a message, never silently another round
+        if not is_int(asked):
+            raise ApplicationError(ERR_QC_ROUND.format(value=asked[:40]))
+        selected = Round.objects.filter(pk=int(asked)).first()
+        if selected is None:
+            raise ApplicationError(ERR_QC_NO_ROUND.format(value=int(asked)), status=404)
     selected = selected or latest_round_with_judgments() or (rounds[0] if rounds else None)
     report = round_quality(round=selected) if selected else None
     context = {"rounds": rounds, "selected": selected, "report": report, "open_reviews": review_items_open_count()}

@@ -107,13 +107,12 @@ def _date(name: str, value) -> dt.date | None:
     if value in (None, ""):
         return None
     if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        value = dt.date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise ExportFilterError(ERR_DATE.format(name=name)) from exc
+        value = value.date()
+    elif not isinstance(value, dt.date):
+        try:
+            value = dt.date.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ExportFilterError(ERR_DATE.format(name=name)) from exc
     if not DATE_MIN <= value <= DATE_MAX:  # year 1 or 9999 would overflow the day bounds (a 500, not a filter)
         raise ExportFilterError(ERR_DATE_RANGE.format(name=name, value=value, low=DATE_MIN, high=DATE_MAX))
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from django.test import Client
@@ -50,10 +51,35 @@ def test_annotate_submit_malformed_is_a_4xx_with_a_message(reserved, extra):
     assert not Judgment.objects.exists()
 
 
-@pytest.mark.parametrize("url", ["/qc/?round=²", "/qc/?round=" + "9" * 5000, "/research/leaderboard/?rounds=²",
-                                 "/research/leaderboard/?rounds=" + "9" * 5000])
-def test_filters_with_odd_numbers_are_not_500(researcher_client, url):
-    assert researcher_client.get(url).status_code < 500
+@pytest.mark.parametrize("url", ["/qc/?round=²", "/qc/?round=" + "9" * 5000, "/qc/?round=abc",
+                                 "/research/leaderboard/?rounds=²", "/research/leaderboard/?rounds=" + "9" * 5000,
+                                 "/research/leaderboard/?rounds=1,x"])
+@pytest.mark.parametrize("htmx", [False, True])
+def test_filters_with_odd_numbers_are_a_400_with_a_message(researcher_client, url, htmx):
+    res = researcher_client.get(url, **({"HTTP_HX_REQUEST": "true"} if htmx else {}))
+    assert res.status_code == 400, res.status_code
+    assert "must be" in res.content.decode()  # the message, on the page or in the partial
+
+
+def test_qc_for_a_missing_round_is_a_404_with_a_message(researcher_client):
+    res = researcher_client.get("/qc/?round=987654")
+    assert res.status_code == 404 and "There is no round 987654" in res.content.decode()
+
+
+BAD_DATES = [{"date_from": "0001-01-01"}, {"date_to": "9999-12-31"}, {"date_from": "2024-02-30"},
+             {"date_from": "2024-05-02", "date_to": "2024-05-01"}, {"date_from": "²"}]
+
+
+@pytest.mark.parametrize("dates", BAD_DATES)
+def test_export_with_out_of_range_dates_is_a_400_with_a_message(researcher_client, dates):
+    from annotation.models import Export
+
+    res = researcher_client.post("/research/api/exports/", {"format": "raw", **dates}, content_type="application/json")
+    detail = res.json()["detail"]
+    assert res.status_code == 400 and re.search(r"date_(from|to).*(must be|is after|format)", detail), detail
+    page = researcher_client.post("/research/exports/create/", {"format": "raw", **dates})
+    assert page.status_code == 400 and re.search(r"date_(from|to)[^<]*(must be|is after)", page.content.decode())
+    assert not Export.objects.exists()
 
 
 def test_deeply_nested_json_is_a_400():
