@@ -6,6 +6,7 @@ or as the form's error list (``errors.error_messages``)."""
 from __future__ import annotations
 
 import json
+import math
 
 from django.contrib import messages
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -30,13 +31,14 @@ from annotation.selectors.research import (
     dpo_runs_for_compare,
     research_overview,
     round_group_status_counts,
+    round_groups_unusable,
     rounds_with_pairs,
 )
 from annotation.selectors.round_preview import annotators_available, default_annotators_per_group, round_preview
 from annotation.selectors.scripted import round_scripted_scores
-from annotation.services.candidates import candidates_retry_failed, round_generation_cancel
+from annotation.services.candidates import candidates_retry_failed, groups_refresh, round_generation_cancel
 from annotation.services.checkpoints import checkpoint_average_create, evaluation_round_create
-from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
+from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create, dpo_run_warnings
 from annotation.services.prompt_edits import prompt_set_by_name
 from annotation.services.prompt_imports import import_is_big, prompt_import_start
 from annotation.services.prompts import import_size_check, prompts_import
@@ -129,6 +131,72 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
                                                            **_import_limits()})
 
 
+ROUND_LABELS = {
+    "name": "Name", "checkpoint": "Checkpoint", "policy_checkpoint": "Checkpoint", "preset": "Preset",
+    "num_steps": "Steps", "cfg_scale": "CFG", "shift": "Shift", "height": "Height and width", "width": "Width",
+    "num_frames": "Frames", "fps": "FPS", "sample_size": "Sample size", "seeds_per_prompt": "Seeds per prompt (K)",
+    "base_seed": "Base seed", "annotators_per_group": "k annotators per group",
+    "max_annotators_per_group": "At most, on disagreement", "gold_rate": "Gold rate",
+    "annotation_mode": "Annotation mode", "prompts": "Prompts", "reference_checkpoint": "Reference",
+}
+DPO_LABELS = {
+    "name": "Name", "init_checkpoint": "Start from", "reference_checkpoint": "Reference",
+    "round_ids": "Pairs from rounds", "rounds": "Pairs from rounds", "min_agreement": "Min agreement",
+    "min_annotators": "Min annotators", "weighting": "Weighting", "config_preset": "Trainer preset",
+    "config": "Config overrides", "config_overrides": "Config overrides",
+}
+ERR_WHOLE_NUMBER = "enter a whole number"
+ERR_NUMBER = "enter a number"
+ERR_OVERRIDES_JSON = "Config overrides must be a JSON object, e.g. {\"max_steps\": 100}"
+
+
+class _FormErrors:
+    """A form's problems field by field, shown all at once as ``Label: message`` (the labels the form shows)."""
+
+    def __init__(self, form, labels: dict[str, str]):
+        self.form, self.labels, self.fields = form, labels, {}
+
+    def add(self, field: str, message: str) -> None:
+        self.fields.setdefault(field, []).append(message)
+
+    def merge(self, exc: ApplicationError | ValidationError) -> None:
+        if isinstance(exc, ValidationError) and hasattr(exc, "message_dict"):
+            for field, msgs in exc.message_dict.items():
+                for m in msgs:
+                    self.add(field, m)
+        else:
+            for m in error_messages(exc):
+                self.add("__all__", m)
+
+    def number(self, field: str, default=None, *, kind=int):
+        """The field as a number (``default`` when blank), or ``default`` with a message when it does not parse."""
+        raw = str(self.form.get(field, "") or "").strip()
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            self.add(field, ERR_WHOLE_NUMBER if kind is int else ERR_NUMBER)
+            return default
+        if kind is float and not math.isfinite(value):
+            self.add(field, ERR_NUMBER)
+            return default
+        return value
+
+    def lines(self) -> list[str]:
+        out = []
+        for field, msgs in self.fields.items():
+            label = self.labels.get(field)
+            for m in dict.fromkeys(msgs):
+                if label is None or m.startswith(label):
+                    out.append(m)
+                    continue
+                for prefix in (f"{field} and width ", f"{field} "):  # "num_frames must be ..." -> "must be ..."
+                    m = m.removeprefix(prefix)
+                out.append(f"{label}: {m}")
+        return out
+
+
 @researcher_required
 @require_http_methods(["GET", "POST"])
 def round_new(request: HttpRequest) -> HttpResponse:
@@ -138,36 +206,54 @@ def round_new(request: HttpRequest) -> HttpResponse:
     form = request.POST if request.method == "POST" else {}
     errors: list[str] = []
     if request.method == "POST":
+        problems = _FormErrors(form, ROUND_LABELS)
+        checkpoint_id = form.get("checkpoint", "")
+        checkpoint = Checkpoint.objects.filter(id=int(checkpoint_id)).first() if is_int(checkpoint_id) else None
+        if checkpoint is None:
+            problems.add("checkpoint", "choose a checkpoint")
+        sample_size = problems.number("sample_size", 0)
+        base_seed = problems.number("base_seed", 0)
+        prompt_ids: list[int] = []
         try:
-            checkpoint = get_object_or_404(Checkpoint, id=int(form.get("checkpoint", 0)))
             prompt_ids = prompts_select(category=form.get("category", ""), search=form.get("search", ""),
                                         tags=[t for t in form.get("tags", "").split(",") if t.strip()],
-                                        sample_size=int(form.get("sample_size") or 0), sample_seed=int(form.get("base_seed") or 0))
+                                        sample_size=sample_size, sample_seed=base_seed)
             if not prompt_ids:
-                raise ApplicationError(ERR_NO_PROMPT_MATCH)
-            preset_name = form.get("preset") or checkpoint.preset
-            sampler = form.get("sampler", "standard")
-            overrides = {}
-            if sampler == "custom":
-                overrides = {"num_steps": int(form["num_steps"]), "cfg_scale": float(form["cfg_scale"]), "shift": float(form["shift"])}
-            elif sampler == "turbo" and preset_name in PRESET_NAMES:
-                turbo = get_preset("stepvideo-t2v-turbo").sampler
-                overrides = {"num_steps": turbo.num_steps, "cfg_scale": turbo.cfg_scale, "shift": turbo.shift}
-            sizes = {k: int(form[k]) for k in ("height", "width", "num_frames") if form.get(k)}
-            round = round_create(
-                name=form.get("name", "").strip(), policy_checkpoint=checkpoint, prompt_ids=prompt_ids, actor=request.user,
-                preset=preset_name, seeds_per_prompt=int(form.get("seeds_per_prompt") or 4),
-                base_seed=int(form.get("base_seed") or 0),
-                annotators_per_group=int(form.get("annotators_per_group") or default_annotators_per_group()),
-                max_annotators_per_group=int(form["max_annotators_per_group"]) if form.get("max_annotators_per_group") else None,
-                gold_rate=float(form.get("gold_rate") or 0), annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS,
-                launch=True, **overrides, **sizes,
-            )
-        except (ApplicationError, ValidationError, ValueError, KeyError) as exc:
-            errors = _form_errors(exc)
-        else:
+                problems.add("__all__", ERR_NO_PROMPT_MATCH)
+        except ValidationError as exc:
+            problems.merge(exc)
+        preset_name = form.get("preset") or (checkpoint.preset if checkpoint else "")
+        sampler = form.get("sampler", "standard")
+        overrides = {}
+        if sampler == "custom":
+            overrides = {"num_steps": problems.number("num_steps"), "cfg_scale": problems.number("cfg_scale", kind=float),
+                         "shift": problems.number("shift", kind=float)}
+            for field, value in overrides.items():
+                if value is None and field not in problems.fields:
+                    problems.add(field, ERR_WHOLE_NUMBER if field == "num_steps" else ERR_NUMBER)
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+        elif sampler == "turbo" and preset_name in PRESET_NAMES:
+            turbo = get_preset("stepvideo-t2v-turbo").sampler
+            overrides = {"num_steps": turbo.num_steps, "cfg_scale": turbo.cfg_scale, "shift": turbo.shift}
+        sizes = {k: v for k in ("height", "width", "num_frames") if (v := problems.number(k)) is not None}
+        kwargs = dict(
+            seeds_per_prompt=problems.number("seeds_per_prompt", 4), base_seed=base_seed,
+            annotators_per_group=problems.number("annotators_per_group", default_annotators_per_group()),
+            max_annotators_per_group=problems.number("max_annotators_per_group"),
+            gold_rate=problems.number("gold_rate", 0.0, kind=float),
+            annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS, **overrides, **sizes)
+        round = None
+        if checkpoint is not None:
+            try:  # with problems already found, the service only checks the rest (nothing is saved)
+                round = round_create(name=form.get("name", "").strip(), policy_checkpoint=checkpoint,
+                                     prompt_ids=prompt_ids, actor=request.user, preset=preset_name, launch=True,
+                                     dry_run=bool(problems.fields), **kwargs)
+            except (ApplicationError, ValidationError) as exc:
+                problems.merge(exc)
+        if not problems.fields and round is not None:
             messages.success(request, f"Round {round.name} launched.")
             return redirect("research-round-detail", round_id=round.id)
+        errors = problems.lines()
     context = {"checkpoints": checkpoints, "categories": category_list(), "presets": PRESET_NAMES,
                "modes": Round.Mode.choices, "errors": errors, "form": form,
                # the default k never exceeds the annotators who exist; the preview counts what the filter selects
@@ -190,6 +276,7 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
         "flagged": candidate_list_for_round(round_id=round_id, status="ready").exclude(screening_flags=[])[:20],
         "events": round.events.select_related("actor"),
         "groups": round_group_status_counts(round=round),
+        "unusable": round_groups_unusable(round=round),
         "pairs": round.pairs.count(),
         "scripted": round_scripted_scores(round_id=round_id) if request.GET.get("scripted") and not request.htmx else None,
     }
@@ -216,6 +303,9 @@ def _action_view(action, *, success: str, back: str):
 round_retry_failed = _action_view(
     lambda request, round_id: candidates_retry_failed(round_id=round_id, actor=request.user),
     success="{} failed candidates queued again.", back="research-round-detail")
+round_groups_refresh = _action_view(
+    lambda request, round_id: groups_refresh(round_id=get_object_or_404(Round, id=round_id).id),
+    success="Groups re-checked against their candidates; {} changed status.", back="research-round-detail")
 round_cancel = _action_view(
     lambda request, round_id: round_generation_cancel(round_id=round_id, actor=request.user,
                                                       note="cancelled from the round page"),
@@ -228,26 +318,42 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
     form = request.POST if request.method == "POST" else {}
     errors: list[str] = []
     if request.method == "POST":
+        problems = _FormErrors(form, DPO_LABELS)
+        init_id, reference_id = form.get("init_checkpoint", ""), form.get("reference_checkpoint", "")
+        init = Checkpoint.objects.filter(id=int(init_id)).first() if is_int(init_id) else None
+        if init is None:
+            problems.add("init_checkpoint", "choose the checkpoint to start from")
+        reference = Checkpoint.objects.filter(id=int(reference_id)).first() if is_int(reference_id) else None
+        if reference_id and reference is None:
+            problems.add("reference_checkpoint", "no such checkpoint")
+        round_ids = [int(r) for r in form.getlist("rounds") if is_int(r)]
+        overrides = {}
         try:
-            init = get_object_or_404(Checkpoint, id=int(form.get("init_checkpoint", 0)))
-            reference = (get_object_or_404(Checkpoint, id=int(form["reference_checkpoint"]))
-                         if form.get("reference_checkpoint") else None)
             overrides = json.loads(form.get("config_overrides") or "{}")
-            if not isinstance(overrides, dict):
-                raise ValueError("config overrides must be a JSON object, e.g. {\"lr\": 1e-5}")
-            run = dpo_run_create(
-                name=form.get("name", "").strip(), round_ids=[int(r) for r in form.getlist("rounds")], init_checkpoint=init,
-                reference_checkpoint=reference,
-                config_preset=form.get("config_preset", "tiny-cpu"), config_overrides=overrides,
-                use_lora=bool(form.get("use_lora")), min_agreement=float(form.get("min_agreement") or 0),
-                min_annotators=int(form.get("min_annotators") or 1), weighting=form.get("weighting", "agreement"),
-                actor=request.user, include_evaluation=bool(form.get("include_evaluation")),
-            )
-        except (ApplicationError, ValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            errors = _form_errors(exc)
-        else:
-            messages.success(request, f"DPO run {run.name} queued.")
-            return redirect("research-dpo-run-detail", run_id=run.id)
+        except ValueError:
+            overrides = None
+        if not isinstance(overrides, dict):
+            problems.add("config_overrides", ERR_OVERRIDES_JSON)
+            overrides = {}
+        min_agreement = problems.number("min_agreement", 0.0, kind=float)
+        min_annotators = problems.number("min_annotators", 1)
+        if not problems.fields:
+            try:
+                run = dpo_run_create(
+                    name=form.get("name", "").strip(), round_ids=round_ids, init_checkpoint=init,
+                    reference_checkpoint=reference, config_preset=form.get("config_preset", "tiny-cpu"),
+                    config_overrides=overrides, use_lora=bool(form.get("use_lora")), min_agreement=min_agreement,
+                    min_annotators=min_annotators, weighting=form.get("weighting", "agreement"), actor=request.user,
+                    include_evaluation=bool(form.get("include_evaluation")))
+            except (ApplicationError, ValidationError) as exc:
+                problems.merge(exc)
+            else:
+                pairs = f"{run.pairs_count} pair{'' if run.pairs_count == 1 else 's'}"
+                messages.success(request, f"DPO run {run.name} queued on {pairs}.")
+                for warning in dpo_run_warnings(run=run):
+                    messages.warning(request, warning)
+                return redirect("research-dpo-run-detail", run_id=run.id)
+        errors = problems.lines()
     context = {"checkpoints": checkpoint_list(), "presets": CONFIG_PRESETS, "errors": errors, "form": form,
                "rounds": rounds_with_pairs(),  # the form keeps every choice after a refusal (issue 18)
                "weightings": [("agreement", "by agreement"), ("uniform", "uniform"), ("stored", "stored weight")],
@@ -286,7 +392,7 @@ def dpo_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     runs = [(run.id, run.name), *_compared_runs(request, run.id, others)]
     curves = dpo_run_curves(run_ids=[run_id for run_id, _ in runs])
     rows = curves[run.id]
-    context = {"run": run, "curve_charts": _curve_charts(runs, curves), "last": _rounded_values(rows[-1][1]) if rows else [],
+    context = {"run": run, "warnings": dpo_run_warnings(run=run), "curve_charts": _curve_charts(runs, curves), "last": _rounded_values(rows[-1][1]) if rows else [],
                "steps": len(rows), "data_rounds": run.data_rounds.all(), "compare_choices": others,
                "compared": [run_id for run_id, _ in runs[1:]]}
     template = "research/dpo_run_progress.html" if request.htmx else "research/dpo_run_detail.html"

@@ -13,7 +13,8 @@ worker tasks are idempotent (deterministic object keys, unique (group, checkpoin
 duplicates a candidate or an object.
 
 A group becomes ``ready`` for annotation when none of its candidates is still pending and at least two are usable
-(ready, and unflagged when the round excludes flagged candidates). The round goes ``generating -> annotating`` when
+(ready, and unflagged when the round excludes flagged candidates), and ``unusable`` when generation left fewer (failed
+or excluded flagged candidates: retrying the failed ones, or allowing flagged ones, resolves it). The round goes ``generating -> annotating`` when
 none of its candidates is pending.
 """
 
@@ -26,7 +27,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from annotation import storage
@@ -59,7 +60,15 @@ ERR_PROMPTS_MISSING = "Prompts {ids} do not exist."
 ERR_PROMPTS_INACTIVE = "Prompts {ids} are inactive."
 ERR_NO_REFERENCE = "An evaluation round needs a reference checkpoint."
 ERR_ROUND_CLOSED = "Round {round!r} is {status}; generation cannot be launched."
-ERR_SEEDS = "seeds_per_prompt must be at least 2; got {seeds}."
+ERR_SEEDS = "seeds_per_prompt must be between 2 and {max} (got {seeds})."
+ERR_FRAMES_MAX = "num_frames must be at most {max} (got {num_frames})."
+ERR_ANNOTATORS = "annotators_per_group must be between 1 and {max} (got {k})."
+ERR_ANNOTATORS_CAP = "max_annotators_per_group must be at least k ({k}) and at most {max} (got {cap})."
+ERR_GOLD_RATE = "gold_rate must be between 0 and 1 (got {gold_rate})."
+# sane upper bounds: K candidates per prompt (each a full generation), frames (204 is the model's full clip)
+MAX_SEEDS_PER_PROMPT = 16
+MAX_FRAMES = 1024
+MAX_ANNOTATORS_PER_GROUP = 100
 
 # Statuses in which a candidate still waits for a worker.
 PENDING = (Candidate.Status.QUEUED, Candidate.Status.RUNNING, Candidate.Status.ENCODED)
@@ -129,7 +138,9 @@ def round_generation_validate(*, round: Round, prompt_ids: Iterable[int] | None 
     if preset is not None:
         frame_len, ratio = preset.vae.frame_len, preset.vae.spatial_ratio * preset.dit.patch_size
         n = round.num_frames
-        if n < 1 or (n != 1 and n % frame_len):
+        if n > MAX_FRAMES:
+            add("num_frames", ERR_FRAMES_MAX.format(max=MAX_FRAMES, num_frames=n))
+        elif n < 1 or (n != 1 and n % frame_len):
             add("num_frames", ERR_FRAMES.format(frame_len=frame_len, num_frames=n, suggest=max(n // frame_len * frame_len, frame_len)))
         h, w = round.height, round.width
         if h < ratio or w < ratio or h % ratio or w % ratio:
@@ -143,8 +154,15 @@ def round_generation_validate(*, round: Round, prompt_ids: Iterable[int] | None 
         add("shift", ERR_SHIFT.format(shift=round.shift))
     if not 1 <= round.fps <= 120:
         add("fps", ERR_FPS.format(fps=round.fps))
-    if round.seeds_per_prompt < 2:
-        add("seeds_per_prompt", ERR_SEEDS.format(seeds=round.seeds_per_prompt))
+    if not 2 <= round.seeds_per_prompt <= MAX_SEEDS_PER_PROMPT:
+        add("seeds_per_prompt", ERR_SEEDS.format(seeds=round.seeds_per_prompt, max=MAX_SEEDS_PER_PROMPT))
+    k, cap = round.annotators_per_group, round.max_annotators_per_group
+    if not 1 <= k <= MAX_ANNOTATORS_PER_GROUP:
+        add("annotators_per_group", ERR_ANNOTATORS.format(k=k, max=MAX_ANNOTATORS_PER_GROUP))
+    elif cap is not None and not k <= cap <= MAX_ANNOTATORS_PER_GROUP:
+        add("max_annotators_per_group", ERR_ANNOTATORS_CAP.format(k=k, cap=cap, max=MAX_ANNOTATORS_PER_GROUP))
+    if round.gold_rate is None or not math.isfinite(round.gold_rate) or not 0 <= round.gold_rate <= 1:
+        add("gold_rate", ERR_GOLD_RATE.format(gold_rate=round.gold_rate))
     if round.kind == Round.Kind.EVALUATION and not round.reference_checkpoint_id:
         add("reference_checkpoint", ERR_NO_REFERENCE)
     for checkpoint in round_checkpoints(round):
@@ -421,19 +439,51 @@ def _usable(round: Round) -> Q:
     return q
 
 
+# Groups whose status follows their candidates (the other statuses belong to annotation and review).
+DERIVED_GROUP_STATUSES = (CandidateGroup.Status.GENERATING, CandidateGroup.Status.UNUSABLE)
+
+
+def _group_status_derive(group: CandidateGroup) -> str:
+    """What a group's candidates say: ``generating`` while one is pending, else ``ready`` with at least two usable
+    ones, else ``unusable`` (failed or flagged-and-excluded candidates left fewer than two to compare)."""
+    candidates = Candidate.objects.filter(group=group)
+    if candidates.filter(status__in=PENDING).exists():
+        return CandidateGroup.Status.GENERATING
+    if candidates.filter(_usable(group.round)).count() >= 2:
+        return CandidateGroup.Status.READY
+    return CandidateGroup.Status.UNUSABLE
+
+
 @transaction.atomic
 def group_refresh(*, group_id: int) -> str:
-    """Open the group for annotation once nothing in it is pending and at least two candidates are usable; close the
-    round's generation once nothing in the round is pending. Returns the group's status."""
+    """Re-derive a generating (or unusable) group's status from its candidates (idempotent; the group row is locked,
+    so two workers finishing sibling candidates serialise here and the second sees the first's commit): ``ready``
+    once nothing is pending and at least two candidates are usable, ``unusable`` when fewer are, and close the round's
+    generation once nothing in the round is pending. Returns the group's status."""
     group = CandidateGroup.objects.select_for_update(of=("self",)).select_related("round").get(id=group_id)
-    candidates = Candidate.objects.filter(group=group)
-    pending = candidates.filter(status__in=PENDING).exists()
-    if group.status == CandidateGroup.Status.GENERATING and not pending and candidates.filter(_usable(group.round)).count() >= 2:
-        group.status = CandidateGroup.Status.READY
-        group.save(update_fields=["status", "updated_at"])
+    if group.status in DERIVED_GROUP_STATUSES:
+        status = _group_status_derive(group)
+        if status != group.status:
+            group.status = status
+            group.save(update_fields=["status", "updated_at"])
     round = Round.objects.select_for_update().get(id=group.round_id)
     if round.status == Round.Status.GENERATING and not Candidate.objects.filter(
         group__round=round, status__in=PENDING
     ).exists():
         _round_transition(round, Round.Status.ANNOTATING, note="generation finished")
     return group.status
+
+
+def groups_refresh(*, round_id: int | None = None) -> int:
+    """Repair: re-derive every generating/unusable group of live rounds (or of ``round_id``) from its candidates, e.g.
+    after the round's ``exclude_flagged`` changed, or groups an older version left ``generating``. Idempotent;
+    run from the round page's "Re-check groups" and every minute by the beat. Returns how many groups changed."""
+    pending = Candidate.objects.filter(group=OuterRef("pk"), status__in=PENDING)
+    # a generating group with a pending candidate is waiting, not stuck: leave it to its worker
+    groups = CandidateGroup.objects.annotate(has_pending=Exists(pending)).filter(
+        Q(status=CandidateGroup.Status.UNUSABLE) | Q(status=CandidateGroup.Status.GENERATING, has_pending=False))
+    groups = groups.filter(round__status__in=(Round.Status.GENERATING, Round.Status.ANNOTATING))
+    if round_id is not None:
+        groups = groups.filter(round_id=round_id)
+    before = dict(groups.values_list("id", "status"))
+    return sum(group_refresh(group_id=gid) != status for gid, status in before.items())

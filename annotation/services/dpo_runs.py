@@ -26,6 +26,13 @@ from dpo.config import FlowDPOConfig  # torch-free validation of every field (un
 ERR_NO_PAIRS = "No usable preference pairs: rounds {rounds}, min agreement {min_agreement}, min annotators {min_annotators}."
 ERR_RUN_NOT_CANCELLABLE = "DPO run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NAME_TAKEN = "A DPO run named {name!r} already exists."
+ERR_CHECKPOINT_NAME_TAKEN = "A checkpoint named {name!r} already exists; the run's output checkpoint takes its name."
+ERR_NO_NAME = "Give the run a name (its output checkpoint is named after it)."
+ERR_NO_ROUNDS = "Tick at least one round to take preference pairs from."
+# Fewer usable pairs than this: the run is accepted, with a warning on its page (DPO on a handful of pairs overfits).
+FEW_PAIRS = 8
+WARN_FEW_PAIRS = ("Only {count} usable preference pair{s}: DPO on so few pairs mostly memorises them; judge more groups "
+                  "(or lower min agreement / min annotators) for a run that generalises.")
 ERR_EVALUATION_ROUNDS = ("{names}: evaluation round(s), on held-out prompts to measure the model; training on them leaks "
                          "the evaluation into the model. Leave them out, or include them explicitly (include_evaluation).")
 ERR_REFERENCE_WITH_ADAPTERS_OFF = (
@@ -72,9 +79,20 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     """Validate the selection (usable pairs exist, checkpoints are loadable), create the run with its manifest export
     and queue the run on commit. Pairs without both latents or the text embedding are left out, as in every manifest
     export (``pair_filter["left_out"]`` counts them). Evaluation rounds (held-out prompts) are refused unless
-    ``include_evaluation``: training on them leaks the evaluation into the model."""
-    if DPORun.objects.filter(name=name).exists():
-        raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
+    ``include_evaluation``: training on them leaks the evaluation into the model. Everything, the run's own fields
+    included (``full_clean``), is checked before anything is saved or queued."""
+    name = (name or "").strip()
+    errors = {}
+    if not name:
+        errors["name"] = ERR_NO_NAME
+    elif DPORun.objects.filter(name=name).exists():
+        errors["name"] = ERR_NAME_TAKEN.format(name=name)
+    elif Checkpoint.objects.filter(name=name).exists():  # the output checkpoint takes the run's name when it finishes
+        errors["name"] = ERR_CHECKPOINT_NAME_TAKEN.format(name=name)
+    if not round_ids:
+        errors["round_ids"] = ERR_NO_ROUNDS
+    if errors:
+        raise ValidationError(errors)
     evaluation = list(Round.objects.filter(id__in=round_ids, kind=Round.Kind.EVALUATION).values_list("name", flat=True))
     if evaluation and not include_evaluation:
         raise ValidationError({"round_ids": ERR_EVALUATION_ROUNDS.format(names=", ".join(sorted(evaluation)))})
@@ -105,20 +123,29 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     if count == 0:
         raise ValidationError(ERR_NO_PAIRS.format(rounds=round_ids, min_agreement=min_agreement, min_annotators=min_annotators))
     left_out = pair_queryset_for_export(flt=flt, format=Export.Format.TRL).count() - count
-    manifest = export_create(format=Export.Format.MANIFEST, filter=flt.as_json(), actor=actor, enqueue=False)
-    run = DPORun.objects.create(
+    run = DPORun(
         name=name, init_checkpoint=init_checkpoint, reference_checkpoint=reference_checkpoint, created_by=actor,
         pair_filter={"round_ids": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
                      "weighting": weighting, "config_preset": config_preset, "left_out": left_out,
                      **({"include_evaluation": True} if evaluation else {})},
-        pairs_count=count, config=config, progress_total=int(config.get("max_steps") or 0), manifest_export=manifest,
+        pairs_count=count, config=config, progress_total=int(config.get("max_steps") or 0),
     )
+    run.full_clean(exclude=["manifest_export"])  # the run's own fields, before the export row and the queue
+    run.manifest_export = export_create(format=Export.Format.MANIFEST, filter=flt.as_json(), actor=actor, enqueue=False)
+    run.save()
     run.data_rounds.set(round_ids)
     for round in Round.objects.select_for_update().filter(id__in=round_ids, status=Round.Status.ANNOTATING):
         round_transition_apply(round=round, to_status=Round.Status.TRAINING, actor=actor, note=f"DPO run {name}")
     if launch:
         dispatch.dpo_run_dispatch_on_commit(run_id=run.id)
     return run
+
+
+def dpo_run_warnings(*, run: DPORun) -> list[str]:
+    """What a researcher should know about an accepted run (shown on the form's result and the run page)."""
+    if run.pairs_count < FEW_PAIRS:
+        return [WARN_FEW_PAIRS.format(count=run.pairs_count, s="" if run.pairs_count == 1 else "s")]
+    return []
 
 
 def dpo_run_cancel(*, run_id: int, actor=None) -> DPORun:

@@ -14,6 +14,7 @@ from model.presets import PRESET_NAMES, get_preset
 
 ERR_NO_PROMPTS_SELECTED = "No active prompt matches the selection (category {category!r}, tags {tags}, search {search!r})."
 ERR_NAME_TAKEN = "A round named {name!r} already exists."
+ERR_SAMPLE_SIZE = "Sample size must be a whole number between 1 and {n} (the prompts that match), or 0 for all; got {size}."
 
 
 def prompts_select(*, category: str = "", tags: list[str] | None = None, search: str = "", sample_size: int = 0,
@@ -31,6 +32,8 @@ def prompts_select(*, category: str = "", tags: list[str] | None = None, search:
     elif exclude_held_out:
         qs = qs.filter(is_held_out=False)
     ids = list(qs.order_by("id").values_list("id", flat=True))
+    if sample_size < 0:
+        raise ValidationError({"sample_size": ERR_SAMPLE_SIZE.format(n=len(ids), size=sample_size)})
     if sample_size and sample_size < len(ids):
         ids = sorted(random.Random(sample_seed).sample(ids, sample_size))
     return ids
@@ -44,13 +47,15 @@ def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[i
                  num_frames: int | None = None, fps: int | None = None, seeds_per_prompt: int = 4, base_seed: int = 0,
                  annotators_per_group: int = 3, max_annotators_per_group: int | None = None, gold_rate: float = 0.0,
                  annotation_mode: str = Round.Mode.LABELS, require_full_playback: bool = True,
-                 exclude_flagged: bool = True, launch: bool = False) -> Round:
+                 exclude_flagged: bool = True, launch: bool = False, dry_run: bool = False) -> Round:
     """Create a draft round (sampler settings default to the preset's); validated in full before anything is saved.
-    With ``launch=True`` its generation is queued on commit. Raises ValidationError, creating nothing."""
+    With ``launch=True`` its generation is queued on commit. Raises ValidationError (every field's problems at once),
+    creating nothing; ``dry_run=True`` validates only and returns the unsaved round."""
     preset = preset or policy_checkpoint.preset
     defaults = get_preset(preset) if preset in PRESET_NAMES else None
+    errors: dict[str, list[str]] = {}
     if Round.objects.filter(name=name).exists():
-        raise ValidationError({"name": ERR_NAME_TAKEN.format(name=name)})
+        errors["name"] = [ERR_NAME_TAKEN.format(name=name)]
 
     def pick(value, default_attr: str, fallback):
         if value is not None:
@@ -71,8 +76,20 @@ def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[i
         gold_rate=gold_rate, annotation_mode=annotation_mode, require_full_playback=require_full_playback,
         exclude_flagged=exclude_flagged, created_by=actor, config={"prompt_ids": list(prompt_ids)},
     )
-    round_generation_validate(round=round, prompt_ids=prompt_ids)
-    round.full_clean()
+    try:  # every problem at once: the generation checks and the model's own fields
+        round_generation_validate(round=round, prompt_ids=prompt_ids)
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            errors.setdefault(field, []).extend(messages)
+    try:  # the constraints repeat the checks above in database words: only when those passed
+        round.full_clean(exclude=[*errors, *(["width"] if "height" in errors else [])], validate_unique=False, validate_constraints=not errors)
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            errors.setdefault(field, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+    if dry_run:
+        return round
     round.save()
     RoundEvent.objects.create(round=round, from_status="", to_status=Round.Status.DRAFT, actor=actor, note="created")
     if launch:
