@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def main() -> None:
         os.killpg(worker.pid, signal.SIGTERM)
         _, _, usage = os.wait4(worker.pid, 0)
         log.close()
+        shutil.rmtree(work, ignore_errors=True)
     peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
     created = Prompt.objects.count()
     print(f"status: {job.status} {job.error}".rstrip())
