@@ -74,6 +74,15 @@ def test_big_upload_is_stored_queued_and_imported_in_batches(researcher_client, 
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_interrupted_job_runs_again_from_the_start(researcher_client, small_threshold):
+    job = queued_job(upload(researcher_client, txt(30)))
+    PromptImport.objects.filter(pk=job.pk).update(status=PromptImport.Status.RUNNING, progress=0.4, lines_done=12)
+    prompt_import_run(import_id=job.pk)  # redelivered after a worker died: its transaction had rolled back
+    job.refresh_from_db()
+    assert job.status == PromptImport.Status.DONE and job.report["created"] == 30 and job.lines_done == 30
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_same_checks_and_report_as_the_synchronous_import(researcher_client, small_threshold):
     Category.objects.get_or_create(slug="animals", defaults={"name": "Animals"})
     rows = [{"text": f"a jsonl prompt {i} with a heron", "category": "animals"} for i in range(30)]
