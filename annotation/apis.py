@@ -27,7 +27,7 @@ from annotation.services.assignments import assignments_for_annotator
 from annotation.services.judgments import FlawInput, LabelInput, judgment_submit
 from annotation.services.prompt_edits import category_by_slug, prompt_delete, prompt_set_by_name, prompt_update
 from annotation.services.prompt_imports import import_is_big, prompt_import_start_items
-from annotation.services.prompts import prompt_create, prompts_import
+from annotation.services.prompts import import_size_check, prompt_create, prompts_import
 
 ERR_STATS_FORBIDDEN = "You can only see your own statistics."
 ERR_LABEL_TARGET = "Each label names its video by 'position' (0-based, in the order shown)."
@@ -356,6 +356,9 @@ class PromptBulkImportApi(APIView):
             202: PROMPT_IMPORT_JOB},
     )
     def post(self, request):
+        length = str(request.META.get("CONTENT_LENGTH") or "")
+        length = int(length) if length.isdigit() else 0
+        import_size_check(length)  # 413 before the body is parsed
         body = {"prompts": request.data} if isinstance(request.data, list) else request.data
         data = self.InputSerializer(data=body)
         data.is_valid(raise_exception=True)
@@ -367,7 +370,7 @@ class PromptBulkImportApi(APIView):
                 raise ApplicationError(ERR_IMPORT_ITEM.format(index=index))
             items.append(item)
         prompt_set = prompt_set_by_name(data.validated_data.get("prompt_set"))
-        if import_is_big(int(request.META.get("CONTENT_LENGTH") or 0)):  # a background job: 202 and where to look
+        if import_is_big(length):  # a background job: 202 and where to look
             job, repeated = prompt_import_start_items(items=items, actor=request.user, prompt_set=prompt_set)
             return Response(PromptImportJobApi.body(job, request, repeated=repeated), status=status.HTTP_202_ACCEPTED)
         jsonl = "\n".join(json.dumps(item, ensure_ascii=False) for item in items).encode()
