@@ -251,6 +251,7 @@ def _import_rows(job: PromptImport, options: dict, report: dict, progress: _Prog
     default_category = options.get("category") or ""
     prompt_set = PromptSet.objects.filter(pk=options.get("prompt_set_id")).first() if options.get("prompt_set_id") else None
     with connection.cursor() as cursor:  # the file's text hashes so far (dropped with the transaction)
+        cursor.execute("DROP TABLE IF EXISTS prompt_import_seen")  # when called inside an outer transaction
         cursor.execute("CREATE TEMPORARY TABLE prompt_import_seen (digest char(64) PRIMARY KEY, line bigint NOT NULL)"
                        " ON COMMIT DROP")
     batch: list[tuple[ImportRow, str]] = []
