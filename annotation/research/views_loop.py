@@ -250,6 +250,8 @@ def round_new(request: HttpRequest) -> HttpResponse:
                                      dry_run=bool(problems.fields), **kwargs)
             except (ApplicationError, ValidationError) as exc:
                 problems.merge(exc)
+                if not prompt_ids:  # said above in the filter's words
+                    problems.fields.pop("prompts", None)
         if not problems.fields and round is not None:
             messages.success(request, f"Round {round.name} launched.")
             return redirect("research-round-detail", round_id=round.id)
