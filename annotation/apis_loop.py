@@ -24,7 +24,7 @@ from annotation.selectors.loop import (
 )
 from annotation.services.candidates import round_generation_cancel
 from annotation.services.checkpoints import evaluation_round_create
-from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create
+from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create, dpo_run_warnings
 from annotation.services.rounds import prompts_select, round_create
 
 ERR_NO_PROMPTS = "No active prompt matches this filter: change the category, tags or search, or list prompt ids."
@@ -142,7 +142,9 @@ class DPORunCreateApi(_ResearcherApi):
             min_agreement=d["min_agreement"], min_annotators=d["min_annotators"], weighting=d["weighting"],
             actor=request.user, include_evaluation=d["include_evaluation"],
         )
-        return Response(dpo_run_status(run_id=run.pk), status=status.HTTP_201_CREATED)
+        # warnings: what the researcher should know about an accepted run (e.g. very few pairs)
+        return Response({**dpo_run_status(run_id=run.pk), "warnings": dpo_run_warnings(run=run)},
+                        status=status.HTTP_201_CREATED)
 
 
 class DPORunDetailApi(_ResearcherApi):

@@ -121,3 +121,6 @@ def test_dpo_api_refuses_a_blank_name_and_no_rounds(client, db, checkpoints_ok, 
         response = client.post("/api/dpo-runs/create/", body, content_type="application/json")
         assert response.status_code == 400, response.content
     assert not DPORun.objects.exists() and not sent_tasks
+    response = client.post("/api/dpo-runs/create/", {"name": "few", "round_ids": [loop.gen_round.pk],
+                                                     "init_checkpoint": loop.base.pk}, content_type="application/json")
+    assert response.status_code == 201 and "usable preference pairs" in response.json()["warnings"][0]
