@@ -194,6 +194,9 @@ class CandidateGroup(TimeStamped):
     class Status(models.TextChoices):
         GENERATING = "generating", "Generating"
         READY = "ready", "Ready for annotation"
+        # generation finished with fewer than two usable candidates (failed, or flagged and excluded): never served;
+        # retry-failed, more seeds or allowing flagged candidates resolves it (annotation.services.candidates)
+        UNUSABLE = "unusable", "Too few usable candidates"
         DONE = "done", "Enough judgments"
         REVIEW = "review", "In review"
 

@@ -203,6 +203,13 @@ def candidates_requeue_stale() -> int:
     return candidate_services.candidates_requeue_stale()
 
 
+@shared_task(name="generation_workers.tasks.groups_refresh", acks_late=True)
+def groups_refresh() -> int:
+    """Periodic: re-derive the status of groups whose candidates are all finished but that are still ``generating``
+    (or ``unusable``) from their candidates (``annotation.services.candidates.groups_refresh``); idempotent."""
+    return candidate_services.groups_refresh()
+
+
 @worker_ready.connect
 def _requeue_stale_on_start(sender=None, **kwargs) -> None:
     """A worker that starts after a crash picks up the jobs the dead one held."""

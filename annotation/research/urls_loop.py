@@ -9,6 +9,7 @@ urlpatterns = [
     path("rounds/new/", v.round_new, name="research-round-new"),
     path("rounds/<int:round_id>/", v.round_detail, name="research-round-detail"),
     path("rounds/<int:round_id>/retry-failed/", v.round_retry_failed, name="research-round-retry-failed"),
+    path("rounds/<int:round_id>/refresh-groups/", v.round_groups_refresh, name="research-round-refresh-groups"),
     path("rounds/<int:round_id>/cancel/", v.round_cancel, name="research-round-cancel"),
     path("dpo-runs/new/", v.dpo_run_new, name="research-dpo-run-new"),
     path("dpo-runs/<int:run_id>/", v.dpo_run_detail, name="research-dpo-run-detail"),

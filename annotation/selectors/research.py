@@ -3,9 +3,9 @@ lineage. Querysets are built here, never in a view."""
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
-from annotation.models import Category, Checkpoint, DPOMetric, DPORun, Prompt, Round
+from annotation.models import Candidate, CandidateGroup, Category, Checkpoint, DPOMetric, DPORun, Prompt, Round
 
 # The TRL metric names the run page draws (one chart each; every run overlaid on it).
 CURVE_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
@@ -36,6 +36,25 @@ def rounds_with_pairs() -> QuerySet[Round]:
 
 def round_group_status_counts(*, round: Round) -> QuerySet:
     return round.groups.values("status").annotate(n=Count("id")).order_by("status")
+
+
+def round_groups_unusable(*, round: Round, limit: int = 20) -> list[dict]:
+    """The round's ``unusable`` groups (generation left fewer than two usable candidates), each with why: its
+    candidates' status, screening flags and error, and whether flagged ones are excluded by the round."""
+    groups = (round.groups.filter(status=CandidateGroup.Status.UNUSABLE).select_related("prompt").order_by("id")
+              .prefetch_related(Prefetch("candidates", queryset=Candidate.objects.order_by("id")))[:limit])
+    rows = []
+    for g in groups:
+        cands = list(g.candidates.all())
+        rows.append({
+            "group": g, "prompt": g.prompt_text or g.prompt.text, "candidates": cands,
+            "usable": sum(c.status == Candidate.Status.READY and not (round.exclude_flagged and c.screening_flags)
+                          for c in cands),
+            "failed": sum(c.status == Candidate.Status.FAILED for c in cands),
+            "flagged_excluded": sum(c.status == Candidate.Status.READY and bool(c.screening_flags)
+                                    for c in cands) if round.exclude_flagged else 0,
+        })
+    return rows
 
 
 def dpo_run_get(*, run_id: int) -> DPORun | None:

@@ -153,8 +153,8 @@ def test_state_machine_and_group_readiness(make_round, no_dispatch, django_captu
     assert svc.candidate_mark_failed(candidate_id=b.id, error="boom")
     b.refresh_from_db()
     assert b.status == "failed" and b.error == "boom" and b.attempts == 1
-    # all done but only one usable candidate: not annotatable; the round's generation is over
-    assert CandidateGroup.objects.get(round=r).status == "generating"
+    # all done but only one usable candidate: not annotatable (and says so); the round's generation is over
+    assert CandidateGroup.objects.get(round=r).status == "unusable"
     r.refresh_from_db()
     assert r.status == Round.Status.ANNOTATING
     # a finished candidate ignores late writes (a redelivered task)
@@ -170,6 +170,7 @@ def test_state_machine_and_group_readiness(make_round, no_dispatch, django_captu
     assert b.status == "queued" and b.error == "" and b.attempts == 1
     r.refresh_from_db()
     assert r.status == Round.Status.GENERATING
+    assert CandidateGroup.objects.get(round=r).status == "generating"  # waits for the retried candidate
     _finish(b)
     b.refresh_from_db()
     assert b.attempts == 2
@@ -182,7 +183,7 @@ def test_flagged_candidates_do_not_count_as_usable(make_round, no_dispatch, djan
     r, (a, b) = _launched(make_round, django_capture_on_commit_callbacks)
     _finish(a)
     _finish(b, flags=["static"])
-    assert CandidateGroup.objects.get(round=r).status == "generating"
+    assert CandidateGroup.objects.get(round=r).status == "unusable"  # one usable candidate left: not served
     r2, (c, d) = _launched(make_round, django_capture_on_commit_callbacks, exclude_flagged=False)
     _finish(c)
     _finish(d, flags=["static"])

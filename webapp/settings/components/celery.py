@@ -54,4 +54,7 @@ CELERY_BEAT_SCHEDULE = {
     # every minute: candidates whose worker died (no heartbeat for VIDEODPO_STALE_RUNNING_S) are queued again
     "candidates-requeue-stale": {"task": "generation_workers.tasks.candidates_requeue_stale", "schedule": 60.0,
                                  "options": {"queue": "default"}},
+    # every minute: groups whose candidates are all finished get the status those say (ready / unusable)
+    "groups-refresh": {"task": "generation_workers.tasks.groups_refresh", "schedule": 60.0,
+                       "options": {"queue": "default"}},
 }
