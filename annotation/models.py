@@ -472,12 +472,6 @@ class Export(TimeStamped):
         constraints = [models.UniqueConstraint(fields=["format", "version"], name="export_unique_version")]
 
 
-class DPORun(TimeStamped):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
 class PromptImport(TimeStamped):
     """A prompt import too big for one request: the upload is stored first, then a worker (queue ``default``) streams
     it, validates every row and commits all of its new prompts in one transaction (or none)."""
@@ -504,6 +498,12 @@ class PromptImport(TimeStamped):
     finished_at = models.DateTimeField(null=True, blank=True)
 
 
+class DPORun(TimeStamped):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
     name = models.CharField(max_length=128, unique=True)
