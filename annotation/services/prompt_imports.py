@@ -28,19 +28,16 @@ from annotation.errors import ApplicationError
 from annotation.models import Prompt, PromptImport, PromptSet
 from annotation.services import dispatch
 from annotation.services.prompts import (
-    ERR_BAD_CSV,
-    ERR_BAD_JSON,
     ERR_DUPLICATE_IN_FILE,
-    ERR_NO_TEXT_COLUMN,
     ERR_NOT_UTF8,
     ERR_NUL,
     ERR_UNKNOWN_FORMAT,
     ImportRow,
-    _row_from_mapping,
     categories_by_key,
     import_size_check,
     row_prompt,
     row_validate,
+    rows_parse,
 )
 
 log = logging.getLogger(__name__)
@@ -131,36 +128,7 @@ def _lines(fh: IO[bytes], report: dict, on_bytes) -> Iterator[str]:
 
 
 def _rows(lines: Iterable[str], fmt: str, report: dict) -> Iterator[ImportRow]:
-    import csv
-
-    if fmt == "txt":
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield ImportRow(line=number, text=line.strip())
-    elif fmt == "jsonl":
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError("expected an object")
-            except ValueError as exc:
-                _parse_error(report, number, ERR_BAD_JSON.format(error=exc))
-                continue
-            yield _row_from_mapping(number, obj)
-    else:
-        reader = csv.DictReader(lines)
-        try:
-            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-            if "text" not in fields and "prompt" not in fields:
-                _parse_error(report, 1, ERR_NO_TEXT_COLUMN)
-                return
-            for record in reader:
-                obj = {(k or "").strip().lower(): (v or "") for k, v in record.items()}
-                yield _row_from_mapping(reader.line_num, obj)
-        except csv.Error as exc:
-            _parse_error(report, reader.line_num, ERR_BAD_CSV.format(error=exc))
+    return rows_parse(lines, fmt, on_error=lambda line, error: _parse_error(report, line, error))
 
 
 def _parse_error(report: dict, line: int, error: str) -> None:

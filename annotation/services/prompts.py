@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -102,16 +102,24 @@ def _rows_from_file(data: bytes, fmt: str) -> tuple[list[ImportRow], list[dict]]
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return [], [{"line": text_line_of_offset(data, exc.start), "error": ERR_NOT_UTF8}]
-    rows: list[ImportRow] = []
-    errors: list[dict] = []
     if "\x00" in text:  # PostgreSQL text cannot hold NUL
         return [], [{"line": text.count("\n", 0, text.index("\x00")) + 1, "error": ERR_NUL}]
+    errors: list[dict] = []
+    rows = list(rows_parse(text.splitlines(keepends=True), fmt,
+                           on_error=lambda line, error: errors.append({"line": line, "error": error})))
+    return rows, errors
+
+
+def rows_parse(lines: Iterable[str], fmt: str, *, on_error: Callable[[int, str], None]) -> Iterator[ImportRow]:
+    """The rows of an import file given as decoded lines (line endings kept, so quoted CSV fields may span lines);
+    a line that gives no row is reported through ``on_error(line_number, message)``. One parser for the synchronous
+    import and the background job (:mod:`annotation.services.prompt_imports`), so both report the same lines."""
     if fmt == "txt":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             if line.strip():
-                rows.append(ImportRow(line=number, text=line.strip()))
+                yield ImportRow(line=number, text=line.strip())
     elif fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -119,23 +127,23 @@ def _rows_from_file(data: bytes, fmt: str) -> tuple[list[ImportRow], list[dict]]
                 if not isinstance(obj, dict):
                     raise ValueError("expected an object")
             except ValueError as exc:
-                errors.append({"line": number, "error": ERR_BAD_JSON.format(error=exc)})
+                on_error(number, ERR_BAD_JSON.format(error=exc))
                 continue
-            rows.append(_row_from_mapping(number, obj))
+            yield _row_from_mapping(number, obj)
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-        if "text" not in fields and "prompt" not in fields:
-            return [], [{"line": 1, "error": ERR_NO_TEXT_COLUMN}]
+        reader = csv.DictReader(lines)
         try:
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            if "text" not in fields and "prompt" not in fields:
+                on_error(1, ERR_NO_TEXT_COLUMN)
+                return
             for record in reader:
                 obj = {(k or "").strip().lower(): (v or "") for k, v in record.items()}
-                rows.append(_row_from_mapping(reader.line_num, obj))
+                yield _row_from_mapping(reader.line_num, obj)
         except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
-            errors.append({"line": reader.line_num, "error": ERR_BAD_CSV.format(error=exc)})
+            on_error(reader.line_num, ERR_BAD_CSV.format(error=exc))
     else:
         raise ValueError(ERR_UNKNOWN_FORMAT.format(value=fmt))
-    return rows, errors
 
 
 def text_line_of_offset(data: bytes, offset: int) -> int:
