@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotation.exports.hashing import HashingWriter
-from annotation.exports.media import MediaResolver, zip_add_media
+from annotation.exports.media import ZIP_DATE, MediaResolver, zip_add_media
 from annotation.models import Export
 from annotation.selectors.exports import (
     JUDGMENT_INDEX,
@@ -35,7 +35,6 @@ from annotation.selectors.exports import (
     pair_annotator_ids,
 )
 
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same rows give the same bytes and the same hash
 PARQUET_COMPRESSION = "zstd"
 # Row groups of a fixed size whatever the database chunk size, so the same rows always give the same bytes (and
 # hash). 64k rows of pairs are ~10-20 MB in Arrow memory.

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from annotation import storage
 
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same rows give the same bytes and the same hash
+
 MEDIA_MODES = ("none", "bundle", "links")
 MEDIA_DIR = "media"
 MIN_TTL_S, MAX_TTL_S = 1, 7 * 24 * 3600  # S3 SigV4 presigned URLs live at most 7 days
@@ -70,7 +72,6 @@ class MediaResolver:
 def zip_add_media(zf: zipfile.ZipFile, resolver: MediaResolver | None) -> tuple[int, int]:
     """Stream every bundled video into ``zf`` (stored: MP4 is already compressed) at ``media/<key>``; returns
     (files, bytes)."""
-    from annotation.exports.formats import ZIP_DATE
 
     if resolver is None or resolver.mode != "bundle":
         return 0, 0
