@@ -94,6 +94,18 @@ PROMPTS = [
 ]
 
 
+
+def store_latents(store: Path, rnd: int, pi: int, seeds: list[int], latents: torch.Tensor) -> list[str]:
+    """Each seed's latent where the app's workers put it (bf16 safetensors with shape/seed metadata); their paths."""
+    uris = []
+    for k, seed in enumerate(seeds):
+        path = store / f"rounds/{rnd}/groups/{pi}/candidates/{seed}/latent.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"latent": latents[k].to(torch.bfloat16).contiguous()}, str(path),
+                  metadata={"shape": json.dumps(list(latents[k].shape)), "seed": str(seed), "preset": "tiny"})
+        uris.append(str(path))
+    return uris
+
 def _brightness(u: torch.Tensor) -> torch.Tensor:
     return u.mean(dim=(1, 2, 3, 4))
 
@@ -237,13 +249,7 @@ def write_round_data(gen: Generator, dit, prompts: list[str], seeds: list[int], 
                       str(text_path), metadata={"encoder_version": "tiny", "truncated": "false"})
         latents, frames = gen.run(dit, prompt, seeds)
         score = taste(frames)
-        uris = []
-        for k, seed in enumerate(seeds):
-            path = store / f"rounds/{rnd}/groups/{pi}/candidates/{seed}/latent.safetensors"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"latent": latents[k].to(torch.bfloat16).contiguous()}, str(path),
-                      metadata={"shape": json.dumps(list(latents[k].shape)), "seed": str(seed), "preset": "tiny"})
-            uris.append(str(path))
+        uris = store_latents(store, rnd, pi, seeds, latents)
         for a, b in itertools.combinations(range(len(seeds)), 2):
             if score[a] == score[b]:
                 continue
@@ -412,13 +418,7 @@ def shapes_round_data(gen: ShapesGenerator, dit, prompts: list[str], seeds: list
         _save_text(gen, prompt, text_path)
         latents, scores = gen.run(dit, prompt, seeds)
         ta += [s.ta for s in scores if s.scorable]
-        uris = []
-        for k, seed in enumerate(seeds):
-            path = store / f"rounds/{rnd}/groups/{pi}/candidates/{seed}/latent.safetensors"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"latent": latents[k].to(torch.bfloat16).contiguous()}, str(path),
-                      metadata={"shape": json.dumps(list(latents[k].shape)), "seed": str(seed), "preset": "tiny"})
-            uris.append(str(path))
+        uris = store_latents(store, rnd, pi, seeds, latents)
         utilities = policy.utilities(scores)
         judgments = []
         for a in range(annotators):
