@@ -189,7 +189,7 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, taste_name: str, 
     decoded pixels). Writes the weights back to ``base_root``; returns the loss at the start and end, and how well
     the factor ``s`` predicts the decoded taste score on fresh data (Pearson r), i.e. how visible the factor is."""
     from model.checkpoint import save_dit
-    from model.flow import interpolate, velocity_target
+    from model.flow import flow_matching_loss
 
     dit = gen.base_dit
     latent_shape = tuple(gen.run(dit, PROMPTS[0], [0])[0].shape[1:])  # (F, C, h, w)
@@ -218,9 +218,9 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, taste_name: str, 
         x0 = torch.randn(x1.shape, generator=g)
         t = torch.rand(batch, generator=g)
         emb = [text[p] for p in prompts]
-        u = dit(interpolate(x0, x1, t), t, torch.cat([e.llm_states for e in emb]), torch.cat([e.llm_mask for e in emb]),
-                torch.cat([e.clip_states for e in emb]))
-        loss = (u.float() - velocity_target(x0, x1)).pow(2).mean()
+        llm_states, llm_mask = torch.cat([e.llm_states for e in emb]), torch.cat([e.llm_mask for e in emb])
+        clip_states = torch.cat([e.clip_states for e in emb])
+        loss = flow_matching_loss(lambda xt, tt, s=llm_states, m=llm_mask, c=clip_states: dit(xt, tt, s, m, c), x0, x1, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)

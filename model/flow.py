@@ -67,6 +67,17 @@ def velocity_target(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return x1.float() - x0.float()
 
 
+def flow_matching_loss(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, x1: torch.Tensor,
+    t: torch.Tensor,
+) -> torch.Tensor:
+    """The flow-matching (pre)training loss: mean ||velocity(x_t, t) - (x1 - x0)||^2 over every element (fp32).
+
+    x0 (noise), x1 (clean latents): (B, ...); t: (B,) in [0, 1]; ``velocity(x_t, t)`` is the network's prediction.
+    """
+    return (velocity(interpolate(x0, x1, t), t).float() - velocity_target(x0, x1)).pow(2).mean()
+
+
 def sample_training_t(
     batch: int, generator: torch.Generator | None = None, kind: str = "uniform", device: torch.device | str = "cpu"
 ) -> torch.Tensor:

@@ -85,3 +85,17 @@ def test_training_t_distributions():
         assert t.shape == (4096,) and 0 < t.min() and t.max() < 1
     u = flow.sample_training_t(20000, g, "u_shaped")
     assert ((u < 0.2) | (u > 0.8)).float().mean() > 0.6  # mass at both ends
+
+
+def test_flow_matching_loss_is_zero_for_the_exact_velocity_and_the_mse_otherwise():
+    x0, x1, t = torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.tensor([0.2, 0.9])
+    seen = []
+
+    def exact(xt, tt):
+        seen.append(xt)
+        return x1 - x0
+
+    assert float(flow.flow_matching_loss(exact, x0, x1, t)) == 0.0
+    torch.testing.assert_close(seen[0], flow.interpolate(x0, x1, t))
+    off = flow.flow_matching_loss(lambda xt, tt: x1 - x0 + 0.5, x0, x1, t)
+    assert abs(float(off) - 0.25) < 1e-6

@@ -21,7 +21,7 @@ HELD_OUT = sample_prompts(6, seed=99, held_out=True)
 
 @pytest.fixture(scope="session")
 def quick_root(tmp_path_factory) -> Path:
-    """The reduced recipe through the CLI: the DiT stage (40 prompts, 150 steps) on the committed root's VAE."""
+    """The reduced recipe through the CLI: the DiT stage (80 prompts, 150 steps) on the committed root's VAE."""
     out = tmp_path_factory.mktemp("tiny-world-quick") / "root"
     proc = subprocess.run([sys.executable, "-m", "model", "train-tiny-world", "--out", str(out), "--quick",
                            "--threads", "1"], cwd=REPO, capture_output=True, text=True, timeout=900,
