@@ -220,7 +220,7 @@ def pretrain_base(gen: Generator, base_root: Path, steps: int, taste_name: str, 
         emb = [text[p] for p in prompts]
         llm_states, llm_mask = torch.cat([e.llm_states for e in emb]), torch.cat([e.llm_mask for e in emb])
         clip_states = torch.cat([e.clip_states for e in emb])
-        loss = flow_matching_loss(lambda xt, tt, s=llm_states, m=llm_mask, c=clip_states: dit(xt, tt, s, m, c), x0, x1, t)
+        loss = flow_matching_loss(lambda xt, tt, ls=llm_states, lm=llm_mask, cs=clip_states: dit(xt, tt, ls, lm, cs), x0, x1, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)

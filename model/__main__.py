@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     world.add_argument("--out", required=True, help="output folder (the model root)")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--threads", type=int, default=2, help="torch CPU threads (the committed root: 2)")
-    world.add_argument("--quick", action="store_true", help="the reduced recipe the tests use (well under a minute)")
+    world.add_argument("--quick", action="store_true", help="the reduced recipe the tests use (about a minute)")
     world.add_argument("--vae-from", default=None, help="reuse this root's VAE (the DiT stage only; same DiT weights "
                        "as the full recipe when the root was written by it)")
     world.add_argument("--dit-steps", type=int, default=None, help="flow-matching steps of the DiT stage")
@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
         extra = {k: v for k, v in (("vae_from", args.vae_from), ("dit_steps", args.dit_steps)) if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
-        summary = train_tiny_world(args.out, cfg, log=None)
+        try:
+            summary = train_tiny_world(args.out, cfg, log=None)
+        except ValueError as e:
+            print(f"train-tiny-world: {e}", file=sys.stderr)
+            return 2
         print(f"wrote tiny-world model root {args.out} in {summary['total_s']:.0f}s: {json.dumps(summary)}")
         return 0
     if args.command == "make-tiny":

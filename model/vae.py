@@ -113,8 +113,9 @@ class CausalConv3d(nn.Module):
         Stride-1 convs on tensors above ``max_elements`` run in time slices (output frames [a, b) read padded input
         frames [a, b + k - 1)), which keeps every kernel call within 32-bit indexing and bounds the padding copy.
         """
-        if x.device.type == "cpu" and torch.is_grad_enabled():  # training on a CPU: oneDNN's conv backward is
-            x = x.contiguous(memory_format=torch.channels_last_3d)  # faster channels-last (inference is unchanged)
+        if x.device.type == "cpu" and torch.is_grad_enabled():  # autograd on (training) on a CPU: oneDNN's conv
+            x = x.contiguous(memory_format=torch.channels_last_3d)  # backward is faster channels-last; no_grad paths
+            # (the pipelines, parity tests) keep the default layout
         B, C, T, H, W = x.shape
         per_frame_elems = B * max(C, self.conv.out_channels) * H * W
         if self.conv.stride[0] != 1 or per_frame_elems * (T + self.time_pad) <= max_elements:

@@ -15,8 +15,8 @@ Recipe (the project's own code paths; sizes and why in docs/world.md):
 4. written in the official layout: transformer shards < 4 MB, ``vae/vae_v2.safetensors`` in bf16 (< 5 MB).
 
 Held-out prompt combinations (:func:`model.world.grammar.is_held_out`) are never rendered for training. The DiT is
-stopped early on purpose (``dit_steps``): it gets colours and backgrounds mostly right and motion, count and shape
-only partly, so preference training has something to fix.
+meant to be stopped where it follows prompts only partly (``dit_steps``); the committed root follows backgrounds and
+draws the objects as coloured noise (figures and next steps in docs/world.md).
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
 
     cfg = cfg or WorldTrainConfig()
     out = Path(out)
+    if cfg.vae_from:  # checked before anything is written to ``out``
+        source = Path(cfg.vae_from)
+        if not (source / "vae" / "vae_v2.safetensors").is_file() or not (source / "vae" / "config.json").is_file():
+            raise ValueError(f"--vae-from {source}: no trained VAE there (needs {source / 'vae' / 'vae_v2.safetensors'} "
+                             "and vae/config.json)")
+        if source.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is the --vae-from root: the recipe rewrites its output root first, which "
+                             "would replace the VAE it is asked to reuse; write to another folder")
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
