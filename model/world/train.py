@@ -6,7 +6,7 @@ Recipe (the project's own code paths; sizes and why in docs/world.md):
    tokenizers re-trained on the grammar's English and Chinese text (:func:`model.world.grammar.corpus`) so its words
    really split into their own pieces;
 2. the tiny Video-VAE (z = 8 latent channels, 16x spatial / 8x temporal: 17 x 64 x 64 -> 3 x 4 x 4 x 8) trained for
-   reconstruction (L1 + MSE on pixels, object pixels weighted 6x, whole 64 x 64 clips, bf16 autocast, a fixed
+   reconstruction (L1 + MSE on pixels, object pixels weighted 6x, whole 64 x 64 clips, bf16 autocast, 2 norm groups, a fixed
    posterior std of 0.1, a small penalty on the latent mean's scale) on a pool of rendered clips of training prompts;
 3. a fixed set of training clips encoded once (posterior samples), then the tiny DiT trained by flow matching on
    them with ``model.flow``'s convention (the one ``dpo/`` uses: t = 0 noise, x_t = (1 - t) x0 + t x1, target
@@ -35,7 +35,7 @@ from model.world import grammar
 from model.world.render import render
 
 WORLD_VAE = dict(z_channels=8, encoder_ch=8, decoder_ch=8, encoder_ch_mult=(1, 1, 2, 4), decoder_ch_mult=(1, 1, 2, 4),
-                 norm_groups=8, encoder_num_res_blocks=1, decoder_num_res_blocks=1)
+                 norm_groups=2, encoder_num_res_blocks=1, decoder_num_res_blocks=1)
 
 
 @dataclass(frozen=True)
