@@ -105,19 +105,10 @@ def test_a_damaged_root_fails_naming_the_file(tmp_path, damage):
         StepVideoPipeline.from_pretrained(root, preset="tiny")
 
 
-def _dit_tensors(root: Path) -> dict:
-    from safetensors.torch import load_file
-
-    index = json.loads((root / "transformer" / "diffusion_pytorch_model.safetensors.index.json").read_text())
-    out = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        out.update(load_file(root / "transformer" / shard))
-    return out
-
-
 @pytest.mark.slow
 def test_the_dit_stage_from_a_recipe_root_reproduces_the_full_recipe_dit(tmp_path):
     """Each stage has its own seeds: ``vae_from`` (the DiT stage only) gives the full recipe's DiT bit for bit."""
+    from model.checkpoint import load_dit
     from model.world.train import WorldTrainConfig, train_tiny_world
 
     tiny = dict(vae_steps=2, vae_clips=2, vae_batch=1, train_prompts=4, seeds_per_prompt=1, dit_steps=3, dit_batch=2,
@@ -126,7 +117,7 @@ def test_the_dit_stage_from_a_recipe_root_reproduces_the_full_recipe_dit(tmp_pat
     train_tiny_world(full, WorldTrainConfig(**tiny), progress=False, log=None)
     dit_only = tmp_path / "dit-only"
     train_tiny_world(dit_only, WorldTrainConfig(**tiny, vae_from=str(full)), progress=False, log=None)
-    a, b = _dit_tensors(full), _dit_tensors(dit_only)
+    a, b = load_dit(full).state_dict(), load_dit(dit_only).state_dict()
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
