@@ -15,7 +15,7 @@ VQ must not fall below the base's by more than 2 standard errors of the base's m
 JSON keys: ``ta_base``, ``ta_round1``, ``ta_round2``, ``win_rate``, ``mq_delta``, ``vq_delta``,
 ``random_label_ta_delta``, ``target``.
 
-    python benchmarks/dpo_closed_loop.py [--seed 0] [--prompts 24] [--seeds 8] [--eval-prompts 32] [--root DIR]
+    python benchmarks/dpo_closed_loop.py [--seed 0] [--prompts 48] [--seeds 8] [--eval-prompts 32] [--root DIR]
 
 ``--world latent``: the random tiny model with a taste planted as a latent factor (the issue-6 proof), below.
 
@@ -533,7 +533,7 @@ def shapes_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", choices=["shapes", "latent"], default="shapes")
     ap.add_argument("--root", type=Path, default=None, help="base model root (default: the committed tiny-world)")
-    ap.add_argument("--prompts", type=int, default=24, help="training prompts per round (fresh each round)")
+    ap.add_argument("--prompts", type=int, default=48, help="training prompts per round (fresh each round)")
     ap.add_argument("--seeds", type=int, default=8, help="K candidates per prompt per round")
     ap.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts (combinations never trained on)")
     ap.add_argument("--eval-seeds", type=int, default=4, help="held-out seeds per held-out prompt")

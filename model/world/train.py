@@ -6,8 +6,10 @@ Recipe (the project's own code paths; sizes and why in docs/world.md):
    tokenizers re-trained on the grammar's English and Chinese text (:func:`model.world.grammar.corpus`) so its words
    really split into their own pieces;
 2. the tiny Video-VAE (z = 8 latent channels, 16x spatial / 8x temporal: 17 x 64 x 64 -> 3 x 4 x 4 x 8) trained for
-   reconstruction (L1 + MSE on pixels, object pixels weighted 6x, whole 64 x 64 clips, bf16 autocast, 2 norm groups, a fixed
-   posterior std of 0.1, a small penalty on the latent mean's scale) on a pool of rendered clips of training prompts;
+   reconstruction on whole 64 x 64 clips of training prompts (bf16 autocast, 2 norm groups, a fixed posterior std of
+   0.1, a small penalty on the latent mean's scale) in two phases: structure (L1 + MSE on pixels, object pixels
+   weighted 6x), then colour at a lower lr (plus an L1 on the opponent-colour axes: without it every object comes
+   back in the clips' mean hue);
 3. a fixed set of training clips encoded once (posterior samples), then the tiny DiT trained by flow matching on
    them with ``model.flow``'s convention (the one ``dpo/`` uses: t = 0 noise, x_t = (1 - t) x0 + t x1, target
    v = x1 - x0), conditioned on ``prompt + positive suffix`` through the text encoders, with the preset's negative
@@ -16,7 +18,7 @@ Recipe (the project's own code paths; sizes and why in docs/world.md):
 
 Held-out prompt combinations (:func:`model.world.grammar.is_held_out`) are never rendered for training. The DiT is
 meant to be stopped where it follows prompts only partly (``dit_steps``); the committed root follows backgrounds and
-draws the objects as coloured noise (figures and next steps in docs/world.md).
+partly the objects' colour, not yet their count and motion (figures and next steps in docs/world.md).
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ class WorldTrainConfig:
     seed: int = 0
     size: int = 64
     frames: int = 17
-    vae_steps: int = 1200
+    vae_steps: int = 850  # phase 1: structure (positions, count, luminance)
     vae_batch: int = 4
-    vae_crop: int = 64  # < size: VAE steps on random crops aligned to the latent grid (GroupNorm statistics shift)
+    vae_crop: int = 64  # < size: phase-1 steps on random crops aligned to the latent grid (4x cheaper at 32)
     vae_fg_weight: float = 5.0
+    vae_chroma_steps: int = 750  # phase 2: whole clips, lower lr, plus an L1 on the opponent-colour axes
+    vae_chroma_lr: float = 1e-3
+    vae_chroma: float = 16.0  # weight of that L1 (without phase 2 every object comes back in the clips' mean hue)
     vae_clips: int = 200  # pre-rendered pool the VAE steps draw from
     vae_lr: float = 3e-3
     vae_kl: float = 1e-3
@@ -56,9 +61,10 @@ class WorldTrainConfig:
     vae_bf16: bool = True  # bf16 autocast for the VAE's steps (fp32 weights and optimizer): ~1.6x faster on a CPU
     train_prompts: int = 300
     seeds_per_prompt: int = 2
-    dit_steps: int = 400
+    dit_steps: int = 800
     dit_batch: int = 16
     dit_lr: float = 1e-3
+    dit_t_sampling: str = "uniform"  # training t density (model.flow.sample_training_t)
     cfg_dropout: float = 0.1
     threads: int = 2  # torch CPU threads; the weights depend on it (float reduction order)
     vae_from: str | None = None  # a trained root whose VAE is reused (VAE stage skipped)
@@ -68,7 +74,7 @@ class WorldTrainConfig:
         """The DiT stage only (the committed root's VAE), on 80 prompts: what the tests train."""
         from model.world import default_root
 
-        return cls(**{**dict(vae_from=str(default_root()), train_prompts=80, seeds_per_prompt=1, dit_steps=150,
+        return cls(**{**dict(vae_from=str(default_root()), train_prompts=80, seeds_per_prompt=1, dit_steps=300,
                              dit_batch=16), **kw})
 
 
@@ -78,7 +84,7 @@ def _video_tensor(clips: np.ndarray) -> torch.Tensor:
 
 
 def _cosine(step: int, total: int, warmup: int = 20) -> float:
-    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
 def _retrain_tokenizers(root: Path) -> None:
@@ -95,6 +101,52 @@ def _retrain_tokenizers(root: Path) -> None:
         (root / CLIP_TOKENIZER_DIR / name).write_text(vocab, encoding="utf-8")
 
 
+# RGB -> the two opponent-colour axes (red - green, yellow - blue): what tells the world's colours apart
+_OPPONENT = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
+
+
+def _train_vae_phase(vae, pool: np.ndarray, cfg: WorldTrainConfig, g: torch.Generator, *, steps: int, lr: float,
+                     crop: int, chroma: float, desc: str, progress: bool) -> list[float]:
+    """One VAE phase: ``steps`` AdamW steps (cosine lr) on batches of ``pool`` (N, T, H, W, 3) uint8 clips, random
+    ``crop`` x ``crop`` windows aligned to the latent grid when ``crop`` < the clip size. Loss: L1 + MSE with object
+    pixels weighted ``1 + vae_fg_weight``, plus ``chroma`` x the same-weighted L1 on the opponent-colour axes, plus
+    small penalties keeping the latent scale near the flow's unit noise and the posterior std at ``vae_noise``.
+    Returns the per-step reconstruction loss (L1 + MSE)."""
+    from tqdm import tqdm
+
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _cosine(i, steps))
+    size = pool.shape[2]
+    losses = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for _ in bar:
+        clips = pool[torch.randint(len(pool), (cfg.vae_batch,), generator=g).numpy()]
+        if crop < size:  # a random spatial crop (the VAE is convolutional)
+            y0, x0 = (int(v) * 16 for v in torch.randint((size - crop) // 16 + 1, (2,), generator=g))
+            clips = clips[:, :, y0:y0 + crop, x0:x0 + crop]
+        x = _video_tensor(np.ascontiguousarray(clips))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.vae_bf16):
+            mean, logvar = vae.encode_moments(x, chunks_per_batch=None)
+            z = mean + cfg.vae_noise * torch.randn(mean.shape, generator=g)
+            y = vae.decode(z, chunks_per_batch=None).float()
+        # objects are a few % of the pixels: weight the pixels that differ from the clip's background colour
+        bg = x[:, :, :, :1, :1]  # corners are always background in this world
+        weight = 1.0 + cfg.vae_fg_weight * ((x - bg).abs().amax(2, keepdim=True) > 0.1).float()
+        rec = ((y - x).abs() * weight).mean() + ((y - x).pow(2) * weight).mean()
+        loss = rec + cfg.vae_kl * 0.5 * mean.pow(2).mean()  # keeps the latent scale near the flow's unit noise
+        loss = loss + 1e-3 * (logvar - 2 * math.log(cfg.vae_noise)).pow(2).mean()  # the std the decoder trains with
+        if chroma:  # hue is a small signal next to luminance: the decoder learns it late without this term
+            loss = loss + chroma * (torch.einsum("ck,btkhw->btchw", _OPPONENT, y - x).abs() * weight).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(rec.item())
+        bar.set_postfix(rec=f"{rec.item():.4f}")
+    return losses
+
+
 def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, progress: bool = True,
                      log=print) -> dict:
     """Write a trained tiny root to ``out``; returns a summary (losses, timings). Same config -> same weights."""
@@ -102,7 +154,7 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
 
     from model.checkpoint import load_vae, save_dit, save_vae
     from model.config import VAEConfig
-    from model.flow import flow_matching_loss
+    from model.flow import flow_matching_loss, sample_training_t
     from model.presets import get_preset
     from model.text_encoder import TextEmbeddings, TextEncoders
     from model.tiny import write_tiny_checkpoint
@@ -157,37 +209,14 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
             vae = VideoVAE(vae_cfg)
             vae.init_weights()
             steps = cfg.vae_steps
-        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _cosine(i, cfg.vae_steps))
-        vae.train()
-        losses = []
         pool = np.stack([render(s, i, size=cfg.size, frames=cfg.frames) for i, s in enumerate(
             tqdm(training_specs(cfg.vae_clips if steps else 1), desc="render", disable=not progress))])
-        bar = tqdm(range(steps), desc="VAE", disable=not progress)
-        for _ in bar:
-            clips = pool[torch.randint(len(pool), (cfg.vae_batch,), generator=g).numpy()]
-            if cfg.vae_crop < cfg.size:  # a random spatial crop (the VAE is convolutional): 4x cheaper steps
-                y0, x0 = (int(v) * 16 for v in torch.randint((cfg.size - cfg.vae_crop) // 16 + 1, (2,), generator=g))
-                clips = clips[:, :, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop]
-            x = _video_tensor(np.ascontiguousarray(clips))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.vae_bf16):
-                mean, logvar = vae.encode_moments(x, chunks_per_batch=None)
-                z = mean + cfg.vae_noise * torch.randn(mean.shape, generator=g)
-                y = vae.decode(z, chunks_per_batch=None).float()
-            # objects are a few % of the pixels: weight the pixels that differ from the clip's background colour
-            bg = x[:, :, :, :1, :1]  # corners are always background in this world
-            weight = 1.0 + cfg.vae_fg_weight * ((x - bg).abs().amax(2, keepdim=True) > 0.1).float()
-            rec = ((y - x).abs() * weight).mean() + ((y - x).pow(2) * weight).mean()
-            kl = 0.5 * mean.pow(2).mean()  # keeps the latent scale near the flow's unit noise
-            spread = (logvar - 2 * math.log(cfg.vae_noise)).pow(2).mean()  # the posterior std the decoder trains with
-            loss = rec + cfg.vae_kl * kl + 1e-3 * spread
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(rec.item())
-            bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
+        vae.train()
+        losses = _train_vae_phase(vae, pool, cfg, g, steps=steps, lr=cfg.vae_lr, crop=cfg.vae_crop, chroma=0.0,
+                                  desc="VAE 1/2", progress=progress)
+        if steps:
+            losses += _train_vae_phase(vae, pool, cfg, g, steps=cfg.vae_chroma_steps, lr=cfg.vae_chroma_lr,
+                                       crop=cfg.size, chroma=cfg.vae_chroma, desc="VAE 2/2", progress=progress)
         vae.eval().requires_grad_(False)
         k = max(1, len(losses) // 10)
         summary["vae"] = {"rec_first": float(np.mean(losses[:k])) if losses else None, "from": cfg.vae_from,
@@ -241,7 +270,7 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
             llm_mask = torch.where(drop[:, None], neg.llm_mask, cond.llm_mask)
             clip_states = torch.where(drop[:, None, None], neg.clip_states, cond.clip_states)
             x0 = torch.randn(x1.shape, generator=g)
-            t = torch.rand(cfg.dit_batch, generator=g)
+            t = sample_training_t(cfg.dit_batch, g, cfg.dit_t_sampling)
             loss = flow_matching_loss(lambda xt, tt, s=llm_states, m=llm_mask, c=clip_states: dit(xt, tt, s, m, c), x0, x1, t)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -21,7 +21,7 @@ HELD_OUT = sample_prompts(6, seed=99, held_out=True)
 
 @pytest.fixture(scope="session")
 def quick_root(tmp_path_factory) -> Path:
-    """The reduced recipe through the CLI: the DiT stage (80 prompts, 150 steps) on the committed root's VAE."""
+    """The reduced recipe through the CLI: the DiT stage (80 prompts, 300 steps) on the committed root's VAE."""
     out = tmp_path_factory.mktemp("tiny-world-quick") / "root"
     proc = subprocess.run([sys.executable, "-m", "model", "train-tiny-world", "--out", str(out), "--quick",
                            "--threads", "1"], cwd=REPO, capture_output=True, text=True, timeout=900,
@@ -89,6 +89,31 @@ def test_the_committed_model_follows_prompts_partly_and_still_generates_outside_
     assert not score_batch("a cat playing the piano", out.frames.numpy())[0].scorable
 
 
+def test_the_committed_vae_keeps_the_objects_colour_and_motion():
+    """The VAE is the ceiling of what the DiT can show: reconstructions of held-out clips keep most attributes,
+    colour included (on these 32 clips the committed VAE scores TA 0.63 and colour 0.50; the one-phase VAE before
+    the chroma phase, which returned every object in the clips' mean hue, 0.56 and 0.31)."""
+    import numpy as np
+    import torch
+
+    from model.checkpoint import load_vae, read_vae_config
+    from model.pipeline import frames_to_uint8
+    from model.world.detect import score_batch
+    from model.world.evaluate import summarize
+    from model.world.render import render
+    from model.world.train import _video_tensor
+
+    prompts = sample_prompts(32, seed=424242, held_out=True)
+    vae = load_vae(default_root(), read_vae_config(default_root())).float().eval()
+    with torch.no_grad():
+        mean, _ = vae.encode_moments(_video_tensor(np.stack([render(p, 10000) for p in prompts])),
+                                     chunks_per_batch=None)
+        frames = frames_to_uint8(vae.decode(mean)).numpy()
+    result = summarize(score_batch(prompts, frames))
+    assert result["ta"] > 0.6 and result["per_attribute"]["colour"] >= 0.4, result
+    assert result["per_attribute"]["background"] == 1.0, result
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_a_damaged_root_fails_naming_the_file(tmp_path, damage):
     from model.checkpoint import CheckpointError
@@ -111,7 +136,7 @@ def test_the_dit_stage_from_a_recipe_root_reproduces_the_full_recipe_dit(tmp_pat
     from model.checkpoint import load_dit
     from model.world.train import WorldTrainConfig, train_tiny_world
 
-    tiny = dict(vae_steps=2, vae_clips=2, vae_batch=1, train_prompts=4, seeds_per_prompt=1, dit_steps=3, dit_batch=2,
+    tiny = dict(vae_steps=2, vae_chroma_steps=2, vae_clips=2, vae_batch=1, train_prompts=4, seeds_per_prompt=1, dit_steps=3, dit_batch=2,
                 threads=1)
     full = tmp_path / "full"
     train_tiny_world(full, WorldTrainConfig(**tiny), progress=False, log=None)
