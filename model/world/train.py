@@ -49,7 +49,8 @@ class WorldTrainConfig:
     frames: int = 17
     vae_steps: int = 850  # phase 1: structure (positions, count, luminance)
     vae_batch: int = 4
-    vae_crop: int = 64  # < size: phase-1 steps on random crops aligned to the latent grid (4x cheaper at 32)
+    vae_crop: int = 64  # < size: phase-1 steps on random crops on the latent grid (4x cheaper at 32, but a crop's
+    # per-frame GroupNorm statistics are not a frame's: TA 0.39 vs 0.63, docs/world.md)
     vae_fg_weight: float = 5.0
     vae_chroma_steps: int = 750  # phase 2: whole clips, lower lr, plus an L1 on the opponent-colour axes
     vae_chroma_lr: float = 1e-3
@@ -210,16 +211,19 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
             vae.init_weights()
             steps = cfg.vae_steps
         pool = np.stack([render(s, i, size=cfg.size, frames=cfg.frames) for i, s in enumerate(
-            tqdm(training_specs(cfg.vae_clips if steps else 1), desc="render", disable=not progress))])
+            tqdm(training_specs(1 if cfg.vae_from else cfg.vae_clips), desc="render", disable=not progress))])
         vae.train()
         losses = _train_vae_phase(vae, pool, cfg, g, steps=steps, lr=cfg.vae_lr, crop=cfg.vae_crop, chroma=0.0,
                                   desc="VAE 1/2", progress=progress)
-        if steps:
+        phase1 = len(losses)
+        if not cfg.vae_from:
             losses += _train_vae_phase(vae, pool, cfg, g, steps=cfg.vae_chroma_steps, lr=cfg.vae_chroma_lr,
                                        crop=cfg.size, chroma=cfg.vae_chroma, desc="VAE 2/2", progress=progress)
         vae.eval().requires_grad_(False)
         k = max(1, len(losses) // 10)
         summary["vae"] = {"rec_first": float(np.mean(losses[:k])) if losses else None, "from": cfg.vae_from,
+                          "rec_phase1_last": float(np.mean(losses[max(0, phase1 - k):phase1])) if phase1 else None,
+                          "steps": [phase1, len(losses) - phase1],
                           "rec_last": float(np.mean(losses[-k:])) if losses else None,
                           "s": round(time.time() - t_start, 1)}
         save_vae(vae, out, vae_cfg, dtype=torch.bfloat16)

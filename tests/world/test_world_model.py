@@ -91,7 +91,7 @@ def test_the_committed_model_follows_prompts_partly_and_still_generates_outside_
 
 def test_the_committed_vae_keeps_the_objects_colour_and_motion():
     """The VAE is the ceiling of what the DiT can show: reconstructions of held-out clips keep most attributes,
-    colour included (on these 32 clips the committed VAE scores TA 0.63 and colour 0.50; the one-phase VAE before
+    colour included (on these 32 clips the committed VAE scores TA 0.63, colour 0.50, motion 0.69, count 0.78; the one-phase VAE before
     the chroma phase, which returned every object in the clips' mean hue, 0.56 and 0.31)."""
     import numpy as np
     import torch
@@ -108,10 +108,10 @@ def test_the_committed_vae_keeps_the_objects_colour_and_motion():
     with torch.no_grad():
         mean, _ = vae.encode_moments(_video_tensor(np.stack([render(p, 10000) for p in prompts])),
                                      chunks_per_batch=None)
-        frames = frames_to_uint8(vae.decode(mean)).numpy()
+        frames = frames_to_uint8(vae.decode(mean, chunks_per_batch=None)).numpy()
     result = summarize(score_batch(prompts, frames))
     assert result["ta"] > 0.6 and result["per_attribute"]["colour"] >= 0.4, result
-    assert result["per_attribute"]["background"] == 1.0, result
+    assert result["per_attribute"]["motion"] >= 0.55 and result["per_attribute"]["count"] >= 0.65, result
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
