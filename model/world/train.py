@@ -106,6 +106,15 @@ def _retrain_tokenizers(root: Path) -> None:
 _OPPONENT = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
 
 
+def _step(loss: torch.Tensor, module: torch.nn.Module, opt, sched) -> None:
+    """One optimizer step of both stages: backward, clip the gradient norm to 1, step, advance the lr schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def _train_vae_phase(vae, pool: np.ndarray, cfg: WorldTrainConfig, g: torch.Generator, *, steps: int, lr: float,
                      crop: int, chroma: float, desc: str, progress: bool) -> list[float]:
     """One VAE phase: ``steps`` AdamW steps (cosine lr) on batches of ``pool`` (N, T, H, W, 3) uint8 clips, random
@@ -138,11 +147,7 @@ def _train_vae_phase(vae, pool: np.ndarray, cfg: WorldTrainConfig, g: torch.Gene
         loss = loss + 1e-3 * (logvar - 2 * math.log(cfg.vae_noise)).pow(2).mean()  # the std the decoder trains with
         if chroma:  # hue is a small signal next to luminance: the decoder learns it late without this term
             loss = loss + chroma * (torch.einsum("ck,btkhw->btchw", _OPPONENT, y - x).abs() * weight).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        _step(loss, vae, opt, sched)
         losses.append(rec.item())
         bar.set_postfix(rec=f"{rec.item():.4f}")
     return losses
@@ -276,11 +281,7 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
             x0 = torch.randn(x1.shape, generator=g)
             t = sample_training_t(cfg.dit_batch, g, cfg.dit_t_sampling)
             loss = flow_matching_loss(lambda xt, tt, s=llm_states, m=llm_mask, c=clip_states: dit(xt, tt, s, m, c), x0, x1, t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            _step(loss, dit, opt, sched)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")
         dit.eval().requires_grad_(False)
