@@ -294,7 +294,7 @@ class TextEncoders(nn.Module):
         """-> clip_states (B, 77, C) fp32, clip_mask (B, 77) bool, truncated per prompt."""
         n = self.clip_max_length
         batch = self.clip_tokenizer(prompts, max_length=n, padding="max_length", truncation=True, return_tensors="pt")
-        full = self.clip_tokenizer(prompts, truncation=False)["input_ids"]
+        full = self.clip_tokenizer(prompts, truncation=False, verbose=False)["input_ids"]  # only counted: no warning
         truncated = [len(ids) > n for ids in full]
         device = self.clip.embeddings.word_embeddings.weight.device
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
