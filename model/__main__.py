@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     world.add_argument("--vae-from", default=None, help="reuse this root's VAE (the DiT stage only; same DiT weights "
                        "as the full recipe when the root was written by it)")
     world.add_argument("--dit-steps", type=int, default=None, help="flow-matching steps of the DiT stage")
+    world.add_argument("--dit-layers", type=int, default=None, help="transformer blocks of the DiT (default 2)")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
     enc.add_argument("--root", required=True, help="model root with the text encoders")
     enc.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-tiny-world":
         from model.world.train import WorldTrainConfig, train_tiny_world
 
-        extra = {k: v for k, v in (("vae_from", args.vae_from), ("dit_steps", args.dit_steps)) if v is not None}
+        extra = {k: v for k, v in (("vae_from", args.vae_from), ("dit_steps", args.dit_steps),
+                                                ("dit_layers", args.dit_layers)) if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
         try:
             summary = train_tiny_world(args.out, cfg, log=None)

@@ -63,6 +63,7 @@ class WorldTrainConfig:
     train_prompts: int = 300
     seeds_per_prompt: int = 2
     dit_steps: int = 800
+    dit_layers: int = 2  # transformer blocks (the tiny preset has 2)
     dit_batch: int = 16
     dit_lr: float = 1e-3
     dit_t_sampling: str = "uniform"  # training t density (model.flow.sample_training_t)
@@ -259,7 +260,8 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
         # -- 3. DiT by flow matching ---------------------------------------------------------------------------
         t2 = time.time()
         g, _ = stage_seed(3)
-        dit_cfg = dataclasses.replace(preset.dit, in_channels=vae_cfg.z_channels, out_channels=vae_cfg.z_channels)
+        dit_cfg = dataclasses.replace(preset.dit, in_channels=vae_cfg.z_channels, out_channels=vae_cfg.z_channels,
+                                      num_layers=cfg.dit_layers)
         dit = StepVideoDiT(dit_cfg)
         dit.init_weights(zero_out=True)
         opt = torch.optim.AdamW(dit.parameters(), lr=cfg.dit_lr, weight_decay=0.0)

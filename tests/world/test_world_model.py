@@ -159,3 +159,14 @@ def test_the_dit_stage_refuses_a_missing_or_its_own_vae_root_before_writing(tmp_
     with pytest.raises(ValueError, match="is the --vae-from root"):
         train_tiny_world(root, WorldTrainConfig(vae_from=str(root)), progress=False, log=None)
     assert (root / "vae" / "vae_v2.safetensors").read_bytes() == before
+
+
+def test_the_dit_depth_is_a_recipe_setting_the_loader_reads_back(tmp_path):
+    from model.checkpoint import load_dit
+    from model.world.train import WorldTrainConfig, train_tiny_world
+
+    out = tmp_path / "deep"
+    train_tiny_world(out, WorldTrainConfig(vae_from=str(default_root()), train_prompts=2, seeds_per_prompt=1,
+                                           dit_steps=1, dit_batch=2, dit_layers=3, threads=1), progress=False, log=None)
+    dit = load_dit(out)
+    assert dit.cfg.num_layers == 3 and len(dit.transformer_blocks) == 3
