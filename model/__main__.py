@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-tiny-world":
         from model.world.train import WorldTrainConfig, train_tiny_world
 
-        extra = {k: v for k, v in (("vae_from", args.vae_from), ("dit_steps", args.dit_steps),
-                                                ("dit_layers", args.dit_layers)) if v is not None}
+        given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers}
+        extra = {k: v for k, v in given.items() if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
         try:
             summary = train_tiny_world(args.out, cfg, log=None)

@@ -170,7 +170,10 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
 
     cfg = cfg or WorldTrainConfig()
     out = Path(out)
-    if cfg.vae_from:  # checked before anything is written to ``out``
+    for name in ("dit_steps", "dit_layers"):  # checked before anything is written to ``out``
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.vae_from:
         source = Path(cfg.vae_from)
         if not (source / "vae" / "vae_v2.safetensors").is_file() or not (source / "vae" / "config.json").is_file():
             raise ValueError(f"--vae-from {source}: no trained VAE there (needs {source / 'vae' / 'vae_v2.safetensors'} "

@@ -159,6 +159,10 @@ def test_the_dit_stage_refuses_a_missing_or_its_own_vae_root_before_writing(tmp_
     with pytest.raises(ValueError, match="is the --vae-from root"):
         train_tiny_world(root, WorldTrainConfig(vae_from=str(root)), progress=False, log=None)
     assert (root / "vae" / "vae_v2.safetensors").read_bytes() == before
+    for bad in (dict(dit_layers=0), dict(dit_steps=0)):
+        with pytest.raises(ValueError, match="must be at least 1, got 0"):
+            train_tiny_world(out, WorldTrainConfig(vae_from=str(default_root()), **bad), progress=False, log=None)
+        assert not out.exists()
 
 
 def test_the_dit_depth_is_a_recipe_setting_the_loader_reads_back(tmp_path):
