@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                        "as the full recipe when the root was written by it)")
     world.add_argument("--dit-steps", type=int, default=None, help="flow-matching steps of the DiT stage")
     world.add_argument("--dit-layers", type=int, default=None, help="transformer blocks of the DiT (default 2)")
+    world.add_argument("--caption-noise", type=float, default=None,
+                       help="share of training clips that show another colour / background than their caption says")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
     enc.add_argument("--root", required=True, help="model root with the text encoders")
     enc.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-tiny-world":
         from model.world.train import WorldTrainConfig, train_tiny_world
 
-        given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers}
+        given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers,
+                 "caption_noise": args.caption_noise}
         extra = {k: v for k, v in given.items() if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
         try:

@@ -68,6 +68,9 @@ class WorldTrainConfig:
     dit_lr: float = 1e-3
     dit_t_sampling: str = "uniform"  # training t density (model.flow.sample_training_t)
     cfg_dropout: float = 0.1
+    caption_noise: float = 0.0  # share of training clips whose rendered value of each ``noisy_attributes`` is another
+    # value than the caption states (web captions are often wrong: the base then follows those words only partly)
+    noisy_attributes: tuple[str, ...] = ("colour", "background")
     threads: int = 2  # torch CPU threads; the weights depend on it (float reduction order)
     vae_from: str | None = None  # a trained root whose VAE is reused (VAE stage skipped)
 
@@ -105,6 +108,28 @@ def _retrain_tokenizers(root: Path) -> None:
 
 # RGB -> the two opponent-colour axes (red - green, yellow - blue): what tells the world's colours apart
 _OPPONENT = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
+
+
+_VALUES = {"colour": grammar.COLOURS, "background": grammar.BACKGROUNDS, "count": grammar.COUNTS,
+           "motion": grammar.MOTIONS, "shape": grammar.SHAPES, "size": grammar.SIZES}
+
+
+def _mislabel(spec: grammar.WorldSpec, cfg: WorldTrainConfig, rng: np.random.Generator) -> grammar.WorldSpec:
+    """What a training clip of caption ``spec`` shows: each of ``cfg.noisy_attributes`` is, with probability
+    ``cfg.caption_noise``, one of the other values (never a held-out combination; an unstated size stays unstated)."""
+    if not cfg.caption_noise:
+        return spec
+    while True:
+        shown = spec
+        for name in cfg.noisy_attributes:
+            if getattr(spec, name) is not None and rng.random() < cfg.caption_noise:
+                others = [v for v in _VALUES[name] if v != getattr(spec, name)]
+                change = {name: others[int(rng.integers(len(others)))]}
+                if change.get("motion", shown.motion) not in grammar.DIRECTIONS:
+                    change["speed"] = None  # a speed is stated only for a moving object
+                shown = dataclasses.replace(shown, **change)
+        if not grammar.is_held_out(shown):
+            return shown
 
 
 def _step(loss: torch.Tensor, module: torch.nn.Module, opt, sched) -> None:
@@ -173,6 +198,11 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
     for name in ("dit_steps", "dit_layers"):  # checked before anything is written to ``out``
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.caption_noise < 1.0:
+        raise ValueError(f"caption-noise must be in [0, 1), got {cfg.caption_noise}")
+    unknown = set(cfg.noisy_attributes) - set(_VALUES)
+    if unknown:
+        raise ValueError(f"noisy attributes must be among {sorted(_VALUES)}, got {sorted(unknown)}")
     if cfg.vae_from:
         source = Path(cfg.vae_from)
         if not (source / "vae" / "vae_v2.safetensors").is_file() or not (source / "vae" / "config.json").is_file():
@@ -249,9 +279,10 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
         negative = encoders.encode([preset.negative_prompt])
         latents, owner = [], []
         bar = tqdm(range(0, len(specs)), desc="encode", disable=not progress)
+        mislabel_rng = np.random.default_rng(cfg.seed * 10 + 4)
         for i in bar:
-            clips = np.stack([render(specs[i], 1000 + j, size=cfg.size, frames=cfg.frames)
-                              for j in range(cfg.seeds_per_prompt)])
+            clips = np.stack([render(_mislabel(specs[i], cfg, mislabel_rng), 1000 + j, size=cfg.size,
+                                     frames=cfg.frames) for j in range(cfg.seeds_per_prompt)])
             mean, logvar = vae.encode_moments(_video_tensor(clips), chunks_per_batch=None)
             latents.append(mean + cfg.vae_noise * torch.randn(mean.shape, generator=g))
             owner += [i] * cfg.seeds_per_prompt

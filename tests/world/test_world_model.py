@@ -159,10 +159,37 @@ def test_the_dit_stage_refuses_a_missing_or_its_own_vae_root_before_writing(tmp_
     with pytest.raises(ValueError, match="is the --vae-from root"):
         train_tiny_world(root, WorldTrainConfig(vae_from=str(root)), progress=False, log=None)
     assert (root / "vae" / "vae_v2.safetensors").read_bytes() == before
-    for bad in (dict(dit_layers=0), dict(dit_steps=0)):
-        with pytest.raises(ValueError, match="must be at least 1, got 0"):
-            train_tiny_world(out, WorldTrainConfig(vae_from=str(default_root()), **bad), progress=False, log=None)
-        assert not out.exists()
+    bad_configs = {"must be at least 1, got 0": [dict(dit_layers=0), dict(dit_steps=0)],
+                   r"caption-noise must be in \[0, 1\)": [dict(caption_noise=1.0), dict(caption_noise=-0.1)],
+                   "noisy attributes must be among": [dict(noisy_attributes=("colour", "mood"))]}
+    for message, configs in bad_configs.items():
+        for bad in configs:
+            with pytest.raises(ValueError, match=message):
+                train_tiny_world(out, WorldTrainConfig(vae_from=str(default_root()), **bad), progress=False, log=None)
+            assert not out.exists()
+
+
+def test_caption_noise_shows_another_value_in_the_stated_share_of_training_clips():
+    """The mislabelled training clips: each noisy attribute differs from the caption in ~``caption_noise`` of the
+    clips (always to another valid value, never a held-out combination), the other attributes never."""
+    import numpy as np
+
+    from model.world import grammar
+    from model.world.train import WorldTrainConfig, _mislabel
+
+    rng = np.random.default_rng(0)
+    specs = [s for s in (grammar.sample_spec(rng) for _ in range(3000)) if not grammar.is_held_out(s)]
+    clean = WorldTrainConfig()
+    assert all(_mislabel(s, clean, rng) is s for s in specs[:50])
+    cfg = WorldTrainConfig(caption_noise=0.4, noisy_attributes=("colour", "background", "motion"))
+    shown = [_mislabel(s, cfg, rng) for s in specs]
+    assert not any(grammar.is_held_out(s) for s in shown)
+    for name in ("colour", "background", "motion"):
+        share = np.mean([getattr(a, name) != getattr(b, name) for a, b in zip(specs, shown)])
+        assert 0.35 < share < 0.45, (name, share)
+    for name in ("shape", "count", "size"):
+        assert all(getattr(a, name) == getattr(b, name) for a, b in zip(specs, shown))
+    assert all(s.speed is None for s in shown if s.motion not in grammar.DIRECTIONS)  # a valid spec: no speed on "still"
 
 
 def test_the_dit_depth_is_a_recipe_setting_the_loader_reads_back(tmp_path):
