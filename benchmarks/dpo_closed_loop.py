@@ -463,12 +463,17 @@ def _sem(scores: list, attr: str) -> float:
     return float(x.std() / math.sqrt(len(x)))
 
 
+def _attributes(rates: dict) -> str:
+    return " ".join(f"{k} {v:.2f}" for k, v in rates.items())
+
+
 def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, random_labels: bool) -> list[dict]:
     """All rounds with the scripted text-alignment annotator (or, ``random_labels``, one who ignores the videos)."""
     import numpy as np
 
     from model.checkpoint import load_dit
     from model.world.annotators import AnnotatorPolicy, RandomAnnotator
+    from model.world.evaluate import summarize
     from model.world.grammar import sample_prompts
 
     kind = RandomAnnotator if random_labels else AnnotatorPolicy
@@ -478,7 +483,8 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
     base_scores = shapes_eval(gen, gen.base_dit, eval_prompts, eval_seeds)
     rounds, policy_root, dit = [], base_root, gen.base_dit
     label = "random labels" if random_labels else "scripted text-alignment annotator"
-    print(f"\n######## {label}: base held-out TA {_mean(base_scores, 'ta'):.3f}")
+    base_attributes = summarize(base_scores)["per_attribute"]
+    print(f"\n######## {label}: base held-out TA {_mean(base_scores, 'ta'):.3f} ({_attributes(base_attributes)})")
     manifests = []
     for rnd in range(1, args.rounds + 1):
         # each round's training prompts are fresh draws from the training split (never the held-out combinations)
@@ -516,13 +522,15 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
              "vq": round(_mean(scores, "vq"), 4), **{k: round(v, 4) if isinstance(v, float) else v
                                                       for k, v in vs_base.items()},
              "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3) if tail else None,
-             "train_s": round(train_s, 1)}
+             "train_s": round(train_s, 1), "per_attribute": summarize(scores)["per_attribute"]}
         rounds.append(r)
         print(f"== round {rnd}: {r['pairs']} pairs (trained on {r['trained_on']}; data TA {r['data_ta']:.3f}), "
               f"train {train_s:.0f}s, DPO accuracy {r['final_accuracy']} | held-out TA {r['ta']:.3f} "
               f"MQ {r['mq']:.3f} VQ {r['vq']:.3f} | win rate vs base {r['win_rate']:.3f} "
               f"({r['wins']}W/{r['losses']}L/{r['ties']}T)")
+        print(f"   per attribute: {_attributes(r['per_attribute'])}")
     return [{"base": {"ta": _mean(base_scores, "ta"), "mq": _mean(base_scores, "mq"), "vq": _mean(base_scores, "vq"),
+                      "per_attribute": base_attributes,
                       "sem": {a: _sem(base_scores, a) for a in ("ta", "mq", "vq")}}}] + rounds
 
 

@@ -185,10 +185,10 @@ def test_caption_noise_shows_another_value_in_the_stated_share_of_training_clips
     shown = [_mislabel(s, cfg, rng) for s in specs]
     assert not any(grammar.is_held_out(s) for s in shown)
     for name in ("colour", "background", "motion"):
-        share = np.mean([getattr(a, name) != getattr(b, name) for a, b in zip(specs, shown)])
+        share = np.mean([getattr(a, name) != getattr(b, name) for a, b in zip(specs, shown, strict=True)])
         assert 0.35 < share < 0.45, (name, share)
     for name in ("shape", "count", "size"):
-        assert all(getattr(a, name) == getattr(b, name) for a, b in zip(specs, shown))
+        assert all(getattr(a, name) == getattr(b, name) for a, b in zip(specs, shown, strict=True))
     assert all(s.speed is None for s in shown if s.motion not in grammar.DIRECTIONS)  # a valid spec: no speed on "still"
 
 
