@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     world.add_argument("--dit-steps", type=int, default=None, help="flow-matching steps of the DiT stage")
     world.add_argument("--dit-layers", type=int, default=None, help="transformer blocks of the DiT (default 2)")
     world.add_argument("--caption-noise", type=float, default=None,
-                       help="share of training clips that show another colour / background than their caption says")
+                       help="in [0, 1): the chance that a training clip shows another colour (and, apart, another "
+                       "background) than its caption says (default 0)")
+    world.add_argument("--seeds-per-prompt", type=int, default=None,
+                       help="rendered training clips per training prompt of the DiT stage (default 2)")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
     enc.add_argument("--root", required=True, help="model root with the text encoders")
     enc.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.world.train import WorldTrainConfig, train_tiny_world
 
         given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers,
-                 "caption_noise": args.caption_noise}
+                 "caption_noise": args.caption_noise, "seeds_per_prompt": args.seeds_per_prompt}
         extra = {k: v for k, v in given.items() if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
         try:

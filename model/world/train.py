@@ -116,10 +116,11 @@ _VALUES = {"colour": grammar.COLOURS, "background": grammar.BACKGROUNDS, "count"
 
 def _mislabel(spec: grammar.WorldSpec, cfg: WorldTrainConfig, rng: np.random.Generator) -> grammar.WorldSpec:
     """What a training clip of caption ``spec`` shows: each of ``cfg.noisy_attributes`` is, with probability
-    ``cfg.caption_noise``, one of the other values (never a held-out combination; an unstated size stays unstated)."""
+    ``cfg.caption_noise``, one of the other values (never a held-out combination, so the share is a little below
+    ``caption_noise``; an unstated size stays unstated; the caption itself after 100 held-out draws)."""
     if not cfg.caption_noise:
         return spec
-    while True:
+    for _ in range(100):
         shown = spec
         for name in cfg.noisy_attributes:
             if getattr(spec, name) is not None and rng.random() < cfg.caption_noise:
@@ -130,6 +131,7 @@ def _mislabel(spec: grammar.WorldSpec, cfg: WorldTrainConfig, rng: np.random.Gen
                 shown = dataclasses.replace(shown, **change)
         if not grammar.is_held_out(shown):
             return shown
+    return spec
 
 
 def _step(loss: torch.Tensor, module: torch.nn.Module, opt, sched) -> None:
@@ -195,11 +197,13 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
 
     cfg = cfg or WorldTrainConfig()
     out = Path(out)
-    for name in ("dit_steps", "dit_layers"):  # checked before anything is written to ``out``
+    for name in ("dit_steps", "dit_layers", "seeds_per_prompt"):  # checked before anything is written to ``out``
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.caption_noise < 1.0:
         raise ValueError(f"caption-noise must be in [0, 1), got {cfg.caption_noise}")
+    if isinstance(cfg.noisy_attributes, str) or len(set(cfg.noisy_attributes)) != len(cfg.noisy_attributes):
+        raise ValueError(f"noisy attributes must be a tuple of distinct names, got {cfg.noisy_attributes!r}")
     unknown = set(cfg.noisy_attributes) - set(_VALUES)
     if unknown:
         raise ValueError(f"noisy attributes must be among {sorted(_VALUES)}, got {sorted(unknown)}")

@@ -161,7 +161,10 @@ def test_the_dit_stage_refuses_a_missing_or_its_own_vae_root_before_writing(tmp_
     assert (root / "vae" / "vae_v2.safetensors").read_bytes() == before
     bad_configs = {"must be at least 1, got 0": [dict(dit_layers=0), dict(dit_steps=0)],
                    r"caption-noise must be in \[0, 1\)": [dict(caption_noise=1.0), dict(caption_noise=-0.1)],
-                   "noisy attributes must be among": [dict(noisy_attributes=("colour", "mood"))]}
+                   "noisy attributes must be among": [dict(noisy_attributes=("colour", "mood"))],
+                   "must be a tuple of distinct names": [dict(noisy_attributes="colour"),
+                                                         dict(noisy_attributes=("colour", "colour"))],
+                   "seeds-per-prompt must be at least 1": [dict(seeds_per_prompt=0)]}
     for message, configs in bad_configs.items():
         for bad in configs:
             with pytest.raises(ValueError, match=message):
@@ -189,7 +192,8 @@ def test_caption_noise_shows_another_value_in_the_stated_share_of_training_clips
         assert 0.35 < share < 0.45, (name, share)
     for name in ("shape", "count", "size"):
         assert all(getattr(a, name) == getattr(b, name) for a, b in zip(specs, shown, strict=True))
-    assert all(s.speed is None for s in shown if s.motion not in grammar.DIRECTIONS)  # a valid spec: no speed on "still"
+    always = WorldTrainConfig(caption_noise=1.0, noisy_attributes=("background",))  # refused by the trainer
+    assert all(_mislabel(s, always, rng) is not None for s in specs[:200])  # ends even where every other value is held out
 
 
 def test_the_dit_depth_is_a_recipe_setting_the_loader_reads_back(tmp_path):
@@ -201,3 +205,19 @@ def test_the_dit_depth_is_a_recipe_setting_the_loader_reads_back(tmp_path):
                                            dit_steps=1, dit_batch=2, dit_layers=3, threads=1), progress=False, log=None)
     dit = load_dit(out)
     assert dit.cfg.num_layers == 3 and len(dit.transformer_blocks) == 3
+
+
+def test_the_dit_stage_trains_on_the_mislabelled_clips(tmp_path):
+    """Caption noise reaches the training data: the same DiT recipe with and without it gives other weights."""
+    from model.checkpoint import load_dit
+    from model.world.train import WorldTrainConfig, train_tiny_world
+
+    tiny = dict(vae_from=str(default_root()), train_prompts=6, seeds_per_prompt=2, dit_steps=2, dit_batch=4, threads=1)
+    weights = {}
+    for noise in (0.0, 0.0, 0.9):
+        out = tmp_path / f"noise-{noise}-{len(weights)}"
+        train_tiny_world(out, WorldTrainConfig(caption_noise=noise, **tiny), progress=False, log=None)
+        weights[out.name] = load_dit(out).state_dict()
+    clean, again, noisy = weights.values()
+    assert all(clean[k].equal(again[k]) for k in clean)  # deterministic, so the difference below is the noise
+    assert not all(clean[k].equal(noisy[k]) for k in clean)
