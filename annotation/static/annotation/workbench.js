@@ -297,6 +297,9 @@
   // text field keeps its typing (Enter submits, Esc returns to the page); in a flaw panel Enter in a time field
   // returns to its tag, M pins the current time to the focused tag, Esc closes the panel.
   document.addEventListener("keydown", function (e) {
+    // a key right after a swap, before htmx's load / settle events started the new group, starts it first (else
+    // that key was lost: htmx settles the new group with the old one's classes for a moment)
+    if (!live()) init();
     if (!live() || e.ctrlKey || e.metaKey || e.altKey) return;
     if (!wb.form.contains(e.target) && e.target !== document.body) return;
     var tag = (e.target.tagName || "").toLowerCase(), k = e.key;
