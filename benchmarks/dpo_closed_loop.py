@@ -454,10 +454,6 @@ def shapes_compare(policy_scores: list, base_scores: list) -> dict:
             "wins": wins, "losses": losses, "ties": n - wins - losses}
 
 
-def _mean(scores: list, attr: str) -> float:
-    return sum(getattr(s, attr) for s in scores) / len(scores)
-
-
 def _sem(scores: list, attr: str) -> float:
     x = torch.tensor([getattr(s, attr) for s in scores], dtype=torch.float64)
     return float(x.std() / math.sqrt(len(x)))
@@ -483,8 +479,8 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
     base_scores = shapes_eval(gen, gen.base_dit, eval_prompts, eval_seeds)
     rounds, policy_root, dit = [], base_root, gen.base_dit
     label = "random labels" if random_labels else "scripted text-alignment annotator"
-    base_attributes = summarize(base_scores)["per_attribute"]
-    print(f"\n######## {label}: base held-out TA {_mean(base_scores, 'ta'):.3f} ({_attributes(base_attributes)})")
+    base = summarize(base_scores)
+    print(f"\n######## {label}: base held-out TA {base['ta']:.3f} ({_attributes(base['per_attribute'])})")
     manifests = []
     for rnd in range(1, args.rounds + 1):
         # each round's training prompts are fresh draws from the training split (never the held-out combinations)
@@ -515,22 +511,22 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
             print(f"== round {rnd}: no pairs (every group tied), the policy is unchanged")
         train_s = time.time() - t0
         scores = shapes_eval(gen, dit, eval_prompts, eval_seeds)
+        summary = summarize(scores)
         vs_base = shapes_compare(scores, base_scores)
         tail = curve[-max(1, len(curve) // 5):]
         r = {"round": rnd, "pairs": stats["pairs"], "trained_on": len(manifest.read_text().splitlines()),
-             "data_ta": stats["data_ta"], "ta": round(_mean(scores, "ta"), 4), "mq": round(_mean(scores, "mq"), 4),
-             "vq": round(_mean(scores, "vq"), 4), **{k: round(v, 4) if isinstance(v, float) else v
+             "data_ta": stats["data_ta"], **{a: round(summary[a], 4) for a in ("ta", "mq", "vq")},
+             **{k: round(v, 4) if isinstance(v, float) else v
                                                       for k, v in vs_base.items()},
              "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3) if tail else None,
-             "train_s": round(train_s, 1), "per_attribute": summarize(scores)["per_attribute"]}
+             "train_s": round(train_s, 1), "per_attribute": summary["per_attribute"]}
         rounds.append(r)
         print(f"== round {rnd}: {r['pairs']} pairs (trained on {r['trained_on']}; data TA {r['data_ta']:.3f}), "
               f"train {train_s:.0f}s, DPO accuracy {r['final_accuracy']} | held-out TA {r['ta']:.3f} "
               f"MQ {r['mq']:.3f} VQ {r['vq']:.3f} | win rate vs base {r['win_rate']:.3f} "
               f"({r['wins']}W/{r['losses']}L/{r['ties']}T)")
         print(f"   per attribute: {_attributes(r['per_attribute'])}")
-    return [{"base": {"ta": _mean(base_scores, "ta"), "mq": _mean(base_scores, "mq"), "vq": _mean(base_scores, "vq"),
-                      "per_attribute": base_attributes,
+    return [{"base": {**{a: base[a] for a in ("ta", "mq", "vq", "per_attribute")},
                       "sem": {a: _sem(base_scores, a) for a in ("ta", "mq", "vq")}}}] + rounds
 
 

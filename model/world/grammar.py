@@ -33,6 +33,9 @@ MOTIONS = ("left", "right", "up", "down", "still", "bouncing")
 SPEEDS = ("slow", "fast")
 DIRECTIONS = ("left", "right", "up", "down")
 LANGUAGES = ("en", "zh")
+# every attribute's values (size and speed may also be None: not stated)
+VALUES = {"shape": SHAPES, "colour": COLOURS, "count": COUNTS, "motion": MOTIONS, "background": BACKGROUNDS,
+          "size": SIZES, "speed": SPEEDS}
 
 # RGB of each colour name (objects and backgrounds)
 RGB = {
@@ -67,9 +70,8 @@ class WorldSpec:
     speed: str | None = None
 
     def __post_init__(self):
-        checks = [("shape", SHAPES), ("colour", COLOURS), ("count", COUNTS), ("motion", MOTIONS),
-                  ("background", BACKGROUNDS)]
-        for name, allowed in checks:
+        for name in ("shape", "colour", "count", "motion", "background"):
+            allowed = VALUES[name]
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.size is not None and self.size not in SIZES:

@@ -110,10 +110,6 @@ def _retrain_tokenizers(root: Path) -> None:
 _OPPONENT = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
 
 
-_VALUES = {"colour": grammar.COLOURS, "background": grammar.BACKGROUNDS, "count": grammar.COUNTS,
-           "motion": grammar.MOTIONS, "shape": grammar.SHAPES, "size": grammar.SIZES}
-
-
 def _mislabel(spec: grammar.WorldSpec, cfg: WorldTrainConfig, rng: np.random.Generator) -> grammar.WorldSpec:
     """What a training clip of caption ``spec`` shows: each of ``cfg.noisy_attributes`` is, with probability
     ``cfg.caption_noise``, one of the other values (never a held-out combination, so the share is a little below
@@ -124,7 +120,7 @@ def _mislabel(spec: grammar.WorldSpec, cfg: WorldTrainConfig, rng: np.random.Gen
         shown = spec
         for name in cfg.noisy_attributes:
             if getattr(spec, name) is not None and rng.random() < cfg.caption_noise:
-                others = [v for v in _VALUES[name] if v != getattr(spec, name)]
+                others = [v for v in grammar.VALUES[name] if v != getattr(spec, name)]
                 change = {name: others[int(rng.integers(len(others)))]}
                 if change.get("motion", shown.motion) not in grammar.DIRECTIONS:
                     change["speed"] = None  # a speed is stated only for a moving object
@@ -204,9 +200,10 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
         raise ValueError(f"caption-noise must be in [0, 1), got {cfg.caption_noise}")
     if isinstance(cfg.noisy_attributes, str) or len(set(cfg.noisy_attributes)) != len(cfg.noisy_attributes):
         raise ValueError(f"noisy attributes must be a tuple of distinct names, got {cfg.noisy_attributes!r}")
-    unknown = set(cfg.noisy_attributes) - set(_VALUES)
+    noisable = sorted(set(grammar.VALUES) - {"speed"})  # speed follows motion
+    unknown = set(cfg.noisy_attributes) - set(noisable)
     if unknown:
-        raise ValueError(f"noisy attributes must be among {sorted(_VALUES)}, got {sorted(unknown)}")
+        raise ValueError(f"noisy attributes must be among {noisable}, got {sorted(unknown)}")
     if cfg.vae_from:
         source = Path(cfg.vae_from)
         if not (source / "vae" / "vae_v2.safetensors").is_file() or not (source / "vae" / "config.json").is_file():

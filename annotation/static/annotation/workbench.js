@@ -297,9 +297,6 @@
   // text field keeps its typing (Enter submits, Esc returns to the page); in a flaw panel Enter in a time field
   // returns to its tag, M pins the current time to the focused tag, Esc closes the panel.
   document.addEventListener("keydown", function (e) {
-    // a key right after a swap, before htmx's load / settle events started the new group, starts it first (else
-    // that key was lost: htmx settles the new group with the old one's classes for a moment)
-    if (!live()) init();
     if (!live() || e.ctrlKey || e.metaKey || e.altKey) return;
     if (!wb.form.contains(e.target) && e.target !== document.body) return;
     var tag = (e.target.tagName || "").toLowerCase(), k = e.key;
@@ -344,6 +341,9 @@
     if (live() && e.detail && e.detail.target && (e.detail.target.id === "workbench" || e.detail.target === document.body)) teardown();
   });
   document.addEventListener("DOMContentLoaded", init);
+  // start a swapped-in group at once: htmx's load / settle events come a settle delay later, and a key pressed in
+  // between was lost (the new group shows the old one's classes until it settles)
+  document.addEventListener("htmx:afterSwap", init);
   document.addEventListener("htmx:load", init);
   document.addEventListener("htmx:afterSettle", init);
 })();
