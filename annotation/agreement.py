@@ -21,6 +21,12 @@ MODE_LABELS, MODE_BEST_WORST, MODE_RANKING = "labels", "best_worst", "ranking"
 # Ordinal value of a candidate label (higher is better), used for alpha and pairwise agreement.
 LABEL_VALUE = {NON_PREFERRED: 0, NEUTRAL: 1, PREFERRED: 2}
 
+# Per-aspect judgments (VideoAlign's three): each candidate gets one of the labels above per aspect; a pair's outcome on
+# an aspect is which of its two candidates the annotators rate higher on it, or "same".
+ASPECTS = ("vq", "mq", "ta")
+ASPECT_NAMES = {"vq": "visual quality", "mq": "motion quality", "ta": "text alignment"}
+CHOSEN, REJECTED, SAME = "chosen", "rejected", "same"
+
 
 @dataclass(frozen=True)
 class LabelRow:
@@ -106,6 +112,28 @@ def aggregate(*, judgments: Iterable[tuple[int, set[tuple[int, int]], bool]], mi
         (w, lo, win, lose) = (a, b, ab, ba) if len(ab) > len(ba) else (b, a, ba, ab)
         out.append(AggregatedPair(w, lo, len(win), len(lose), n, tuple(sorted(win))))
     return Aggregate(out, n, conflicts)
+
+
+def aspect_outcomes(*, chosen: int, rejected: int, judgments: Iterable[dict[int, dict[str, str]]]) -> dict[str, str]:
+    """Per aspect, the majority comparison of ``chosen`` with ``rejected`` over ``judgments`` (each: candidate id ->
+    that annotator's per-aspect labels; a judgment without labels for both candidates on an aspect does not vote on
+    it). Each vote is CHOSEN, REJECTED or SAME by the labels' order (preferred > neutral > non-preferred); the most
+    voted wins, and a tie between the two directions (or with SAME) is SAME. Aspects nobody voted on are absent."""
+    votes: dict[str, dict[str, int]] = defaultdict(lambda: {CHOSEN: 0, REJECTED: 0, SAME: 0})
+    for labels in judgments:
+        a, b = labels.get(chosen) or {}, labels.get(rejected) or {}
+        for aspect in ASPECTS:
+            if aspect in a and aspect in b:
+                d = LABEL_VALUE[a[aspect]] - LABEL_VALUE[b[aspect]]
+                votes[aspect][CHOSEN if d > 0 else REJECTED if d < 0 else SAME] += 1
+    out = {}
+    for aspect in ASPECTS:
+        if aspect in votes:
+            v = votes[aspect]
+            top = max(v.values())
+            winners = [k for k in (CHOSEN, REJECTED, SAME) if v[k] == top]
+            out[aspect] = winners[0] if len(winners) == 1 else SAME
+    return out
 
 
 # -- Krippendorff's alpha ---------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class GroupNextApi(APIView):
         assignment = serializers.CharField(source="handle", help_text="The reservation's public handle (random).")
         prompt = serializers.CharField(source="prompt_text")
         mode = serializers.CharField()
+        aspects = serializers.ListField(child=serializers.CharField(), help_text="Aspects to mark per candidate "
+                                        "(vq, mq, ta), empty when the round collects the overall answer only.")
         require_full_playback = serializers.BooleanField()
         guidelines_html = serializers.CharField()
         candidates = ShownCandidateSerializer(many=True)
@@ -112,6 +114,11 @@ class JudgmentSubmitApi(APIView):
             rank = serializers.IntegerField(required=False, allow_null=True, min_value=1)
             playback_coverage = serializers.FloatField(required=False, default=0.0, min_value=0, max_value=1)
             flaws = FlawSerializer(many=True, required=False, default=list)
+            aspects = serializers.DictField(
+                child=serializers.CharField(max_length=32), required=False, default=dict,
+                help_text="Rounds with aspect judgments: {'vq' | 'mq' | 'ta': 'preferred' | 'neutral' | 'non_preferred'}"
+                " (visual quality, motion quality, text alignment; unmarked aspects are neutral).",
+            )
 
         assignment = serializers.CharField(max_length=64, help_text="The public handle from /api/groups/next/.")
         outcome = serializers.CharField(max_length=32)
@@ -131,7 +138,8 @@ class JudgmentSubmitApi(APIView):
             labels.append(
                 LabelInput(position=lab["position"], label=lab["label"],
                            rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
-                           flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]))
+                           flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]),
+                           aspects=dict(lab["aspects"]))
             )
         judgment, created = judgment_submit(
             annotator=request.user, public_id=d["assignment"], outcome=d["outcome"], labels=labels,
@@ -162,6 +170,7 @@ class JudgmentListApi(APIView):
             rank = serializers.IntegerField(allow_null=True)
             shown_position = serializers.IntegerField()
             playback_coverage = serializers.FloatField()
+            aspects = serializers.DictField(child=serializers.CharField(), help_text="Per-aspect labels (aspect rounds).")
             flaws = serializers.SerializerMethodField()
 
             def get_flaws(self, obj) -> list[dict]:
@@ -222,6 +231,8 @@ class PairListApi(APIView):
         votes_against = serializers.IntegerField()
         n_annotators = serializers.IntegerField()
         source = serializers.CharField()
+        aspects = serializers.DictField(child=serializers.CharField(), help_text="Per-aspect outcome (vq, mq, ta: "
+                                        "chosen, rejected or same) for rounds with aspect judgments.")
 
     @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer(many=True)})
     def get(self, request):

@@ -64,6 +64,8 @@ class RoundCreateApi(_ResearcherApi):
         max_annotators_per_group = serializers.IntegerField(min_value=1, max_value=40, required=False)
         annotation_mode = serializers.ChoiceField(choices=Round.Mode.choices, required=False, default=Round.Mode.LABELS)
         require_full_playback = serializers.BooleanField(required=False, default=True)
+        aspect_judgments = serializers.BooleanField(
+            required=False, default=False, help_text="Annotators also mark VQ / MQ / TA per candidate.")
         launch = serializers.BooleanField(required=False, default=True)
 
         class Meta:
@@ -84,7 +86,8 @@ class RoundCreateApi(_ResearcherApi):
             name=d["name"], policy_checkpoint=_checkpoint(d["checkpoint"]), prompt_ids=prompt_ids, actor=request.user,
             seeds_per_prompt=d["seeds_per_prompt"], base_seed=d["base_seed"],
             annotators_per_group=d["annotators_per_group"], max_annotators_per_group=d.get("max_annotators_per_group"),
-            annotation_mode=d["annotation_mode"], require_full_playback=d["require_full_playback"], launch=d["launch"],
+            annotation_mode=d["annotation_mode"], require_full_playback=d["require_full_playback"],
+            aspect_judgments=d["aspect_judgments"], launch=d["launch"],
         )
         return Response(round_status(round_id=rnd.pk), status=status.HTTP_201_CREATED)
 

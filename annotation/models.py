@@ -152,6 +152,10 @@ class Round(TimeStamped):
     gold_rate = models.FloatField(default=0.0)
     annotation_mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.LABELS)
     require_full_playback = models.BooleanField(default=True)
+    aspect_judgments = models.BooleanField(
+        default=False, db_default=False, help_text="Besides the overall answer, annotators mark visual quality, motion quality and text "
+        "alignment per candidate (better / same / worse); pairs and exports carry the per-aspect outcomes."
+    )
     exclude_flagged = models.BooleanField(default=True, help_text="Hide candidates flagged by automatic screening.")
     config = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -369,6 +373,10 @@ class CandidateLabel(models.Model):
     rank = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 = best (full-ranking mode).")
     shown_position = models.PositiveSmallIntegerField()
     playback_coverage = models.FloatField(default=0.0, help_text="Fraction of the clip played, 0..1.")
+    aspects = models.JSONField(
+        default=dict, db_default={}, blank=True, help_text="Per-aspect label (rounds with aspect judgments): {'vq' | 'mq' | 'ta': "
+        "'preferred' | 'neutral' | 'non_preferred'}; empty otherwise."
+    )
 
     class Meta:
         constraints = [
@@ -409,6 +417,10 @@ class PreferencePair(TimeStamped):
     votes_against = models.PositiveSmallIntegerField(default=0)
     n_annotators = models.PositiveSmallIntegerField(default=0)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.HUMAN)
+    aspects = models.JSONField(
+        default=dict, db_default={}, blank=True, help_text="Per-aspect majority outcome of the pair's annotators: {'vq' | 'mq' | "
+        "'ta': 'chosen' | 'rejected' | 'same'}; empty when the round collected no aspect judgments."
+    )
     source_judgments = models.ManyToManyField(Judgment, blank=True, related_name="pairs")
 
     class Meta:

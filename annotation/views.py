@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from annotation import charts, permissions, storage
+from annotation.agreement import ASPECTS
 from annotation.errors import ApplicationError, error_messages, html_errors, is_int
 from annotation.media import ERR_LINK_NOT_YOURS, ERR_NO_OBJECT, MediaLinkError, media_target, ranged_file_response
 from annotation.models import CandidateGroup, CandidateLabel, ReviewItem, Round
@@ -141,6 +142,7 @@ def _labels_from_form(post) -> list[LabelInput]:
                               post.get(f"flaw_time_{pos}_{slug}") else time_s)
                     for slug in post.getlist(f"flaw_{pos}")
                 ),
+                aspects={a: post[f"aspect_{a}_{pos}"] for a in ASPECTS if post.get(f"aspect_{a}_{pos}")},
             )
         )
     return labels

@@ -359,12 +359,12 @@ class ShapesGenerator:
     """The trained tiny-world pipeline: text embeddings of ``prompt + positive suffix`` (what the app feeds), latents
     and decoded frames per (policy DiT, prompt, seeds), and the detectors' scores of those frames."""
 
-    def __init__(self, root: Path, num_steps: int, cfg_scale: float):
+    def __init__(self, root: Path, num_steps: int, cfg_scale: float, pair_latents: str = "sampled"):
         from model.pipeline import StepVideoPipeline
 
         self.pipe = StepVideoPipeline.from_pretrained(root, preset="tiny", device="cpu", dtype=torch.float32)
         self.base_dit = self.pipe.dit
-        self.num_steps, self.cfg_scale = num_steps, cfg_scale
+        self.num_steps, self.cfg_scale, self.pair_latents = num_steps, cfg_scale, pair_latents
         self.suffix = self.pipe.preset.positive_suffix
         self.negative = self.pipe.encode_text([self.pipe.preset.negative_prompt]) if cfg_scale != 1.0 else None
         self.text: dict = {}
@@ -376,7 +376,10 @@ class ShapesGenerator:
         return self.text[prompt]
 
     def run(self, dit, prompt: str, seeds: list[int]) -> tuple[torch.Tensor, list]:
-        """-> latents (S, t, C, h, w) and the ClipScores of the decoded videos (same seeds = same initial noise)."""
+        """-> latents (S, t, C, h, w) and the ClipScores of the decoded videos (same seeds = same initial noise).
+
+        The latents are the sampler's (``pair_latents="sampled"``) or the VAE's posterior mean of the decoded
+        videos (``"reencoded"``: the latents of what the annotator saw, on the VAE's own manifold)."""
         from model.world.detect import score_batch
 
         key = (id(dit), prompt, tuple(seeds))
@@ -385,7 +388,12 @@ class ShapesGenerator:
         self.pipe.dit = dit
         latents = self.pipe.sample(self.embed(prompt), seeds, num_steps=self.num_steps, cfg_scale=self.cfg_scale,
                                    negative=self.negative)
-        out = latents.cpu(), score_batch(prompt, self.pipe.decode(latents).numpy())
+        frames = self.pipe.decode(latents)  # (S, T, H, W, 3) uint8
+        if self.pair_latents == "reencoded":
+            with torch.no_grad():
+                video = frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (S, T, 3, H, W) in [-1, 1]
+                latents = self.pipe.vae.encode(video, sample=False, chunks_per_batch=None)
+        out = latents.cpu(), score_batch(prompt, frames.numpy())
         self._cache[key] = out
         return out
 
@@ -555,6 +563,8 @@ def shapes_main(argv: list[str]) -> None:
     ap.add_argument("--t-shift", type=float, default=3.0)
     ap.add_argument("--num-steps", type=int, default=8, help="sampler steps")
     ap.add_argument("--cfg-scale", type=float, default=5.0)
+    ap.add_argument("--pair-latents", choices=["sampled", "reencoded"], default="sampled",
+                    help="what the pairs train on: the sampler's latents or the VAE encoding of the decoded videos")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reference", choices=["previous", "base"], default="previous")
     ap.add_argument("--data", choices=["round", "cumulative"], default="cumulative")
@@ -568,7 +578,7 @@ def shapes_main(argv: list[str]) -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dpo-closed-loop-shapes-"))
     t_start = time.time()
     args.eval_prompts_list = sample_prompts(args.eval_prompts, seed=424242, held_out=True)
-    gen = ShapesGenerator(base_root, args.num_steps, args.cfg_scale)
+    gen = ShapesGenerator(base_root, args.num_steps, args.cfg_scale, args.pair_latents)
     main_run = shapes_loop(args, gen, base_root, work / "scripted", random_labels=False)
     base, rounds = main_run[0]["base"], main_run[1:]
     control = None if args.no_control else shapes_loop(args, gen, base_root, work / "random", random_labels=True)[1:]

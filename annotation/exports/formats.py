@@ -215,19 +215,22 @@ VIDEOALIGN_HEADER = ["path_A", "path_B", "prompt", "VQ", "MQ", "TA", "fps_A", "n
 
 
 def videoalign_rows(rows: list[tuple], ctx: WriteContext) -> Iterable[list]:
-    """The app collects one overall preference, so VQ, MQ and TA all carry it (the datasheet says so)."""
+    """VQ, MQ and TA in {A, B, same}: the pair's per-aspect outcomes where its round collected them; otherwise (and
+    for an aspect nobody marked) the overall preference (the datasheet says how many pairs carry their own)."""
     p = ctx.index
     for r in rows:
         swap = r[p["pair_id"]] % 2 == 1
         a, b = ("rejected", "chosen") if swap else ("chosen", "rejected")
-        winner = "B" if swap else "A"
-        yield [r[p[f"{a}_video"]], r[p[f"{b}_video"]], r[p["prompt"]], winner, winner, winner,
+        letter = {"chosen": "B" if swap else "A", "rejected": "A" if swap else "B", "same": "same"}
+        aspects = r[p["aspects"]] or {}
+        vq, mq, ta = (letter[aspects.get(k, "chosen")] for k in ("vq", "mq", "ta"))
+        yield [r[p[f"{a}_video"]], r[p[f"{b}_video"]], r[p["prompt"]], vq, mq, ta,
                r[p[f"{a}_fps"]], r[p[f"{a}_num_frames"]], r[p[f"{b}_fps"]], r[p[f"{b}_num_frames"]]]
 
 
 RAW_FIELDS = ["judgment_id", "annotator", "round", "group_id", "prompt_id", "prompt", "is_gold", "outcome",
               "skip_reason", "time_spent_ms", "reviewer_decision", "created_at", "shown_order", "candidate_id",
-              "checkpoint", "seed", "video_uri", "label", "rank", "shown_position", "playback_coverage", "flaws"]
+              "checkpoint", "seed", "video_uri", "label", "rank", "shown_position", "playback_coverage", "aspects", "flaws"]
 
 
 def raw_records(rows: list[tuple], ctx: WriteContext) -> Iterable[dict]:
@@ -257,6 +260,7 @@ def raw_records(rows: list[tuple], ctx: WriteContext) -> Iterable[dict]:
             "rank": r[j["rank"]],
             "shown_position": r[j["shown_position"]],
             "playback_coverage": r[j["playback_coverage"]],
+            "aspects": r[j["aspects"]] or {},
             "flaws": flaws.get(r[j["label_id"]], []),
         }
 
@@ -483,7 +487,8 @@ FORMATS: dict[str, FormatSpec] = {
     Export.Format.VIDEOALIGN: FormatSpec(
         Export.Format.VIDEOALIGN, "videoalign.csv", "text/csv", "pairs",
         lambda chunks, sink, ctx, tmp: write_csv(chunks, sink, ctx),
-        columns=("pair_id", "prompt", "chosen_video", "rejected_video", "chosen_fps", "rejected_fps", "chosen_num_frames", "rejected_num_frames"),
+        columns=("pair_id", "prompt", "chosen_video", "rejected_video", "chosen_fps", "rejected_fps", "chosen_num_frames",
+                 "rejected_num_frames", "aspects"),
     ),
     Export.Format.VIDEODPO: FormatSpec(
         Export.Format.VIDEODPO, "videodpo.zip", "application/zip", "pairs", write_videodpo,

@@ -241,7 +241,8 @@ def round_new(request: HttpRequest) -> HttpResponse:
             annotators_per_group=problems.number("annotators_per_group", default_annotators_per_group()),
             max_annotators_per_group=problems.number("max_annotators_per_group"),
             gold_rate=problems.number("gold_rate", 0.0, kind=float),
-            annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS, **overrides, **sizes)
+            annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS,
+            aspect_judgments=form.get("aspect_judgments") == "1", **overrides, **sizes)
         round = None
         if checkpoint is not None:
             try:  # with problems already found, the service only checks the rest (nothing is saved)

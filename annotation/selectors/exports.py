@@ -55,6 +55,7 @@ PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n_annotators", "n_annotators"),
     ("source", "source"),
     ("created_at", "created_at"),
+    ("aspects", "aspects"),
 )
 PAIR_INDEX = {name: i for i, (name, _) in enumerate(PAIR_COLUMNS)}
 PAIR_PATHS = dict(PAIR_COLUMNS)
@@ -82,6 +83,7 @@ JUDGMENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rank", "labels__rank"),
     ("shown_position", "labels__shown_position"),
     ("playback_coverage", "labels__playback_coverage"),
+    ("aspects", "labels__aspects"),
 )
 JUDGMENT_INDEX = {name: i for i, (name, _) in enumerate(JUDGMENT_COLUMNS)}
 
@@ -234,6 +236,7 @@ def pair_datasheet_stats(*, qs: QuerySet[PreferencePair]) -> dict:
         mean_annotators=Avg("n_annotators"), first=Min("created_at"), last=Max("created_at"),
         unanimous=Count("id", filter=Q(agreement__gte=1.0)),
         split=Count("id", filter=Q(votes_against__gt=0)),
+        with_aspects=Count("id", filter=~Q(aspects={})),
     )
     rounds = list(
         qs.order_by().values("round_id", "round__name", "round__kind", "round__policy_checkpoint__name")
@@ -260,6 +263,7 @@ def pair_datasheet_stats(*, qs: QuerySet[PreferencePair]) -> dict:
             "unanimous_share": agg["unanimous"] / agg["n"] if agg["n"] else None,
             "split_share": agg["split"] / agg["n"] if agg["n"] else None,
         },
+        "pairs_with_aspects": agg["with_aspects"],
         "mean_weight": agg["mean_weight"],
         "mean_annotators_per_pair": agg["mean_annotators"],
         "judgments": tie["n"],

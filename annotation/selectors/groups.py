@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from markdown_it import MarkdownIt
 
+from annotation.agreement import ASPECT_NAMES, ASPECTS
 from annotation.conf import conf
 from annotation.media import MEDIA_KINDS, assignment_media_path
 from annotation.models import Assignment, Candidate, FlawTag, PromptSet
@@ -17,6 +18,9 @@ _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("
 def guidelines_html(markdown_text: str) -> str:
     """Markdown rendered safely: raw HTML is escaped and javascript:/data: links are refused (markdown-it defaults)."""
     return _markdown.render(markdown_text or "")
+
+
+ASPECT_KEYS = {"vq": "V", "mq": "M", "ta": "A"}  # the workbench's keys: the letter = better, Shift + letter = worse
 
 
 @dataclass
@@ -36,8 +40,14 @@ class GroupPage:
     mode: str
     require_full_playback: bool
     candidates: list[ShownCandidate]
+    aspects: list[str] = field(default_factory=list)  # aspects marked per candidate (empty: overall answer only)
     guidelines_html: str = ""
     prefetch: list[ShownCandidate] = field(default_factory=list)
+
+    @property
+    def aspect_rows(self) -> list[tuple[str, str, str]]:
+        """(aspect, its name, its key) for each aspect marked per candidate."""
+        return [(a, ASPECT_NAMES[a], ASPECT_KEYS[a]) for a in self.aspects]
 
     @property
     def columns(self) -> int:
@@ -91,6 +101,7 @@ def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | 
         mode=group.round.annotation_mode,
         require_full_playback=group.round.require_full_playback,
         candidates=_shown(current, candidates),
+        aspects=list(ASPECTS) if group.round.aspect_judgments else [],
         guidelines_html=guidelines_html(prompt_set.guidelines_md) if prompt_set else "",
         prefetch=_shown(assignments[1], candidates) if len(assignments) > 1 else [],
     )

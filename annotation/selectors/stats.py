@@ -11,6 +11,8 @@ from django.db import connection
 from django.utils import timezone
 
 from annotation.agreement import (
+    ASPECT_NAMES,
+    ASPECTS,
     LABEL_VALUE,
     LABELLED,
     MODE_RANKING,
@@ -175,14 +177,17 @@ def round_quality(*, round: Round) -> dict:
         CandidateLabel.objects.filter(judgment__group__round=round, judgment__group__is_gold=False)
         .exclude(judgment__outcome=Judgment.Outcome.SKIPPED)
         .order_by("-judgment_id")
-        .values_list("candidate_id", "label", "rank", "judgment__group__prompt__category__name")[:limit]
+        .values_list("candidate_id", "label", "rank", "judgment__group__prompt__category__name", "aspects")[:limit]
     )
     ranking = round.annotation_mode == MODE_RANKING
     units: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for candidate_id, label, rank, category in rows:
+    aspect_units: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for candidate_id, label, rank, category, aspects in rows:
         value = float(-rank) if ranking and rank is not None else float(LABEL_VALUE.get(label, 1))
         units[category or "(none)"][candidate_id].append(value)
         units["all"][candidate_id].append(value)
+        for aspect, aspect_label in (aspects or {}).items():
+            aspect_units[aspect][candidate_id].append(float(LABEL_VALUE.get(aspect_label, 1)))
     categories = []
     for name in sorted(units, key=lambda n: (n != "all", n)):
         u = units[name]
@@ -195,6 +200,12 @@ def round_quality(*, round: Round) -> dict:
                 "pairwise_agreement": pairwise_agreement(u),
             }
         )
+    # per aspect (rounds with aspect judgments): the same figures over the per-aspect labels
+    aspects = [
+        {"aspect": aspect, "name": ASPECT_NAMES[aspect], "units": sum(1 for v in u.values() if len(v) >= 2),
+         "alpha_ordinal": krippendorff_alpha(u, level="ordinal"), "pairwise_agreement": pairwise_agreement(u)}
+        for aspect in ASPECTS if (u := aspect_units.get(aspect))
+    ]
     with connection.cursor() as cursor:
         cursor.execute(_ROUND_ANNOTATORS_SQL, {"round": round.pk})
         annotators = [
@@ -206,4 +217,5 @@ def round_quality(*, round: Round) -> dict:
         stats = annotator_stats(annotator_id=row["annotator_id"], with_peers=True)
         row.update(gold_accuracy=stats.gold_accuracy, gold_n=stats.gold_n, peer_agreement=stats.peer_agreement,
                    position_bias=stats.position_bias, mean_coverage=stats.mean_coverage)
-    return {"round": round, "categories": categories, "annotators": annotators, "sampled_labels": len(rows)}
+    return {"round": round, "categories": categories, "aspects": aspects, "annotators": annotators,
+            "sampled_labels": len(rows)}

@@ -74,8 +74,9 @@ NOTES = {
     Export.Format.PICKAPIC: "Winner in column 0 for even pair ids, 1 for odd ones; user_id lists the pseudonyms of "
     "the annotators whose judgments imply the pair; ranking_id is the candidate group. Ties are not pairs, so "
     "labels are 1/0.",
-    Export.Format.VIDEOALIGN: "The app collects one overall preference: VQ, MQ and TA all carry it. A/B order "
-    "alternates with the pair id.",
+    Export.Format.VIDEOALIGN: "VQ, MQ and TA are the annotators' per-aspect majority (A, B or same) for the pairs of "
+    "rounds with per-aspect judgments (pairs_with_aspects); the other pairs carry their one overall preference in all "
+    "three. A/B order alternates with the pair id.",
     Export.Format.VIDEODPO: "score is the pair weight (net vote margin over annotators).",
     Export.Format.RAW: "One row per judgment and candidate (a skip without labels: one row with empty candidate "
     "fields). annotator is a stable pseudonym.",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.agreement import MODE_BEST_WORST, MODE_LABELS, MODE_RANKING
+from annotation.agreement import ASPECT_NAMES, ASPECTS, MODE_BEST_WORST, MODE_LABELS, MODE_RANKING
 from annotation.conf import conf
 from annotation.errors import ApplicationError
 from annotation.models import (
@@ -45,6 +45,10 @@ ERR_BEST_WORST = "Pick exactly one best and one worst candidate (and they must d
 ERR_RANKING = "Rank every candidate once, 1 = best, with no ties or gaps."
 ERR_PLAYBACK_INCOMPLETE = "Play every video once before submitting ({missing} not played to the end yet)."
 ERR_BAD_NUMBER = "Invalid {name}: {value!r}."
+ERR_ASPECTS_OFF = "This round does not collect per-aspect judgments: send the overall labels only."
+ERR_UNKNOWN_ASPECT = "Unknown aspect {value!r}: expected vq (visual quality), mq (motion quality) or ta (text alignment)."
+ERR_ASPECT_LABEL = "Unknown {aspect} label {value!r} for video {video}: expected preferred, neutral or non_preferred."
+ERR_ASPECTS_SKIPPED = "A skipped group cannot carry per-aspect judgments."
 ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip})."
 ERR_TIME_SPENT = "Invalid time spent {value!r}: expected milliseconds from 0 to 86400000."
 FLAW_TIME_SLACK_S = 1.0
@@ -79,6 +83,7 @@ class LabelInput:
     playback_coverage: float = 0.0
     flaws: tuple[FlawInput, ...] = field(default_factory=tuple)
     position: int | None = None
+    aspects: dict[str, str] = field(default_factory=dict)  # aspect -> label, rounds with aspect judgments only
 
 
 def _shown_number(pos) -> str:
@@ -103,6 +108,21 @@ def _clip_seconds(round_) -> float:
     return round(round_.num_frames / max(round_.fps, 1) + FLAW_TIME_SLACK_S, 3)
 
 
+def _validate_aspects(*, assignment: Assignment, outcome: str, lab: LabelInput) -> None:
+    if not lab.aspects:
+        return
+    if not assignment.group.round.aspect_judgments:
+        raise JudgmentError(ERR_ASPECTS_OFF)
+    video = assignment.shown_order.index(lab.candidate_id) + 1
+    for aspect, value in lab.aspects.items():
+        if aspect not in ASPECTS:
+            raise JudgmentError(ERR_UNKNOWN_ASPECT.format(value=str(aspect)[:20]))
+        if value not in CandidateLabel.Label.values:
+            raise JudgmentError(ERR_ASPECT_LABEL.format(aspect=ASPECT_NAMES[aspect], value=str(value)[:20], video=video))
+        if outcome == Judgment.Outcome.SKIPPED and value != CandidateLabel.Label.NEUTRAL:
+            raise JudgmentError(ERR_ASPECTS_SKIPPED)
+
+
 def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput], skip_reason: str) -> dict[str, FlawTag]:
     if outcome not in Judgment.Outcome.values:
         raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=outcome))
@@ -118,6 +138,7 @@ def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput],
         seen.add(lab.candidate_id)
         if lab.label not in CandidateLabel.Label.values:
             raise JudgmentError(ERR_UNKNOWN_LABEL.format(value=lab.label))
+        _validate_aspects(assignment=assignment, outcome=outcome, lab=lab)
         if not (math.isfinite(lab.playback_coverage) and 0.0 <= lab.playback_coverage <= 1.0):
             raise JudgmentError(ERR_BAD_NUMBER.format(name="playback coverage", value=lab.playback_coverage))
         for flaw in lab.flaws:
@@ -177,13 +198,16 @@ def _store(*, assignment, outcome, labels, skip_reason, time_spent_ms, tags, now
     )
     judgment.save()
     given = {lab.candidate_id: lab for lab in labels}
+    # an aspect round stores all three aspects of every candidate (unmarked = neutral: the same as the others)
+    with_aspects = assignment.group.round.aspect_judgments and outcome != Judgment.Outcome.SKIPPED
     rows, flaws_per_row = [], []
     for position, cid in enumerate(assignment.shown_order):
         lab = given.get(cid) or LabelInput(candidate_id=cid)
+        aspects = {a: lab.aspects.get(a, CandidateLabel.Label.NEUTRAL) for a in ASPECTS} if with_aspects else {}
         rows.append(
             CandidateLabel(
                 judgment=judgment, candidate_id=cid, label=lab.label, rank=lab.rank, shown_position=position,
-                playback_coverage=lab.playback_coverage,
+                playback_coverage=lab.playback_coverage, aspects=aspects,
             )
         )
         flaws_per_row.append(lab.flaws)

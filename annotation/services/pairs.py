@@ -6,33 +6,42 @@ import json
 
 from django.db import connection, transaction
 
-from annotation.agreement import Aggregate, LabelRow, aggregate, implied_pairs
+from annotation.agreement import Aggregate, LabelRow, aggregate, aspect_outcomes, implied_pairs
 from annotation.conf import conf
 from annotation.models import CandidateGroup, CandidateLabel, Judgment, PreferencePair
 
 
-def group_judgment_rows(*, group: CandidateGroup) -> list[tuple[int, set[tuple[int, int]], bool]]:
-    """(judgment id, implied pairs, counts) for every judgment of ``group``: one query, bounded by the group's cap.
+def _group_judgments(*, group: CandidateGroup) -> list[tuple[int, str, list[dict]]]:
+    """(judgment id, outcome, its labels as dicts: candidate, label, rank, aspects) for every judgment of ``group``:
+    one query, bounded by the group's cap.
 
     Each judgment's labels come as a JSON array from a correlated subquery: an index lookup per judgment whatever the
     statistics say (a join can be planned as a scan of every label when the statistics are older than the labels).
     Plain SQL: it runs on every submit, and built with the ORM it cost more Python than the database spends on it."""
     sql = (
         "SELECT j.id, j.outcome, (SELECT json_agg(json_build_object('candidate', l.candidate_id, 'label', l.label,"
-        f" 'rank', l.rank)) FROM {CandidateLabel._meta.db_table} l WHERE l.judgment_id = j.id)"
+        f" 'rank', l.rank, 'aspects', l.aspects)) FROM {CandidateLabel._meta.db_table} l WHERE l.judgment_id = j.id)"
         f" FROM {Judgment._meta.db_table} j WHERE j.group_id = %s ORDER BY j.id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [group.pk])
         rows = cursor.fetchall()
+    return [(jid, outcome, json.loads(labels) if isinstance(labels, str) else labels or [])
+            for jid, outcome, labels in rows]
+
+
+def _judgment_rows(group: CandidateGroup, judgments) -> list[tuple[int, set[tuple[int, int]], bool]]:
     mode = group.round.annotation_mode
-    out = []
-    for jid, outcome, label_rows in rows:
-        if isinstance(label_rows, str):
-            label_rows = json.loads(label_rows)
-        labels = [LabelRow(r["candidate"], r["label"], r["rank"]) for r in label_rows or ()]
-        out.append((jid, implied_pairs(outcome=outcome, mode=mode, labels=labels), outcome != Judgment.Outcome.SKIPPED))
-    return out
+    return [
+        (jid, implied_pairs(outcome=outcome, mode=mode, labels=[LabelRow(r["candidate"], r["label"], r["rank"]) for r in labels]),
+         outcome != Judgment.Outcome.SKIPPED)
+        for jid, outcome, labels in judgments
+    ]
+
+
+def group_judgment_rows(*, group: CandidateGroup) -> list[tuple[int, set[tuple[int, int]], bool]]:
+    """(judgment id, implied pairs, counts) for every judgment of ``group`` (what ``aggregate`` reads)."""
+    return _judgment_rows(group, _group_judgments(group=group))
 
 
 @transaction.atomic
@@ -45,7 +54,11 @@ def group_pairs_aggregate(*, group: CandidateGroup) -> Aggregate:
 def group_pairs_store(*, group: CandidateGroup) -> Aggregate:
     """``group_pairs_aggregate`` inside the caller's transaction: four statements (read the judgments; drop the stale
     human pairs and the source links about to be rewritten; upsert the pairs; link their source judgments)."""
-    result = aggregate(judgments=group_judgment_rows(group=group), min_majority=conf("PAIR_MIN_MAJORITY"))
+    judgments = _group_judgments(group=group)
+    result = aggregate(judgments=_judgment_rows(group, judgments), min_majority=conf("PAIR_MIN_MAJORITY"))
+    # per-aspect votes: every answered judgment's labels per candidate (each annotator rates every candidate)
+    aspect_votes = [{r["candidate"]: r["aspects"] for r in labels if r.get("aspects")}
+                    for _, outcome, labels in judgments if outcome != Judgment.Outcome.SKIPPED]
     through = PreferencePair.source_judgments.through
     pair_table, link_table = PreferencePair._meta.db_table, through._meta.db_table
     # Stale: the group's human pairs the new result does not hold (their links go with them). When the result holds
@@ -72,12 +85,14 @@ def group_pairs_store(*, group: CandidateGroup) -> Aggregate:
                 round_id=group.round_id, group=group, chosen_id=p.chosen, rejected_id=p.rejected, weight=p.weight,
                 agreement=p.agreement, votes_for=p.votes_for, votes_against=p.votes_against,
                 n_annotators=p.n_annotators, source=PreferencePair.Source.HUMAN,
+                aspects=aspect_outcomes(chosen=p.chosen, rejected=p.rejected, judgments=aspect_votes),
             )
             for p in result.pairs
         ],
         update_conflicts=True,
         unique_fields=["chosen", "rejected"],
-        update_fields=["weight", "agreement", "votes_for", "votes_against", "n_annotators", "source", "updated_at"],
+        update_fields=["weight", "agreement", "votes_for", "votes_against", "n_annotators", "source", "aspects",
+                       "updated_at"],
     )
     through.objects.bulk_create(
         [

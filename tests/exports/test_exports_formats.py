@@ -118,6 +118,28 @@ def test_videoalign_csv(loop):
     assert rows[0]["fps_A"] == "25.0" and rows[0]["num_frames_B"] == "50"
 
 
+def test_videoalign_csv_writes_per_aspect_outcomes_where_pairs_have_them(loop):
+    pairs = list(PreferencePair.objects.order_by("id")[:2])
+    PreferencePair.objects.filter(pk=pairs[0].pk).update(aspects={"vq": "chosen", "mq": "same", "ta": "rejected"})
+    PreferencePair.objects.filter(pk=pairs[1].pk).update(aspects={"vq": "rejected"})  # mq, ta unmarked: the overall
+    export, data = run("videoalign")
+    rows = {(r["path_A"], r["path_B"]): r for r in csv.DictReader(io.StringIO(data.decode("utf-8")))}
+    assert export.datasheet["pairs_with_aspects"] == 2
+
+    def row_of(pair):
+        c, r = pair.chosen.video_uri, pair.rejected.video_uri
+        row = rows.get((c, r)) or rows[(r, c)]
+        letters = ("A", "B") if row["path_A"] == c else ("B", "A")  # (chosen's letter, rejected's letter)
+        return row, letters
+
+    row, (won, lost) = row_of(pairs[0])
+    assert (row["VQ"], row["MQ"], row["TA"]) == (won, "same", lost)
+    row, (won, lost) = row_of(pairs[1])
+    assert (row["VQ"], row["MQ"], row["TA"]) == (lost, won, won)
+    others = [r for key, r in rows.items() if r is not row_of(pairs[0])[0] and r is not row]
+    assert len(others) == N_PAIRS - 2 and all(r["VQ"] == r["MQ"] == r["TA"] != "same" for r in others)
+
+
 def test_videodpo_zip(loop):
     export, data = run("videodpo")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -181,3 +203,15 @@ def test_raw_judgments(loop):
     assert len(skip) == 1 and skip[0]["candidate_id"] is None and skip[0]["skip_reason"] == "broken"
     labelled = [r for r in rows if r["candidate_id"] is not None]
     assert all(r["candidate_id"] == r["shown_order"][r["shown_position"]] for r in labelled)
+    assert all(r["aspects"] == {} for r in rows)  # the loop's rounds collect the overall answer only
+
+
+def test_raw_judgments_carry_per_aspect_labels(loop):
+    from annotation.models import CandidateLabel
+
+    label = CandidateLabel.objects.order_by("id").first()
+    CandidateLabel.objects.filter(pk=label.pk).update(aspects={"vq": "preferred", "mq": "neutral", "ta": "non_preferred"})
+    _, data = run("raw")
+    rows = [json.loads(line) for line in data.decode().splitlines()]
+    (row,) = [r for r in rows if r["judgment_id"] == label.judgment_id and r["candidate_id"] == label.candidate_id]
+    assert row["aspects"] == {"vq": "preferred", "mq": "neutral", "ta": "non_preferred"}

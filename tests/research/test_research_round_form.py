@@ -42,8 +42,9 @@ def test_refusal_keeps_every_choice_in_users_words(client, researcher):
     rnd = RoundFactory()  # a checkpoint to choose
     data = {"name": "r", "checkpoint": str(rnd.policy_checkpoint_id), "category": cat.slug, "search": "no such words",
             "sampler": "turbo", "annotation_mode": Round.Mode.RANKING, "seeds_per_prompt": "3",
-            "annotators_per_group": "2", "max_annotators_per_group": "3", "gold_rate": "0.1"}
+            "annotators_per_group": "2", "max_annotators_per_group": "3", "gold_rate": "0.1", "aspect_judgments": "1"}
     page = client.post("/research/rounds/new/", data).content.decode()
+    assert 'name="aspect_judgments" value="1" checked' in page
     assert "No prompt matches this filter" in page and "prompt_ids" not in page
     assert f'<option value="{cat.slug}" selected>' in page
     assert f'<option value="{Round.Mode.RANKING}" selected>' in page and '<option value="turbo" selected>' in page

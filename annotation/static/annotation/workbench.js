@@ -1,5 +1,6 @@
 /* The annotator workbench: one clock for every video of the group, the keyboard flow, playback coverage.
-   Dependency-free; htmx swaps each next group into #workbench and this file re-initialises on htmx:load. */
+   Dependency-free; htmx swaps each next group into #workbench and this file starts it on htmx:afterSwap (and on
+   htmx:load / afterSettle, which find it started). */
 (function () {
   "use strict";
   var BUCKETS = 50;
@@ -134,17 +135,38 @@
     var box = q("#submit-error"); if (box) box.innerHTML = "";
     wb.errorState = null; wb.errorPlayback = false;
   }
-  function answerOf(pos) {
+  function overallOf(pos) {
     if (wb.mode === "ranking") { var r = q("#rank-" + pos); return r && r.value ? "rank " + r.value : "unranked"; }
     var checked = q("input[name=label_" + pos + "]:checked");
     var v = checked ? checked.value : "neutral";
     if (wb.mode === "best_worst") return { preferred: "best", non_preferred: "worst", neutral: "–" }[v];
     return v.replace("_", "-");
   }
+  function answerOf(pos) {
+    // the overall answer, then each aspect marked better (▲) or worse (▼) than the others
+    var marks = wb.aspects.map(function (a) {
+      var checked = q("input[name=aspect_" + a + "_" + pos + "]:checked"), v = checked ? checked.value : "neutral";
+      return v === "neutral" ? "" : a.toUpperCase() + (v === "preferred" ? " ▲" : " ▼");
+    }).filter(Boolean);
+    return [overallOf(pos)].concat(marks).join(" · ");
+  }
+  function aspect(name, value) {
+    // the selected video's label on one aspect; the same key again returns it to "same"
+    var pos = wb.selected;
+    if (pos == null || wb.aspects.indexOf(name) < 0) return false;
+    var radio = q("input[name=aspect_" + name + "_" + pos + "][value=" + value + "]");
+    if (!radio) return false;
+    if (radio.checked) radio = q("input[name=aspect_" + name + "_" + pos + "][value=neutral]");
+    radio.checked = true;
+    render();
+    return true;
+  }
   function setOutcome(o) {
     q("#outcome").value = o;
     if (o !== "labelled") {
-      qa("input[type=radio][value=neutral]").forEach(function (r) { r.checked = true; });
+      // a tie or "all bad" clears the overall labels; a skip clears the aspects too (it carries no judgment)
+      qa(o === "skipped" ? "input[type=radio][value=neutral]" : "input[type=radio][name^=label_][value=neutral]")
+        .forEach(function (r) { r.checked = true; });
       qa("input[name^=rank_]").forEach(function (r) { r.value = ""; });
     }
     if (o === "skipped") q("#skip-reason").focus();
@@ -165,7 +187,7 @@
       }
     } else {
       if (wb.mode === "best_worst" && value !== "neutral") {
-        qa("input[type=radio][value=" + value + "]:checked").forEach(function (r) {
+        qa("input[type=radio][name^=label_][value=" + value + "]:checked").forEach(function (r) {
           q("#neutral-" + r.name.split("_")[1]).checked = true;
         });
       }
@@ -236,9 +258,11 @@
     var videos = $all("video.clip", form);
     var fps = parseFloat($(".cand", form).dataset.fps) || 25;
     wb = { form: form, mode: form.dataset.mode, count: +form.dataset.count, selected: 0,
+           aspects: (form.dataset.aspects || "").split(",").filter(Boolean),
            clock: new Clock(videos, fps), started: performance.now(), scrubbing: false, raf: 0,
            errorState: null, errorPlayback: false };
     window.workbench = wb; // exposed for tests and debugging
+    var aspectKeys = $("#aspect-keys"); if (aspectKeys) aspectKeys.hidden = !wb.aspects.length;
     // htmx keeps the focus on an element of the same id after a swap (the skip note, a flaw box): a new group
     // starts with the keys on the page, never inside a field of the previous answer
     if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
@@ -313,7 +337,9 @@
     if ((k === "Enter" || k === " ") && (tag === "button" || tag === "summary" || tag === "a")) return;
     if (k === " " && tag === "input") return; // space toggles a focused checkbox or radio
     var handled = true;
+    var aspectKey = { v: "vq", m: "mq", a: "ta" }[k.toLowerCase()];
     if (row && (k === "m" || k === "M")) pin(row);
+    else if (aspectKey && aspect(aspectKey, k === k.toLowerCase() ? "preferred" : "non_preferred")) { /* handled */ }
     else if (/^[1-9]$/.test(k)) select(+k - 1);
     else if (k === "p" || k === "P" || k === "ArrowUp") label("preferred");
     else if (k === "n" || k === "N" || k === "ArrowDown") label("non_preferred");

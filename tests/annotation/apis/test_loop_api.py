@@ -56,10 +56,12 @@ def test_rounds_create_status_list_cancel_through_the_api(api, tiny_checkpoint, 
     ids = prompts(2)
     with django_capture_on_commit_callbacks(execute=True):
         res = api.post("/api/rounds/create/", {"name": "api-round", "checkpoint": tiny_checkpoint.pk,
-                                               "prompt_ids": ids, "seeds_per_prompt": 2, "annotators_per_group": 1},
+                                               "prompt_ids": ids, "seeds_per_prompt": 2, "annotators_per_group": 1,
+                                               "aspect_judgments": True},
                        format="json")
     assert res.status_code == 201, res.content
     body = res.json()
+    assert Round.objects.get(pk=body["id"]).aspect_judgments
     assert body["status"] == "generating" and body["candidates"]["queued"] == 4 and body["annotators_per_group"] == 1
     assert sent_tasks  # generation queued on the broker
     assert api.get(f"/api/rounds/{body['id']}/").json()["name"] == "api-round"

@@ -67,6 +67,39 @@ def test_whole_annotator_flow_with_the_keyboard_only(page, live_server, media_gr
     assert (pair.chosen_id, pair.rejected_id) == (labels[0].candidate_id, labels[1].candidate_id)
 
 
+def test_per_aspect_judgments_with_the_keyboard(page, live_server, media_group, artifacts_dir):
+    rnd = RoundFactory(annotators_per_group=1, max_annotators_per_group=1, aspect_judgments=True)
+    media_group(k=2, round=rnd)
+    user = annotator()
+    open_workbench(page, live_server, user)
+    assert page.is_visible("#aspect-keys") and "motion quality" in page.inner_text("#aspect-keys")
+    assert page.locator("fieldset.aspect").count() == 2 * 3
+    page.keyboard.press("1")
+    page.keyboard.press("p")
+    page.keyboard.press("v")  # video 1 looks better
+    page.keyboard.press("Shift+A")  # ... but follows the prompt worse
+    page.keyboard.press("m")
+    page.keyboard.press("m")  # the same key again: back to "same"
+    page.keyboard.press("2")
+    page.keyboard.press("n")
+    page.keyboard.press("a")
+    assert page.inner_text("#answer-0") == "preferred · VQ ▲ · TA ▼"
+    assert page.inner_text("#answer-1") == "non-preferred · TA ▲"
+    page.screenshot(path=str(artifacts_dir / "workbench-aspects.png"), full_page=True)
+    page.keyboard.press("t")  # "all equally good" clears the overall labels, not the aspects
+    assert page.inner_text("#answer-0") == "neutral · VQ ▲ · TA ▼"
+    page.keyboard.press("1")
+    page.keyboard.press("p")
+    page.keyboard.press("2")
+    page.keyboard.press("n")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#no-work")
+    labels = {lab.shown_position: lab for lab in Judgment.objects.get(annotator=user).labels.all()}
+    assert labels[0].aspects == {"vq": "preferred", "mq": "neutral", "ta": "non_preferred"}
+    assert labels[1].aspects == {"vq": "neutral", "mq": "neutral", "ta": "preferred"}
+    assert PreferencePair.objects.get().aspects == {"vq": "chosen", "mq": "same", "ta": "rejected"}
+
+
 def test_synchronized_playback_and_screenshot(page, live_server, media_group, artifacts_dir):
     media_group(k=4, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
     open_workbench(page, live_server, annotator())
