@@ -6,6 +6,9 @@
     python -m dpo average --out DIR CKPT1 CKPT2 ... [--base MODEL_ROOT] [--dtype bfloat16|float32]
     python -m dpo merge-lora --base MODEL_ROOT --adapter DIR/checkpoints/step-N/adapter --out OUT_ROOT
     python -m dpo validate --manifest pairs.parquet       (checks every pair and file, prints a summary)
+    python -m dpo reward train --manifest pairs.parquet --init MODEL_ROOT --out DIR [--aspects overall,ta] [--resume]
+    python -m dpo reward eval --manifest pairs.parquet --init MODEL_ROOT --reward DIR
+    python -m dpo reward score --init MODEL_ROOT --reward DIR --latent L.safetensors --text T.safetensors
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint), 1 bad input, 2 non-finite loss.
 """
@@ -83,6 +86,55 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reward_dit(init: str):
+    import torch
+
+    from model.checkpoint import load_dit
+
+    return load_dit(init, device="cpu", dtype=torch.float32)
+
+
+def _reward_train(args: argparse.Namespace) -> int:
+    from dpo.data import read_manifest
+    from dpo.reward import LatentRewardConfig, train_latent_reward
+
+    fields = {k: v for k, v in {"t": args.t, "steps": args.steps, "holdout": args.holdout, "lr": args.lr,
+                                "seed": args.seed, "noise_draws": args.noise_draws}.items() if v is not None}
+    if args.aspects:
+        fields["aspects"] = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
+    cfg = LatentRewardConfig(**fields)
+    records = read_manifest(args.manifest)
+    run = train_latent_reward(records, _reward_dit(args.init), cfg, args.out, resume=args.resume,
+                              progress=not args.no_progress,
+                              lineage={"manifest": str(args.manifest), "init": str(args.init),
+                                       "rounds": sorted({str(r.round) for r in records})})
+    print(json.dumps({"out": str(run.out_dir), "train_pairs": run.train_pairs, "heldout_pairs": run.heldout_pairs,
+                      "aspect_pairs": run.aspect_pairs, "metrics": run.metrics}))
+    return 0
+
+
+def _reward_eval(args: argparse.Namespace) -> int:
+    from dpo.data import read_manifest
+    from dpo.reward import LatentRewardModel
+
+    model = LatentRewardModel(_reward_dit(args.init), args.reward)
+    print(json.dumps(model.evaluate(read_manifest(args.manifest), progress=not args.no_progress)))
+    return 0
+
+
+def _reward_score(args: argparse.Namespace) -> int:
+    from dpo.data import LATENT_KEY, PairDataset
+    from dpo.reward import LatentRewardModel
+    from dpo.storage import load_safetensors
+
+    model = LatentRewardModel(_reward_dit(args.init), args.reward)
+    text = PairDataset([])._text(args.text)
+    latent = load_safetensors(args.latent)[LATENT_KEY][None]
+    scores = model.score(latent, {k: v[None] for k, v in text.items()}, seeds=[args.seed])[0]
+    print(json.dumps({a: round(float(s), 5) for a, s in zip(model.aspects, scores, strict=True)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpo", description="Flow-DPO for the Step-Video DiT")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +173,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--headers-only", action="store_true", help="skip the NaN scan (no tensor reads)")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("reward", help="a latent reward model from the pairs' labels (train, eval, score)")
+    rsub = p.add_subparsers(dest="reward_command", required=True)
+    r = rsub.add_parser("train", help="fit the reward head on a pair manifest (a share of prompts held out)")
+    r.add_argument("--manifest", required=True)
+    r.add_argument("--init", required=True, help="model root whose DiT gives the features")
+    r.add_argument("--out", required=True, help="reward model folder (reward-head.safetensors, reward.json)")
+    r.add_argument("--aspects", help="comma-separated: overall, vq, mq, ta (default: all four)")
+    r.add_argument("--t", type=float, help="noise level of the features, 0 = noise, 1 = data (default 0.75)")
+    r.add_argument("--steps", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--holdout", type=float, help="share of prompts held out for the reported accuracy (0.2)")
+    r.add_argument("--noise-draws", type=int)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_reward_train)
+    r = rsub.add_parser("eval", help="accuracy with and without ties, per aspect, on a manifest")
+    r.add_argument("--manifest", required=True)
+    r.add_argument("--init", required=True)
+    r.add_argument("--reward", required=True)
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_reward_eval)
+    r = rsub.add_parser("score", help="one candidate's score per aspect")
+    r.add_argument("--init", required=True)
+    r.add_argument("--reward", required=True)
+    r.add_argument("--latent", required=True)
+    r.add_argument("--text", required=True)
+    r.add_argument("--seed", type=int, default=0, help="noise seed of the features")
+    r.set_defaults(func=_reward_score)
     return parser
 
 
@@ -129,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dpo.config import ConfigError
     from dpo.data import ManifestError
+    from dpo.reward import RewardDataError
 
     try:
         return args.func(args)
-    except (ConfigError, ManifestError) as exc:
+    except (ConfigError, ManifestError, RewardDataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

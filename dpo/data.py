@@ -12,7 +12,7 @@ import json
 import math
 import random
 from collections import Counter, OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class PairRecord:
     rejected_candidate: str | None = None
     source: str | None = None
     agreement: float | None = None
+    aspects: dict[str, str] = field(default_factory=dict)  # per-aspect outcome: chosen / rejected / same
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -127,9 +128,27 @@ def read_manifest(uri: str | Path, *, base_dir: str | Path | None = None) -> lis
                 rejected_candidate=_opt_str(row.get("rejected_candidate")),
                 source=_opt_str(row.get("source")),
                 agreement=None if row.get("agreement") is None else float(row["agreement"]),
+                aspects=_aspects(row.get("aspects"), pid),
             )
         )
     return records
+
+
+ASPECT_OUTCOMES = ("chosen", "rejected", "same")
+
+
+def _aspects(value: Any, pid: str) -> dict[str, str]:
+    """The optional ``aspects`` column: a JSON object (or a dict) of aspect -> chosen / rejected / same."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"pair {pid!r}: aspects is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict) or any(v not in ASPECT_OUTCOMES for v in value.values()):
+        raise ManifestError(f"pair {pid!r}: aspects must map aspect names to one of {ASPECT_OUTCOMES}, got {value!r}")
+    return {str(k): v for k, v in value.items()}
 
 
 def _opt_str(v: Any) -> str | None:

@@ -192,6 +192,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("chosen_candidate", pa.int64()), ("rejected_candidate", pa.int64()),
     ("chosen_latent_uri", pa.string()), ("rejected_latent_uri", pa.string()), ("text_embedding_uri", pa.string()),
     ("weight", pa.float64()), ("source", pa.string()), ("agreement", pa.float64()),
+    ("aspects", pa.string()),
 ])
 
 
@@ -208,6 +209,8 @@ def manifest_columns(rows: list[tuple], ctx: WriteContext) -> dict[str, list]:
         "weight": _weights(rows, ctx),
         "source": _col(rows, ctx, "source"),
         "agreement": _col(rows, ctx, "agreement"),
+        # per-aspect outcomes as JSON ({"vq": "chosen" | "rejected" | "same", ...}; "{}" without): reward-model runs
+        "aspects": [json.dumps(a or {}, sort_keys=True) for a in _col(rows, ctx, "aspects")],
     }
 
 
@@ -506,7 +509,8 @@ FORMATS: dict[str, FormatSpec] = {
     Export.Format.MANIFEST: FormatSpec(
         Export.Format.MANIFEST, "manifest.parquet", "application/vnd.apache.parquet", "pairs",
         lambda chunks, sink, ctx, tmp: write_parquet(chunks, sink, ctx, MANIFEST_SCHEMA, manifest_columns),
-        columns=("pair_id", "round_id", "prompt_id", "chosen_id", "rejected_id", "chosen_latent", "rejected_latent", "text_embedding", "weight", "source", "agreement"),
+        columns=("pair_id", "round_id", "prompt_id", "chosen_id", "rejected_id", "chosen_latent", "rejected_latent",
+                 "text_embedding", "weight", "source", "agreement", "aspects"),
     ),
 }
 

@@ -32,6 +32,7 @@ PREFERRED, NON_PREFERRED, NEUTRAL = "preferred", "non_preferred", "neutral"
 LABELLED, ALL_GOOD, ALL_BAD = "labelled", "all_good", "all_bad"
 MODE_LABELS, MODE_BEST_WORST, MODE_RANKING = "labels", "best_worst", "ranking"
 MODES = (MODE_LABELS, MODE_BEST_WORST, MODE_RANKING)
+ASPECTS = ("vq", "mq", "ta")  # the app's per-aspect judgments (annotation.agreement.ASPECTS)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,21 @@ class AnnotatorPolicy:
 
     def judge_clips(self, scores: list[ClipScores], *, mode: str, rng: np.random.Generator) -> Judgment:
         return self.judge(utilities=self.utilities(scores), mode=mode, rng=rng)
+
+    def aspect_labels(self, scores: list[ClipScores], *, rng: np.random.Generator,
+                      margin: float = 0.05) -> list[dict[str, str]]:
+        """Per-aspect judgments (the app's round setting), per shown position: for each of VQ, MQ, TA a candidate
+        is "preferred" (better than the others) when its noisy score is above the group's median by more than
+        ``margin``, "non_preferred" when below it by more, else "neutral" (the same). Unscorable clips count 0."""
+        out: list[dict[str, str]] = [{} for _ in scores]
+        for aspect in ASPECTS:
+            v = np.array([(getattr(s, aspect) or 0.0) if s.scorable else 0.0 for s in scores], dtype=np.float64)
+            if self.noise > 0:
+                v = v + rng.normal(0.0, self.noise, len(v))
+            mid = float(np.median(v))
+            for i, x in enumerate(v):
+                out[i][aspect] = PREFERRED if x > mid + margin else NON_PREFERRED if x < mid - margin else NEUTRAL
+        return out
 
 
 class RandomAnnotator(AnnotatorPolicy):

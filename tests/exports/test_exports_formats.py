@@ -66,7 +66,7 @@ def test_parquet_formats(loop, format):
     expected = {
         "trl_parquet": ["prompt", "chosen", "rejected", "chosen_latent", "rejected_latent", "weight", "round", "checkpoint"],
         "manifest": ["pair_id", "round", "prompt_id", "chosen_candidate", "rejected_candidate", "chosen_latent_uri",
-                     "rejected_latent_uri", "text_embedding_uri", "weight", "source", "agreement"],
+                     "rejected_latent_uri", "text_embedding_uri", "weight", "source", "agreement", "aspects"],
         "pickapic": ["caption", "video_0", "video_1", "label_0", "label_1", "model_0", "model_1", "user_id",
                      "ranking_id", "created_at"],
     }[format]
@@ -86,12 +86,29 @@ def test_parquet_formats(loop, format):
     if format == "manifest":
         from dpo.data import read_manifest
 
+        assert set(table.column("aspects").to_pylist()) == {"{}"}  # the loop's rounds collect no aspects
+
         path = Path(storage.object_download(key=export_artifact_key(export=export), path=Path(export.datasheet["file"]).resolve()))
         try:
             records = read_manifest(str(path))
         finally:
             path.unlink()
         assert len(records) == N_PAIRS and all(r.chosen_latent_uri.startswith("s3://") for r in records)
+
+
+def test_manifest_carries_the_per_aspect_outcomes_to_the_reward_trainer(loop):
+    from dpo.data import read_manifest
+
+    pair = PreferencePair.objects.order_by("id").first()
+    PreferencePair.objects.filter(pk=pair.pk).update(aspects={"ta": "rejected", "vq": "same"})
+    export, _ = run("manifest")
+    path = Path(storage.object_download(key=export_artifact_key(export=export), path=Path(export.datasheet["file"]).resolve()))
+    try:
+        records = {r.pair_id: r for r in read_manifest(str(path))}
+    finally:
+        path.unlink()
+    assert records[str(pair.pk)].aspects == {"ta": "rejected", "vq": "same"}
+    assert sum(1 for r in records.values() if r.aspects) == 1
 
 
 def test_manifest_leaves_out_pairs_without_latents(loop):

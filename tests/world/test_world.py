@@ -109,6 +109,26 @@ def test_the_annotator_vocabulary_is_the_apps():
         agreement.PREFERRED, agreement.NON_PREFERRED, agreement.NEUTRAL, agreement.LABELLED)
     assert {annotators.ALL_GOOD, annotators.ALL_BAD} <= set(Judgment.Outcome.values)
     assert set(annotators.MODES) == set(Round.Mode.values)
+    assert annotators.ASPECTS == agreement.ASPECTS
+
+
+def test_scripted_aspect_labels_follow_each_score_and_feed_the_apps_aspect_majority():
+    from model.world.detect import ClipScores
+
+    def clip(ta, mq, vq):
+        return ClipScores(scorable=True, ta=ta, mq=mq, vq=vq)
+
+    # clip 0 follows the prompt best but moves worst; clip 1 is the sharpest; clip 2 is in the middle on all three
+    scores = [clip(0.9, 0.1, 0.5), clip(0.2, 0.5, 0.9), clip(0.5, 0.3, 0.6)]
+    labels = annotators.AnnotatorPolicy().aspect_labels(scores, rng=np.random.default_rng(0))
+    assert [lab["ta"] for lab in labels] == ["preferred", "non_preferred", "neutral"]
+    assert [lab["mq"] for lab in labels] == ["non_preferred", "preferred", "neutral"]
+    assert [lab["vq"] for lab in labels] == ["non_preferred", "preferred", "neutral"]
+    out = agreement.aspect_outcomes(chosen=0, rejected=1, judgments=[dict(enumerate(labels))] * 3)
+    assert out == {"vq": agreement.REJECTED, "mq": agreement.REJECTED, "ta": agreement.CHOSEN}
+    unscorable = ClipScores(scorable=False, ta=None, mq=None, vq=None)
+    assert annotators.AnnotatorPolicy().aspect_labels([unscorable, clip(0.9, 0.9, 0.9)], rng=np.random.default_rng(0))[0] == {
+        "vq": "non_preferred", "mq": "non_preferred", "ta": "non_preferred"}
 
 
 @pytest.mark.parametrize("mode", annotators.MODES)

@@ -1,0 +1,397 @@
+"""A reward model trained from the app's preference labels: the **latent** reward model.
+
+It scores a candidate from the generator's own DiT features at one noise level (no VAE decode: cheap enough to score
+every candidate of a round and every RL sample), one score per aspect, and is fitted with the tie-aware Bradley-Terry
+model (Rao-Kupper, the "BTT" of VideoAlign):
+
+    P(A > B) = sigmoid(d - nu),  P(B > A) = sigmoid(-d - nu),  P(tie) = 1 - both,   d = r_A - r_B,  nu = log(theta) > 0
+
+with one learned ``nu`` per aspect. A pair's A side is its chosen candidate; its per-aspect outcomes come from the
+manifest's ``aspects`` column (chosen / rejected / same), the ``overall`` aspect from the pair itself (chosen wins).
+
+Time convention as everywhere (``model.flow``): t = 0 noise, t = 1 data, x_t = (1 - t) x0 + t x1.
+
+    features = dit_features(dit, latents, text, t=0.75, seeds=[...])   # (B, N, D): the last block's tokens
+    head = RewardHead(dim=D, hidden=128, aspects=("overall", "ta"))      # (B, N, D) -> (B, A) scores
+    run = train_latent_reward(records, dit, cfg, out_dir)                 # -> RewardRun (metrics, held-out accuracy)
+
+The DiT stays frozen; features are computed once per (candidate, noise draw) and cached in memory, so training the
+head costs seconds on a CPU for the tiny model. Accuracy follows VideoGen-RewardBench's two conventions: without ties
+(pairs whose label is A or B; correct when the sign of d agrees) and with ties (every pair; the predicted class is
+the most likely of the three).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dpo.data import LATENT_KEY, PairDataset, PairRecord, collate_pairs
+
+logger = logging.getLogger(__name__)
+
+ASPECTS = ("overall", "vq", "mq", "ta")
+ASPECT_NAMES = {"overall": "overall preference", "vq": "visual quality", "mq": "motion quality", "ta": "text alignment"}
+A_WINS, B_WINS, TIE = 0, 1, 2
+OUTCOME_CLASS = {"chosen": A_WINS, "rejected": B_WINS, "same": TIE}
+NO_LABEL = -1
+HEAD_FILE, STATE_FILE, META_FILE = "reward-head.safetensors", "state.pt", "reward.json"
+MIN_PAIRS_PER_ASPECT = 8
+
+
+class RewardDataError(ValueError):
+    """Pairs that cannot train what was asked (the message names the aspect and the counts)."""
+
+
+# -- the tie-aware Bradley-Terry model (pure) ----------------------------------------------------------------------
+def btt_log_probs(diff: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """diff (..., A) = r_A - r_B, nu (A,) > 0 -> (..., A, 3) log P(A wins), log P(B wins), log P(tie).
+
+    P(tie) = sigmoid(d + nu) - sigmoid(d - nu), computed in log space (stable for large |d|)."""
+    log_a = F.logsigmoid(diff - nu)
+    log_b = F.logsigmoid(-diff - nu)
+    upper = F.logsigmoid(diff + nu)  # log sigmoid(d + nu) >= log sigmoid(d - nu)
+    log_tie = upper + torch.log1p(-torch.exp((log_a - upper).clamp(max=-1e-7)))
+    return torch.stack([log_a, log_b, log_tie], dim=-1)
+
+
+def btt_loss(diff: torch.Tensor, labels: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over the labelled entries. diff (B, A); labels (B, A) in {0, 1, 2} or -1 (no
+    label on that aspect: left out)."""
+    logp = btt_log_probs(diff, nu)  # (B, A, 3)
+    mask = labels >= 0
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, A)
+    return -(picked * mask).sum() / mask.sum().clamp(min=1)
+
+
+def accuracies(diff: torch.Tensor, labels: torch.Tensor, nu: torch.Tensor, aspects: tuple[str, ...]) -> dict[str, Any]:
+    """Per aspect and over all: accuracy without ties (labels A / B: the sign of d), with ties (every label: the most
+    likely BTT class), and the counts."""
+    pred = btt_log_probs(diff, nu).argmax(-1)  # (B, A)
+    out: dict[str, Any] = {}
+    totals = {"no_ties": [0, 0], "with_ties": [0, 0]}
+    for k, aspect in enumerate(aspects):
+        lab, d = labels[:, k], diff[:, k]
+        decided = (lab == A_WINS) | (lab == B_WINS)
+        right_sign = ((d > 0) & (lab == A_WINS)) | ((d < 0) & (lab == B_WINS))
+        labelled = lab >= 0
+        n_nt, c_nt = int(decided.sum()), int((right_sign & decided).sum())
+        n_wt, c_wt = int(labelled.sum()), int(((pred[:, k] == lab) & labelled).sum())
+        out[aspect] = {"accuracy_no_ties": c_nt / n_nt if n_nt else None, "pairs_no_ties": n_nt,
+                       "accuracy_with_ties": c_wt / n_wt if n_wt else None, "pairs": n_wt,
+                       "ties": int((lab == TIE).sum())}
+        totals["no_ties"][0] += c_nt
+        totals["no_ties"][1] += n_nt
+        totals["with_ties"][0] += c_wt
+        totals["with_ties"][1] += n_wt
+    out["accuracy_no_ties"] = totals["no_ties"][0] / totals["no_ties"][1] if totals["no_ties"][1] else None
+    out["accuracy_with_ties"] = totals["with_ties"][0] / totals["with_ties"][1] if totals["with_ties"][1] else None
+    return out
+
+
+# -- the model ----------------------------------------------------------------------------------------------------
+@dataclass
+class LatentRewardConfig:
+    aspects: tuple[str, ...] = ("overall", "vq", "mq", "ta")
+    t: float = 0.75  # noise level of the features (0 = noise, 1 = data)
+    noise_draws: int = 2  # features per candidate, one per noise draw (training picks one per step)
+    hidden: int = 128
+    steps: int = 400
+    batch: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    holdout: float = 0.2  # share of prompts held out for the reported accuracy (0 = none)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.aspects = tuple(self.aspects)
+        unknown = [a for a in self.aspects if a not in ASPECTS]
+        if unknown or not self.aspects or len(set(self.aspects)) != len(self.aspects):
+            raise ValueError(f"aspects must be distinct names among {ASPECTS}, got {list(self.aspects)}")
+        if not 0.0 < self.t < 1.0:
+            raise ValueError(f"t must be in (0, 1) (0 = noise, 1 = data), got {self.t}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        for name in ("noise_draws", "hidden", "steps", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+
+
+class RewardHead(nn.Module):
+    """DiT tokens (B, N, D) -> per-aspect scores (B, A): a projection, one learned query per aspect (attention pooling:
+    VideoAlign's one token per aspect), a linear score per aspect; and the BTT tie parameter nu (A,) = softplus(raw)."""
+
+    def __init__(self, dim: int, hidden: int, n_aspects: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, hidden)
+        self.query = nn.Parameter(torch.randn(n_aspects, hidden) / hidden**0.5)
+        self.weight = nn.Parameter(torch.zeros(n_aspects, hidden))
+        self.bias = nn.Parameter(torch.zeros(n_aspects))
+        self.raw_nu = nn.Parameter(torch.full((n_aspects,), math.log(math.expm1(1.0))))  # nu starts at 1
+
+    @property
+    def nu(self) -> torch.Tensor:
+        return F.softplus(self.raw_nu)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.proj(self.norm(tokens.float())))  # (B, N, H)
+        attn = torch.softmax(torch.einsum("bnh,ah->bna", h, self.query) / h.shape[-1] ** 0.5, dim=1)  # (B, N, A)
+        pooled = torch.einsum("bna,bnh->bah", attn, h)  # (B, A, H)
+        return (pooled * self.weight).sum(-1) + self.bias  # (B, A)
+
+
+@torch.no_grad()
+def dit_features(dit: nn.Module, latents: torch.Tensor, text: dict[str, torch.Tensor], *, t: float,
+                 seeds: list[int]) -> torch.Tensor:
+    """The last transformer block's tokens (B, N, D) for the clean latents (B, F, C, H, W) noised to x_t with the
+    seeds' noise (``model.flow.batch_noise``: the same draw for the same seed), conditioned on ``text``
+    (llm_states, llm_mask, clip_states, clip_mask, batched like the latents)."""
+    from dpo.models import find_dit
+    from model import flow
+
+    core = find_dit(dit)
+    captured: list[torch.Tensor] = []
+    hook = core.transformer_blocks[-1].register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        noise = flow.batch_noise(seeds, latents.shape[1:]).to(latents.device)
+        x_t = flow.interpolate(noise, latents, t)
+        dtype = core.proj_out.weight.dtype
+        core(x_t.to(dtype), torch.full((len(latents),), t), text["llm_states"].to(dtype), text["llm_mask"],
+             text["clip_states"].to(dtype), text["clip_mask"])
+    finally:
+        hook.remove()
+    return captured[-1].float()
+
+
+def pair_labels(record: PairRecord, aspects: tuple[str, ...]) -> list[int]:
+    """The BTT class per aspect for a pair (A = chosen): overall -> A wins; others from ``record.aspects``."""
+    return [A_WINS if a == "overall" else OUTCOME_CLASS.get(record.aspects.get(a, ""), NO_LABEL) for a in aspects]
+
+
+def check_aspects(records: list[PairRecord], aspects: tuple[str, ...]) -> dict[str, int]:
+    """Pairs labelled per asked aspect; raises RewardDataError naming an aspect with too few."""
+    counts = {a: sum(1 for r in records if a == "overall" or a in r.aspects) for a in aspects}
+    for a, n in counts.items():
+        if n < MIN_PAIRS_PER_ASPECT:
+            raise RewardDataError(
+                f"aspect {a!r} ({ASPECT_NAMES[a]}): {n} of {len(records)} pairs carry it, at least "
+                f"{MIN_PAIRS_PER_ASPECT} are needed; collect per-aspect judgments (a round setting) or train the "
+                f"aspects the pairs have (--aspects {','.join(x for x, c in counts.items() if c >= MIN_PAIRS_PER_ASPECT) or 'overall'})"
+            )
+    return counts
+
+
+def heldout_split(records: list[PairRecord], share: float, seed: int) -> tuple[list[PairRecord], list[PairRecord]]:
+    """(train, held out): a fixed hash split by prompt, so no prompt is on both sides."""
+    if share <= 0:
+        return records, []
+
+    def held(prompt_id: str) -> bool:
+        h = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < share
+
+    train = [r for r in records if not held(r.prompt_id)]
+    test = [r for r in records if held(r.prompt_id)]
+    return train, test
+
+
+class FeatureCache:
+    """Features of every candidate the pairs name: (latent uri, text uri) -> (draws, N, D), computed in batches."""
+
+    def __init__(self, dit: nn.Module, cfg: LatentRewardConfig, batch: int = 16):
+        self.dit, self.cfg, self.batch = dit, cfg, batch
+        self.index: dict[tuple[str, str], int] = {}
+        self.features: list[torch.Tensor] = []
+
+    def add(self, records: list[PairRecord], progress: bool = False) -> None:
+        from tqdm import tqdm
+
+        todo: list[tuple[str, str]] = []
+        for r in records:
+            for uri in (r.chosen_latent_uri, r.rejected_latent_uri):
+                key = (uri, r.text_embedding_uri)
+                if key not in self.index and key not in todo:
+                    todo.append(key)
+        from dpo.storage import load_safetensors
+
+        data = PairDataset([])
+        for start in tqdm(range(0, len(todo), self.batch), desc="features", disable=not progress):
+            keys = todo[start : start + self.batch]
+            items = []
+            for latent_uri, text_uri in keys:
+                latent = load_safetensors(latent_uri)[LATENT_KEY]
+                items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
+                              "pair_id": latent_uri, "round": None, **data._text(text_uri)})
+            batch = collate_pairs(items)
+            text = {k: batch[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+            draws = []
+            for d in range(self.cfg.noise_draws):
+                seeds = [_seed(self.cfg.seed, d, key) for key in keys]
+                draws.append(dit_features(self.dit, batch["latent_chosen"], text, t=self.cfg.t, seeds=seeds))
+            feats = torch.stack(draws, dim=1)  # (b, draws, N, D)
+            for key, f in zip(keys, feats, strict=True):
+                self.index[key] = len(self.features)
+                self.features.append(f)
+
+    def pair_tensors(self, records: list[PairRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen feature ids (P,), rejected feature ids (P,))."""
+        c = torch.tensor([self.index[(r.chosen_latent_uri, r.text_embedding_uri)] for r in records], dtype=torch.long)
+        j = torch.tensor([self.index[(r.rejected_latent_uri, r.text_embedding_uri)] for r in records], dtype=torch.long)
+        return c, j
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack(self.features)  # (U, draws, N, D)
+
+
+def _seed(seed: int, draw: int, key: tuple[str, str]) -> int:
+    """The noise seed of one (candidate, draw): fixed by the candidate's files, not by its position in a manifest."""
+    h = hashlib.sha256(f"{seed}:{draw}:{key[0]}:{key[1]}".encode()).digest()
+    return int.from_bytes(h[:4], "big")
+
+
+@dataclass
+class RewardRun:
+    out_dir: Path
+    cfg: LatentRewardConfig
+    train_pairs: int
+    heldout_pairs: int
+    aspect_pairs: dict[str, int]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _diffs(head: RewardHead, feats: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
+           draw: torch.Tensor | None = None) -> torch.Tensor:
+    """Score differences (P, A): chosen minus rejected, on one draw per pair (``draw``) or averaged over draws."""
+    if draw is None:
+        sc = torch.stack([head(feats[chosen, d]) for d in range(feats.shape[1])]).mean(0)
+        sr = torch.stack([head(feats[rejected, d]) for d in range(feats.shape[1])]).mean(0)
+    else:
+        sc, sr = head(feats[chosen, draw]), head(feats[rejected, draw])
+    return sc - sr
+
+
+def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRewardConfig, out_dir: str | Path, *,
+                        lineage: dict[str, Any] | None = None, resume: bool = False,
+                        progress: bool = True) -> RewardRun:
+    """Fit the head on the pairs (held-out prompts kept aside), save it under ``out_dir`` and report accuracies.
+
+    Resumes exactly (``resume=True``): the head, optimizer and sampler state are saved every 50 steps and at the
+    end; a resumed run continues from the saved step and ends with the same weights as an uninterrupted one."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = check_aspects(records, cfg.aspects)
+    train, test = heldout_split(records, cfg.holdout, cfg.seed)
+    if len(train) < MIN_PAIRS_PER_ASPECT:
+        raise RewardDataError(f"{len(train)} training pairs after holding out {cfg.holdout:.0%} of the prompts: "
+                              f"at least {MIN_PAIRS_PER_ASPECT} are needed")
+    dit.eval().requires_grad_(False)
+    t0 = time.time()
+    cache = FeatureCache(dit, cfg)
+    cache.add(records, progress=progress)
+    feats = cache.stacked()
+    feature_s = time.time() - t0
+    tr_c, tr_r = cache.pair_tensors(train)
+    tr_y = torch.tensor([pair_labels(r, cfg.aspects) for r in train], dtype=torch.long)  # (P, A)
+
+    torch.manual_seed(cfg.seed)
+    head = RewardHead(feats.shape[-1], cfg.hidden, len(cfg.aspects))
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, history = 0, []
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        start, history = state["step"], state["history"]
+    bar = tqdm(range(start, cfg.steps), desc="reward", disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        idx = torch.randint(0, len(train), (min(cfg.batch, len(train)),), generator=gen)
+        draw = torch.randint(0, feats.shape[1], (len(idx),), generator=gen)
+        diff = head(feats[tr_c[idx], draw]) - head(feats[tr_r[idx], draw])
+        loss = btt_loss(diff, tr_y[idx], head.nu)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(round(float(loss.detach()), 5))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
+            torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
+                        "history": history}, state_path)
+    head.eval()
+    with torch.no_grad():
+        metrics: dict[str, Any] = {"train": accuracies(_diffs(head, feats, tr_c, tr_r), tr_y, head.nu, cfg.aspects)}
+        if test:
+            te_c, te_r = cache.pair_tensors(test)
+            te_y = torch.tensor([pair_labels(r, cfg.aspects) for r in test], dtype=torch.long)
+            metrics["heldout"] = accuracies(_diffs(head, feats, te_c, te_r), te_y, head.nu, cfg.aspects)
+    metrics.update(loss_first=history[0] if history else None, loss_last=history[-1] if history else None,
+                   feature_s=round(feature_s, 1), total_s=round(time.time() - t0, 1), candidates=len(cache.features))
+    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
+    meta = {"kind": "latent", "config": dataclasses.asdict(cfg), "feature_dim": int(feats.shape[-1]),
+            "nu": [round(float(v), 4) for v in head.nu], "pairs": {"train": len(train), "heldout": len(test)},
+            "aspect_pairs": counts, "metrics": metrics, "lineage": lineage or {}}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return RewardRun(out, cfg, len(train), len(test), counts, metrics)
+
+
+class LatentRewardModel:
+    """A trained head with the DiT it reads: ``score(latents, text)`` -> (B, A) scores, averaged over the noise
+    draws (seeds fixed per call: the same input scores the same)."""
+
+    def __init__(self, dit: nn.Module, reward_dir: str | Path):
+        d = Path(reward_dir)
+        meta_path, head_path = d / META_FILE, d / HEAD_FILE
+        for p in (meta_path, head_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"not a reward model directory: {p} is missing")
+        self.meta = json.loads(meta_path.read_text())
+        cfg = dict(self.meta["config"])
+        cfg["aspects"] = tuple(cfg["aspects"])
+        self.cfg = LatentRewardConfig(**cfg)
+        self.head = RewardHead(self.meta["feature_dim"], self.cfg.hidden, len(self.cfg.aspects))
+        state = load_file(str(head_path))
+        missing = sorted(set(self.head.state_dict()) - set(state))
+        if missing:
+            raise ValueError(f"{head_path}: missing keys {missing}")
+        self.head.load_state_dict(state)
+        self.head.eval()
+        self.dit = dit.eval().requires_grad_(False)
+
+    @property
+    def aspects(self) -> tuple[str, ...]:
+        return self.cfg.aspects
+
+    @torch.no_grad()
+    def score(self, latents: torch.Tensor, text: dict[str, torch.Tensor], seeds: list[int] | None = None) -> torch.Tensor:
+        seeds = seeds if seeds is not None else list(range(len(latents)))
+        draws = [self.head(dit_features(self.dit, latents, text, t=self.cfg.t, seeds=[s * 1000 + d for s in seeds]))
+                 for d in range(self.cfg.noise_draws)]
+        return torch.stack(draws).mean(0)  # (B, A)
+
+    @torch.no_grad()
+    def evaluate(self, records: list[PairRecord], progress: bool = False) -> dict[str, Any]:
+        """Accuracy with and without ties per aspect on ``records`` (features drawn as in training)."""
+        cache = FeatureCache(self.dit, self.cfg)
+        cache.add(records, progress=progress)
+        c, r = cache.pair_tensors(records)
+        y = torch.tensor([pair_labels(rec, self.cfg.aspects) for rec in records], dtype=torch.long)
+        return accuracies(_diffs(self.head, cache.stacked(), c, r), y, self.head.nu, self.cfg.aspects)
