@@ -181,6 +181,12 @@ class RoundAdmin(ModelAdmin):
     readonly_fields = ["status", "started_at", "finished_at"]
     actions = [round_cancel, round_retry_failed]
 
+    def get_readonly_fields(self, request, obj=None):
+        # what annotators answer is fixed once the round left draft: a page loaded before a switch would be stored
+        # under the other setting (made-up "same" aspects, or a refusal)
+        fixed = ["annotation_mode", "aspect_judgments"] if obj is not None and obj.status != models.Round.Status.DRAFT else []
+        return [*self.readonly_fields, *fixed]
+
 
 @admin.register(models.RoundEvent)
 class RoundEventAdmin(ModelAdmin):

@@ -114,6 +114,21 @@ def aggregate(*, judgments: Iterable[tuple[int, set[tuple[int, int]], bool]], mi
     return Aggregate(out, n, conflicts)
 
 
+def label_aspects(value) -> dict[str, str]:
+    """The valid entries of a stored per-aspect label ({aspect: preferred / neutral / non-preferred}); anything else
+    (not a dict, another aspect, another value) is left out, so an odd stored value never breaks a reader."""
+    if not isinstance(value, dict):
+        return {}
+    return {a: v for a, v in value.items() if a in ASPECTS and isinstance(v, str) and v in LABEL_VALUE}
+
+
+def pair_aspects(value) -> dict[str, str]:
+    """The valid entries of a stored per-aspect pair outcome ({aspect: chosen / rejected / same})."""
+    if not isinstance(value, dict):
+        return {}
+    return {a: v for a, v in value.items() if a in ASPECTS and v in (CHOSEN, REJECTED, SAME)}
+
+
 def aspect_outcomes(*, chosen: int, rejected: int, judgments: Iterable[dict[int, dict[str, str]]]) -> dict[str, str]:
     """Per aspect, the majority comparison of ``chosen`` with ``rejected`` over ``judgments`` (each: candidate id ->
     that annotator's per-aspect labels; a judgment without labels for both candidates on an aspect does not vote on
@@ -121,7 +136,7 @@ def aspect_outcomes(*, chosen: int, rejected: int, judgments: Iterable[dict[int,
     voted wins, and a tie between the two directions (or with SAME) is SAME. Aspects nobody voted on are absent."""
     votes: dict[str, dict[str, int]] = defaultdict(lambda: {CHOSEN: 0, REJECTED: 0, SAME: 0})
     for labels in judgments:
-        a, b = labels.get(chosen) or {}, labels.get(rejected) or {}
+        a, b = label_aspects(labels.get(chosen)), label_aspects(labels.get(rejected))
         for aspect in ASPECTS:
             if aspect in a and aspect in b:
                 d = LABEL_VALUE[a[aspect]] - LABEL_VALUE[b[aspect]]

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import permissions
+from annotation.agreement import label_aspects, pair_aspects
 from annotation.errors import ApplicationError
 from annotation.models import CandidateLabel, Prompt, PromptImport
 from annotation.permissions import IsAnnotator, IsResearcher
@@ -170,8 +171,11 @@ class JudgmentListApi(APIView):
             rank = serializers.IntegerField(allow_null=True)
             shown_position = serializers.IntegerField()
             playback_coverage = serializers.FloatField()
-            aspects = serializers.DictField(child=serializers.CharField(), help_text="Per-aspect labels (aspect rounds).")
+            aspects = serializers.SerializerMethodField(help_text="Per-aspect labels (rounds with aspect judgments).")
             flaws = serializers.SerializerMethodField()
+
+            def get_aspects(self, obj) -> dict[str, str]:
+                return label_aspects(obj.aspects)
 
             def get_flaws(self, obj) -> list[dict]:
                 return [{"tag": f.tag.slug, "time_s": f.time_s} for f in obj.flaws.all()]
@@ -231,8 +235,11 @@ class PairListApi(APIView):
         votes_against = serializers.IntegerField()
         n_annotators = serializers.IntegerField()
         source = serializers.CharField()
-        aspects = serializers.DictField(child=serializers.CharField(), help_text="Per-aspect outcome (vq, mq, ta: "
-                                        "chosen, rejected or same) for rounds with aspect judgments.")
+        aspects = serializers.SerializerMethodField(help_text="Per-aspect outcome (vq, mq, ta: chosen, rejected or "
+                                                    "same) for rounds with aspect judgments.")
+
+        def get_aspects(self, obj) -> dict[str, str]:
+            return pair_aspects(obj.aspects)
 
     @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer(many=True)})
     def get(self, request):

@@ -9,8 +9,23 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.functions import RandomUUID
 from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+
+from annotation.agreement import label_aspects, pair_aspects
+
+
+def validate_label_aspects(value) -> None:
+    """A candidate label's aspects: {vq | mq | ta: preferred | neutral | non_preferred} (admin edits are checked)."""
+    if not isinstance(value, dict) or label_aspects(value) != value:
+        raise ValidationError("Expected an object mapping vq, mq or ta to preferred, neutral or non_preferred.")
+
+
+def validate_pair_aspects(value) -> None:
+    """A pair's aspects: {vq | mq | ta: chosen | rejected | same}."""
+    if not isinstance(value, dict) or pair_aspects(value) != value:
+        raise ValidationError("Expected an object mapping vq, mq or ta to chosen, rejected or same.")
 
 
 class TimeStamped(models.Model):
@@ -374,7 +389,7 @@ class CandidateLabel(models.Model):
     shown_position = models.PositiveSmallIntegerField()
     playback_coverage = models.FloatField(default=0.0, help_text="Fraction of the clip played, 0..1.")
     aspects = models.JSONField(
-        default=dict, db_default={}, blank=True, help_text="Per-aspect label (rounds with aspect judgments): {'vq' | 'mq' | 'ta': "
+        default=dict, db_default={}, blank=True, validators=[validate_label_aspects], help_text="Per-aspect label (rounds with aspect judgments): {'vq' | 'mq' | 'ta': "
         "'preferred' | 'neutral' | 'non_preferred'}; empty otherwise."
     )
 
@@ -418,7 +433,7 @@ class PreferencePair(TimeStamped):
     n_annotators = models.PositiveSmallIntegerField(default=0)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.HUMAN)
     aspects = models.JSONField(
-        default=dict, db_default={}, blank=True, help_text="Per-aspect majority outcome of the pair's annotators: {'vq' | 'mq' | "
+        default=dict, db_default={}, blank=True, validators=[validate_pair_aspects], help_text="Per-aspect majority outcome of the pair's annotators: {'vq' | 'mq' | "
         "'ta': 'chosen' | 'rejected' | 'same'}; empty when the round collected no aspect judgments."
     )
     source_judgments = models.ManyToManyField(Judgment, blank=True, related_name="pairs")

@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from annotation.agreement import label_aspects, pair_aspects
 from annotation.exports.hashing import HashingWriter
 from annotation.exports.media import ZIP_DATE, MediaResolver, zip_add_media
 from annotation.models import Export
@@ -210,7 +211,7 @@ def manifest_columns(rows: list[tuple], ctx: WriteContext) -> dict[str, list]:
         "source": _col(rows, ctx, "source"),
         "agreement": _col(rows, ctx, "agreement"),
         # per-aspect outcomes as JSON ({"vq": "chosen" | "rejected" | "same", ...}; "{}" without): reward-model runs
-        "aspects": [json.dumps(a or {}, sort_keys=True) for a in _col(rows, ctx, "aspects")],
+        "aspects": [json.dumps(pair_aspects(a), sort_keys=True) for a in _col(rows, ctx, "aspects")],
     }
 
 
@@ -225,7 +226,7 @@ def videoalign_rows(rows: list[tuple], ctx: WriteContext) -> Iterable[list]:
         swap = r[p["pair_id"]] % 2 == 1
         a, b = ("rejected", "chosen") if swap else ("chosen", "rejected")
         letter = {"chosen": "B" if swap else "A", "rejected": "A" if swap else "B", "same": "same"}
-        aspects = r[p["aspects"]] or {}
+        aspects = pair_aspects(r[p["aspects"]])
         vq, mq, ta = (letter[aspects.get(k, "chosen")] for k in ("vq", "mq", "ta"))
         yield [r[p[f"{a}_video"]], r[p[f"{b}_video"]], r[p["prompt"]], vq, mq, ta,
                r[p[f"{a}_fps"]], r[p[f"{a}_num_frames"]], r[p[f"{b}_fps"]], r[p[f"{b}_num_frames"]]]
@@ -263,7 +264,7 @@ def raw_records(rows: list[tuple], ctx: WriteContext) -> Iterable[dict]:
             "rank": r[j["rank"]],
             "shown_position": r[j["shown_position"]],
             "playback_coverage": r[j["playback_coverage"]],
-            "aspects": r[j["aspects"]] or {},
+            "aspects": label_aspects(r[j["aspects"]]),
             "flaws": flaws.get(r[j["label_id"]], []),
         }
 

@@ -19,6 +19,7 @@ from annotation.agreement import (
     LabelRow,
     implied_pairs,
     krippendorff_alpha,
+    label_aspects,
     pairwise_agreement,
 )
 from annotation.conf import conf
@@ -186,7 +187,7 @@ def round_quality(*, round: Round) -> dict:
         value = float(-rank) if ranking and rank is not None else float(LABEL_VALUE.get(label, 1))
         units[category or "(none)"][candidate_id].append(value)
         units["all"][candidate_id].append(value)
-        for aspect, aspect_label in (aspects or {}).items():
+        for aspect, aspect_label in label_aspects(aspects).items():
             aspect_units[aspect][candidate_id].append(float(LABEL_VALUE.get(aspect_label, 1)))
     categories = []
     for name in sorted(units, key=lambda n: (n != "all", n)):

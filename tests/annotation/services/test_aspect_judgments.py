@@ -156,3 +156,56 @@ def test_qc_reports_agreement_per_aspect():
     assert rows["vq"]["pairwise_agreement"] == pytest.approx(1 / 3)
     # text alignment: two say better/worse, one left both at "same"
     assert rows["ta"]["pairwise_agreement"] == pytest.approx(1 / 3)
+
+
+# -- odd stored values (an admin edit, raw SQL) never break a reader -------------------------------------------------
+def test_admin_edits_are_validated_and_odd_stored_values_are_skipped(client):
+    from django.core.exceptions import ValidationError
+
+    from annotation.models import validate_label_aspects, validate_pair_aspects
+    from annotation.selectors.stats import round_quality
+    from annotation.services.accounts import user_create
+
+    for bad in ({"vq": "great"}, {"vq": None}, ["vq"], "vq", 3, {"beauty": P}):
+        with pytest.raises(ValidationError):
+            validate_label_aspects(bad)
+    validate_label_aspects({"vq": P, "ta": N})
+    with pytest.raises(ValidationError):
+        validate_pair_aspects({"vq": "weird"})
+    validate_pair_aspects({"mq": SAME})
+
+    group, users, assignments = aspect_round()
+    win, lose = sorted(assignments[0].shown_order)
+    judgment_submit(annotator=users[0], assignment_id=assignments[0].pk, outcome="labelled",
+                    labels=labels_for(assignments[0], {win: P, lose: N}, {win: {"vq": P}}))
+    # stored behind the services' back: odd values on both labels, and on the pair
+    CandidateLabel.objects.filter(candidate_id=win).update(aspects=["vq"])
+    CandidateLabel.objects.filter(candidate_id=lose).update(aspects={"vq": "great", "ta": [P]})
+    PreferencePair.objects.update(aspects=["vq"])
+    for u, a in zip(users[1:], assignments[1:], strict=True):
+        judgment_submit(annotator=u, assignment_id=a.pk, outcome="labelled",
+                        labels=labels_for(a, {win: P, lose: N}, {win: {"ta": P}}))
+    assert PreferencePair.objects.get().aspects == {"vq": SAME, "mq": SAME, "ta": CHOSEN}  # the two valid votes
+    assert {r["aspect"] for r in round_quality(round=group.round)["aspects"]} == {"vq", "mq", "ta"}
+    PreferencePair.objects.update(aspects="x")
+    researcher = user_create(username="res-odd", password="pw-research-1", roles=["researcher", "reviewer"])
+    client.force_login(researcher)
+    res = client.get(f"/api/pairs/?round={group.round_id}")
+    assert res.status_code == 200 and res.json()["results"][0]["aspects"] == {}
+    res = client.get(f"/api/judgments/?round={group.round_id}")
+    assert res.status_code == 200
+    shown = [lab["aspects"] for j in res.json()["results"] for lab in j["labels"]]
+    assert len(shown) == 6 and shown.count({}) == 2  # the first judgment's two odd labels: nothing valid to show
+    assert client.get(f"/qc/?round={group.round_id}").status_code == 200
+
+
+def test_the_round_admin_fixes_the_answer_settings_once_the_round_left_draft(rf):
+    from django.contrib.admin.sites import site
+
+    from annotation.models import Round
+
+    admin = site._registry[Round]
+    rnd = RoundFactory(status=Round.Status.DRAFT)
+    assert "aspect_judgments" not in admin.get_readonly_fields(rf.get("/"), rnd)
+    rnd.status = Round.Status.ANNOTATING
+    assert {"aspect_judgments", "annotation_mode"} <= set(admin.get_readonly_fields(rf.get("/"), rnd))
