@@ -347,7 +347,7 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
                    feature_s=round(feature_s, 1), total_s=round(time.time() - t0, 1), candidates=len(cache.features))
     save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
     meta = {"kind": "latent", "config": dataclasses.asdict(cfg), "feature_dim": int(feats.shape[-1]),
-            "nu": [round(float(v), 4) for v in head.nu], "pairs": {"train": len(train), "heldout": len(test)},
+            "nu": [round(float(v), 4) for v in head.nu.detach()], "pairs": {"train": len(train), "heldout": len(test)},
             "aspect_pairs": counts, "metrics": metrics, "lineage": lineage or {}}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return RewardRun(out, cfg, len(train), len(test), counts, metrics)

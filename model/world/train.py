@@ -196,6 +196,12 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
     for name in ("dit_steps", "dit_layers", "seeds_per_prompt"):  # checked before anything is written to ``out``
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 1 <= cfg.threads <= 256:
+        raise ValueError(f"threads must be from 1 to 256, got {cfg.threads}")
+    if cfg.dit_layers > 48:  # the official DiT has 48 blocks; a tiny root with more would not fit its 5 MB files
+        raise ValueError(f"dit-layers must be at most 48, got {cfg.dit_layers}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder (it is created, or rewritten when it holds a root)")
     if not 0.0 <= cfg.caption_noise < 1.0:
         raise ValueError(f"caption-noise must be in [0, 1), got {cfg.caption_noise}")
     if isinstance(cfg.noisy_attributes, str) or len(set(cfg.noisy_attributes)) != len(cfg.noisy_attributes):

@@ -164,12 +164,19 @@ def test_the_dit_stage_refuses_a_missing_or_its_own_vae_root_before_writing(tmp_
                    "noisy attributes must be among": [dict(noisy_attributes=("colour", "mood"))],
                    "must be a tuple of distinct names": [dict(noisy_attributes="colour"),
                                                          dict(noisy_attributes=("colour", "colour"))],
-                   "seeds-per-prompt must be at least 1": [dict(seeds_per_prompt=0)]}
+                   "seeds-per-prompt must be at least 1": [dict(seeds_per_prompt=0)],
+                   "threads must be from 1 to 256": [dict(threads=0), dict(threads=1000)],
+                   "dit-layers must be at most 48": [dict(dit_layers=49)]}
     for message, configs in bad_configs.items():
         for bad in configs:
             with pytest.raises(ValueError, match=message):
                 train_tiny_world(out, WorldTrainConfig(vae_from=str(default_root()), **bad), progress=False, log=None)
             assert not out.exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    with pytest.raises(ValueError, match="is a file: give a folder"):
+        train_tiny_world(a_file, WorldTrainConfig(vae_from=str(default_root())), progress=False, log=None)
+    assert a_file.read_text() == "keep"
 
 
 def test_caption_noise_shows_another_value_in_the_stated_share_of_training_clips():
