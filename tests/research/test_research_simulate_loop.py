@@ -17,7 +17,7 @@ from annotation.models import Candidate, Checkpoint, DPOMetric, DPORun, Preferen
 @pytest.mark.django_db(transaction=True)
 def test_simulate_loop_three_rounds_with_lineage_and_fixed_reference(s3_storage):
     out = StringIO()
-    call_command("simulate_loop", rounds=2, prompts=2, seeds=2, steps=2, timeout=2400, reference="base",
+    call_command("simulate_loop", rounds=2, prompts=2, seeds=2, steps=2, timeout=2400, reference="base", aspects=True,
                  train_config=json.dumps({"max_steps": 4, "save_steps": 2, "prompt_dropout": 0.5}), stdout=out)
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     assert [line["round"] for line in lines[:3]] == [0, 1, 2]
@@ -48,5 +48,9 @@ def test_simulate_loop_three_rounds_with_lineage_and_fixed_reference(s3_storage)
     assert first_metric["mse/policy_chosen"] != first_metric["mse/ref_chosen"]  # policy != reference at step 0
     for round in (first, second, third):
         assert Candidate.objects.filter(group__round=round, status="ready").count() == 4
+        assert round.aspect_judgments
+    # per-aspect judgments: every pair carries its per-aspect outcome, and the DPO runs trained on them (above)
+    pairs = PreferencePair.objects.filter(round__in=[first, second])
+    assert pairs and all(set(p.aspects) == {"vq", "mq", "ta"} for p in pairs)
     first.refresh_from_db()
     assert first.status == Round.Status.DONE

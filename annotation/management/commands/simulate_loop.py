@@ -85,11 +85,13 @@ class Command(BaseCommand):
         parser.add_argument("--train-config", default="{}", help="JSON overrides of the tiny-cpu trainer preset")
         parser.add_argument("--reference", choices=["previous", "base"], default="previous",
                             help="reference of round r > 1: the round's starting checkpoint (on-policy) or the fixed base")
+        parser.add_argument("--aspects", action="store_true",
+                            help="rounds with per-aspect judgments: the annotator also marks VQ / MQ / TA per video")
         parser.add_argument("--no-worker", action="store_true", help="use already running workers")
         parser.add_argument("--timeout", type=float, default=1800)
 
     def handle(self, *args, rounds: int, prompts: int, seeds: int, steps: int | None, train_config: str,
-               no_worker: bool, timeout: float, reference: str = "previous", **options):
+               no_worker: bool, timeout: float, reference: str = "previous", aspects: bool = False, **options):
         schema_ensure(stdout=self.stdout)
         tag = uuid.uuid4().hex[:6]
         self.deadline = time.monotonic() + timeout
@@ -109,7 +111,7 @@ class Command(BaseCommand):
                 round = round_create(name=f"sim-{tag}-r{r}", policy_checkpoint=checkpoint, prompt_ids=prompt_ids,
                                      seeds_per_prompt=seeds, base_seed=1000, num_steps=steps, annotators_per_group=1,
                                      max_annotators_per_group=1, require_full_playback=False, exclude_flagged=False,
-                                     launch=True)
+                                     aspect_judgments=aspects, launch=True)
                 self._wait_generation(round)
                 rewards = {(c.group.prompt_id, c.seed): text_alignment(c) for c in Candidate.objects.filter(
                     group__round=round, status="ready").select_related("group__prompt")}
@@ -180,8 +182,9 @@ class Command(BaseCommand):
             utilities = policy.utilities(scores) if any(s.scorable for s in scores) else [
                 brightness(candidates[cid]) for cid in shown]
             j = policy.judge(utilities=utilities, mode=round.annotation_mode, rng=rng)
+            aspects = policy.aspect_labels(scores, rng=rng) if round.aspect_judgments else [{} for _ in shown]
             labels = [LabelInput(candidate_id=cid, playback_coverage=1.0, label=j.labels[i] if j.labels else "neutral",
-                                 rank=j.ranks[i] if j.ranks else None) for i, cid in enumerate(shown)] \
+                                 rank=j.ranks[i] if j.ranks else None, aspects=aspects[i]) for i, cid in enumerate(shown)] \
                 if j.outcome == "labelled" else []
             judgment_submit(annotator=annotator, assignment_id=assignment.id, outcome=j.outcome, labels=labels,
                             time_spent_ms=1000)
