@@ -572,3 +572,49 @@ class DPOMetric(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="dpometric_unique_step")]
         ordering = ["step"]
+
+
+class RewardRun(TimeStamped):
+    """A latent reward model trained from preference pairs (``dpo.reward``): its data (rounds, manifest export), the
+    checkpoint whose DiT gives the features, its live curve (``RewardMetric``) and held-out accuracy per aspect."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    name = models.CharField(max_length=128, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    init_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="reward_runs",
+                                        help_text="The model whose DiT features the reward head reads.")
+    data_rounds = models.ManyToManyField(Round, blank=True, related_name="reward_runs")
+    manifest_export = models.ForeignKey(Export, null=True, blank=True, on_delete=models.PROTECT, related_name="reward_runs")
+    pairs_count = models.PositiveIntegerField(default=0)
+    aspect_pairs = models.JSONField(default=dict, blank=True, help_text="Labelled pairs per trained aspect.")
+    config = models.JSONField(default=dict, blank=True, help_text="dpo.reward_config.LatentRewardConfig fields.")
+    metrics_summary = models.JSONField(default=dict, blank=True, help_text="Train and held-out accuracies per aspect.")
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    output_uri = models.CharField(max_length=1024, blank=True, default="", help_text="The reward model folder.")
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RewardMetric(models.Model):
+    """One logged step of a reward run (loss, the tie parameters): the run page's curve."""
+
+    run = models.ForeignKey(RewardRun, on_delete=models.CASCADE, related_name="metric_rows")
+    step = models.PositiveIntegerField()
+    values = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="rewardmetric_unique_step")]
+        ordering = ["step"]

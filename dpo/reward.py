@@ -13,7 +13,7 @@ Time convention as everywhere (``model.flow``): t = 0 noise, t = 1 data, x_t = (
 
     features = dit_features(dit, latents, text, t=0.75, seeds=[...])   # (B, N, D): the last block's tokens
     head = RewardHead(dim=D, hidden=128, aspects=("overall", "ta"))      # (B, N, D) -> (B, A) scores
-    run = train_latent_reward(records, dit, cfg, out_dir)                 # -> RewardRun (metrics, held-out accuracy)
+    run = train_latent_reward(records, dit, cfg, out_dir)                 # -> RewardTraining (metrics, held-out accuracy)
 
 The DiT stays frozen; features are computed once per (candidate, noise draw) and cached in memory, so training the
 head costs seconds on a CPU for the tiny model. Accuracy follows VideoGen-RewardBench's two conventions: without ties
@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,20 +40,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dpo.data import LATENT_KEY, PairDataset, PairRecord, collate_pairs
+from dpo.reward_config import (  # noqa: F401 (re-exported: the reward model's whole API in one place)
+    ASPECT_NAMES,
+    ASPECTS,
+    MIN_PAIRS_PER_ASPECT,
+    LatentRewardConfig,
+    RewardDataError,
+    aspect_shortfall,
+)
 
 logger = logging.getLogger(__name__)
 
-ASPECTS = ("overall", "vq", "mq", "ta")
-ASPECT_NAMES = {"overall": "overall preference", "vq": "visual quality", "mq": "motion quality", "ta": "text alignment"}
 A_WINS, B_WINS, TIE = 0, 1, 2
 OUTCOME_CLASS = {"chosen": A_WINS, "rejected": B_WINS, "same": TIE}
 NO_LABEL = -1
 HEAD_FILE, STATE_FILE, META_FILE = "reward-head.safetensors", "state.pt", "reward.json"
-MIN_PAIRS_PER_ASPECT = 8
-
-
-class RewardDataError(ValueError):
-    """Pairs that cannot train what was asked (the message names the aspect and the counts)."""
 
 
 # -- the tie-aware Bradley-Terry model (pure) ----------------------------------------------------------------------
@@ -102,35 +104,6 @@ def accuracies(diff: torch.Tensor, labels: torch.Tensor, nu: torch.Tensor, aspec
 
 
 # -- the model ----------------------------------------------------------------------------------------------------
-@dataclass
-class LatentRewardConfig:
-    aspects: tuple[str, ...] = ("overall", "vq", "mq", "ta")
-    t: float = 0.75  # noise level of the features (0 = noise, 1 = data)
-    noise_draws: int = 2  # features per candidate, one per noise draw (training picks one per step)
-    hidden: int = 128
-    steps: int = 400
-    batch: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    holdout: float = 0.2  # share of prompts held out for the reported accuracy (0 = none)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.aspects = tuple(self.aspects)
-        unknown = [a for a in self.aspects if a not in ASPECTS]
-        if unknown or not self.aspects or len(set(self.aspects)) != len(self.aspects):
-            raise ValueError(f"aspects must be distinct names among {ASPECTS}, got {list(self.aspects)}")
-        if not 0.0 < self.t < 1.0:
-            raise ValueError(f"t must be in (0, 1) (0 = noise, 1 = data), got {self.t}")
-        if not 0.0 <= self.holdout < 1.0:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        for name in ("noise_draws", "hidden", "steps", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-
-
 class RewardHead(nn.Module):
     """DiT tokens (B, N, D) -> per-aspect scores (B, A): a projection, one learned query per aspect (attention pooling:
     VideoAlign's one token per aspect), a linear score per aspect; and the BTT tie parameter nu (A,) = softplus(raw)."""
@@ -158,7 +131,7 @@ class RewardHead(nn.Module):
 @torch.no_grad()
 def dit_features(dit: nn.Module, latents: torch.Tensor, text: dict[str, torch.Tensor], *, t: float,
                  seeds: list[int]) -> torch.Tensor:
-    """The last transformer block's tokens (B, N, D) for the clean latents (B, F, C, H, W) noised to x_t with the
+    """The last transformer block's tokens (B, N, D), on the CPU, for the clean latents (B, F, C, H, W) noised to x_t with the
     seeds' noise (``model.flow.batch_noise``: the same draw for the same seed), conditioned on ``text``
     (llm_states, llm_mask, clip_states, clip_mask, batched like the latents)."""
     from dpo.models import find_dit
@@ -167,15 +140,16 @@ def dit_features(dit: nn.Module, latents: torch.Tensor, text: dict[str, torch.Te
     core = find_dit(dit)
     captured: list[torch.Tensor] = []
     hook = core.transformer_blocks[-1].register_forward_hook(lambda _m, _i, out: captured.append(out))
+    device, dtype = core.proj_out.weight.device, core.proj_out.weight.dtype
     try:
-        noise = flow.batch_noise(seeds, latents.shape[1:]).to(latents.device)
+        latents = latents.to(device)
+        noise = flow.batch_noise(seeds, latents.shape[1:]).to(device)
         x_t = flow.interpolate(noise, latents, t)
-        dtype = core.proj_out.weight.dtype
-        core(x_t.to(dtype), torch.full((len(latents),), t), text["llm_states"].to(dtype), text["llm_mask"],
-             text["clip_states"].to(dtype), text["clip_mask"])
+        core(x_t.to(dtype), torch.full((len(latents),), t, device=device), text["llm_states"].to(device, dtype),
+             text["llm_mask"].to(device), text["clip_states"].to(device, dtype), text["clip_mask"].to(device))
     finally:
         hook.remove()
-    return captured[-1].float()
+    return captured[-1].float().cpu()  # (B, N, D) on the CPU, where the head trains
 
 
 def pair_labels(record: PairRecord, aspects: tuple[str, ...]) -> list[int]:
@@ -186,13 +160,9 @@ def pair_labels(record: PairRecord, aspects: tuple[str, ...]) -> list[int]:
 def check_aspects(records: list[PairRecord], aspects: tuple[str, ...]) -> dict[str, int]:
     """Pairs labelled per asked aspect; raises RewardDataError naming an aspect with too few."""
     counts = {a: sum(1 for r in records if a == "overall" or a in r.aspects) for a in aspects}
-    for a, n in counts.items():
-        if n < MIN_PAIRS_PER_ASPECT:
-            raise RewardDataError(
-                f"aspect {a!r} ({ASPECT_NAMES[a]}): {n} of {len(records)} pairs carry it, at least "
-                f"{MIN_PAIRS_PER_ASPECT} are needed; collect per-aspect judgments (a round setting) or train the "
-                f"aspects the pairs have (--aspects {','.join(x for x, c in counts.items() if c >= MIN_PAIRS_PER_ASPECT) or 'overall'})"
-            )
+    problem = aspect_shortfall(counts, total=len(records))
+    if problem:
+        raise RewardDataError(problem)
     return counts
 
 
@@ -265,13 +235,17 @@ def _seed(seed: int, draw: int, key: tuple[str, str]) -> int:
 
 
 @dataclass
-class RewardRun:
+class RewardTraining:
+    """What a training call did: where it wrote, on how many pairs, its metrics; ``stopped`` when ``on_step`` asked
+    it to stop early (the state is saved: a later call with ``resume=True`` continues)."""
+
     out_dir: Path
     cfg: LatentRewardConfig
     train_pairs: int
     heldout_pairs: int
     aspect_pairs: dict[str, int]
     metrics: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False
 
 
 def _diffs(head: RewardHead, feats: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
@@ -286,12 +260,14 @@ def _diffs(head: RewardHead, feats: torch.Tensor, chosen: torch.Tensor, rejected
 
 
 def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRewardConfig, out_dir: str | Path, *,
-                        lineage: dict[str, Any] | None = None, resume: bool = False,
-                        progress: bool = True) -> RewardRun:
+                        lineage: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
+                        on_step: Callable[[dict[str, Any]], bool] | None = None) -> RewardTraining:
     """Fit the head on the pairs (held-out prompts kept aside), save it under ``out_dir`` and report accuracies.
 
     Resumes exactly (``resume=True``): the head, optimizer and sampler state are saved every 50 steps and at the
-    end; a resumed run continues from the saved step and ends with the same weights as an uninterrupted one."""
+    end; a resumed run continues from the saved step and ends with the same weights as an uninterrupted one.
+    ``on_step(metrics)`` gets each step's ``step``, ``loss`` and ``nu/<aspect>``; returning True stops the run there
+    (the state is saved first)."""
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -333,9 +309,13 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
         opt.step()
         history.append(round(float(loss.detach()), 5))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
-        if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
+        stop = on_step is not None and bool(on_step({"step": step + 1, "loss": history[-1], **{
+            f"nu/{a}": round(float(v), 4) for a, v in zip(cfg.aspects, head.nu.detach(), strict=True)}}))
+        if stop or (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
                         "history": history}, state_path)
+        if stop:
+            return RewardTraining(out, cfg, len(train), len(test), counts, {"step": step + 1}, stopped=True)
     head.eval()
     with torch.no_grad():
         metrics: dict[str, Any] = {"train": accuracies(_diffs(head, feats, tr_c, tr_r), tr_y, head.nu, cfg.aspects)}
@@ -350,7 +330,7 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
             "nu": [round(float(v), 4) for v in head.nu.detach()], "pairs": {"train": len(train), "heldout": len(test)},
             "aspect_pairs": counts, "metrics": metrics, "lineage": lineage or {}}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    return RewardRun(out, cfg, len(train), len(test), counts, metrics)
+    return RewardTraining(out, cfg, len(train), len(test), counts, metrics)
 
 
 class LatentRewardModel:

@@ -188,6 +188,12 @@ def dpo_run_execute(run_id: int) -> str:
     return training.dpo_run_execute(run_id=run_id)
 
 
+@shared_task(name="generation_workers.tasks.reward_run_execute", acks_late=True)
+def reward_run_execute(run_id: int) -> str:
+    """One reward-model run: its manifest export -> ``dpo.reward`` -> curve and accuracies (``training``)."""
+    return training.reward_run_execute(run_id=run_id)
+
+
 @shared_task(name="generation_workers.tasks.checkpoint_average_run", acks_late=True)
 def checkpoint_average_run(checkpoint_ids: list[int], name: str, actor_id: int | None = None) -> int:
     """The uniform mean of several checkpoints' DiT weights as a new checkpoint; idempotent by name."""

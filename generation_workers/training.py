@@ -27,7 +27,7 @@ from pathlib import Path
 
 from annotation import storage
 from annotation.conf import videodpo
-from annotation.models import Checkpoint, DPORun
+from annotation.models import Checkpoint, DPORun, RewardRun
 from annotation.services.checkpoints import checkpoint_average_register
 from annotation.services.dpo_runs import (
     dpo_run_cancel_requested,
@@ -36,6 +36,7 @@ from annotation.services.dpo_runs import (
     dpo_run_record_metrics,
 )
 from annotation.services.exports import export_artifact_key, export_run
+from annotation.services.reward_runs import reward_run_finish, reward_run_mark_running, reward_run_record_metrics
 from generation_workers.checkpoints import resolve_model_root
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ def _newest_checkpoint(out_dir: Path) -> Path | None:
 
 
 # -- data and model roots ---------------------------------------------------------------------------------------------
-def manifest_fetch(*, run: DPORun, out_dir: Path) -> Path:
-    """Run the run's manifest export and copy its artifact into the run folder (what the trainer reads)."""
+def manifest_fetch(*, run: DPORun | RewardRun, out_dir: Path) -> Path:
+    """Run the run's (a DPO or a reward run's) manifest export and copy its artifact into the run folder (what the trainer reads)."""
     if run.manifest_export_id is None:
         raise ValueError(f"DPO run {run.name!r} has no manifest export (runs are created by dpo_run_create)")
     export = export_run(export_id=run.manifest_export_id)
@@ -229,6 +230,52 @@ def dpo_run_execute(*, run_id: int) -> str:
         last = _newest_checkpoint(out_dir)
         return dpo_run_finish(run_id=run_id, status=DPORun.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
                               output_uri=str(last) if last else "").status
+
+
+def reward_run_execute(*, run_id: int) -> str:
+    """Train one reward-model run: its manifest export -> ``dpo.reward`` on the starting checkpoint's DiT -> the curve
+    in RewardMetric rows -> the reward folder published (local, or under ``checkpoints/reward-run-<id>/`` on S3) with
+    its accuracies. Idempotent: a redelivered job resumes from the run folder's saved state; a closed run is left
+    alone; a cancel stops it at the next step (its state saved)."""
+    import torch
+
+    from dpo.data import read_manifest
+    from dpo.reward import LatentRewardConfig, train_latent_reward
+    from generation_workers.pipeline_cache import resolve_device
+    from model.checkpoint import load_dit
+
+    run = reward_run_mark_running(run_id=run_id)
+    if run is None:
+        return RewardRun.objects.values_list("status", flat=True).get(id=run_id)
+    out_dir = runs_dir() / f"reward-{run.id}-{run.created_at:%Y%m%dT%H%M%S%f}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = manifest_fetch(run=run, out_dir=out_dir)
+        init = resolve_model_root(run.init_checkpoint.uri)
+        cfg = LatentRewardConfig(**{**run.config, "aspects": tuple(run.config["aspects"])})
+        dit = load_dit(init, device=resolve_device(), dtype=torch.float32)
+        records = read_manifest(str(manifest))
+        every = max(1, cfg.steps // 100)  # about 100 points on the curve
+
+        def on_step(metrics: dict) -> bool:
+            if metrics["step"] % every and metrics["step"] != cfg.steps:
+                return False
+            return reward_run_record_metrics(run_id=run_id, metrics=metrics)
+
+        outcome = train_latent_reward(
+            records, dit, cfg, out_dir / "reward", resume=True, progress=False, on_step=on_step,
+            lineage={"reward_run": run.id, "init_checkpoint": run.init_checkpoint.name,
+                     "data_rounds": list(run.data_rounds.values_list("id", flat=True))})
+        if outcome.stopped:
+            return reward_run_finish(run_id=run_id, status=RewardRun.Status.CANCELLED,
+                                     error="cancelled by a researcher").status
+        uri = model_root_publish(out_dir / "reward", f"reward-run-{run.id}")
+        summary = {"train_pairs": outcome.train_pairs, "heldout_pairs": outcome.heldout_pairs, **outcome.metrics}
+        return reward_run_finish(run_id=run_id, status=RewardRun.Status.DONE, output_uri=uri, summary=summary).status
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run
+        logger.exception("reward run %s failed", run_id)
+        return reward_run_finish(run_id=run_id, status=RewardRun.Status.FAILED,
+                                 error=f"{type(exc).__name__}: {exc}").status
 
 
 def checkpoint_average(*, checkpoint_ids: list[int], name: str, actor_id: int | None = None) -> int:

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from annotation.research import views_loop as v
+from annotation.research import views_reward as vr
 
 urlpatterns = [
     path("", v.research_home, name="research-home"),
@@ -14,6 +15,9 @@ urlpatterns = [
     path("dpo-runs/new/", v.dpo_run_new, name="research-dpo-run-new"),
     path("dpo-runs/<int:run_id>/", v.dpo_run_detail, name="research-dpo-run-detail"),
     path("dpo-runs/<int:run_id>/cancel/", v.dpo_run_cancel_view, name="research-dpo-run-cancel"),
+    path("reward-runs/new/", vr.reward_run_new, name="research-reward-run-new"),
+    path("reward-runs/<int:run_id>/", vr.reward_run_detail, name="research-reward-run-detail"),
+    path("reward-runs/<int:run_id>/cancel/", vr.reward_run_cancel_view, name="research-reward-run-cancel"),
     path("checkpoints/<int:checkpoint_id>/", v.checkpoint_detail, name="research-checkpoint-detail"),
     path("checkpoints/<int:checkpoint_id>/evaluate/", v.checkpoint_evaluate, name="research-checkpoint-evaluate"),
     path("checkpoints/average/", v.checkpoint_average, name="research-checkpoint-average"),

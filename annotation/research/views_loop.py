@@ -150,7 +150,7 @@ ERR_NUMBER = "enter a number"
 ERR_OVERRIDES_JSON = "Config overrides must be a JSON object, e.g. {\"max_steps\": 100}"
 
 
-class _FormErrors:
+class FormErrors:
     """A form's problems field by field, shown all at once as ``Label: message`` (the labels the form shows)."""
 
     def __init__(self, form, labels: dict[str, str]):
@@ -206,7 +206,7 @@ def round_new(request: HttpRequest) -> HttpResponse:
     form = request.POST if request.method == "POST" else {}
     errors: list[str] = []
     if request.method == "POST":
-        problems = _FormErrors(form, ROUND_LABELS)
+        problems = FormErrors(form, ROUND_LABELS)
         checkpoint_id = form.get("checkpoint", "")
         checkpoint = Checkpoint.objects.filter(id=int(checkpoint_id)).first() if is_int(checkpoint_id) else None
         if checkpoint is None:
@@ -287,7 +287,7 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
-def _action_view(action, *, success: str, back: str):
+def action_view(action, *, success: str, back: str):
     """A researcher's POST that runs ``action(request, **url_kwargs)``, flashes its outcome and goes ``back`` (a URL
     name taking the same kwargs)."""
 
@@ -303,13 +303,13 @@ def _action_view(action, *, success: str, back: str):
     return view
 
 
-round_retry_failed = _action_view(
+round_retry_failed = action_view(
     lambda request, round_id: candidates_retry_failed(round_id=round_id, actor=request.user),
     success="{} failed candidates queued again.", back="research-round-detail")
-round_groups_refresh = _action_view(
+round_groups_refresh = action_view(
     lambda request, round_id: groups_refresh(round_id=get_object_or_404(Round, id=round_id).id),
     success="Groups re-checked against their candidates; {} changed status.", back="research-round-detail")
-round_cancel = _action_view(
+round_cancel = action_view(
     lambda request, round_id: round_generation_cancel(round_id=round_id, actor=request.user,
                                                       note="cancelled from the round page"),
     success="Round cancelled; {} pending candidates stopped.", back="research-round-detail")
@@ -321,7 +321,7 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
     form = request.POST if request.method == "POST" else {}
     errors: list[str] = []
     if request.method == "POST":
-        problems = _FormErrors(form, DPO_LABELS)
+        problems = FormErrors(form, DPO_LABELS)
         init_id, reference_id = form.get("init_checkpoint", ""), form.get("reference_checkpoint", "")
         init = Checkpoint.objects.filter(id=int(init_id)).first() if is_int(init_id) else None
         if init is None:
@@ -402,7 +402,7 @@ def dpo_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
-dpo_run_cancel_view = _action_view(
+dpo_run_cancel_view = action_view(
     lambda request, run_id: dpo_run_cancel(run_id=run_id, actor=request.user),
     success="Cancel requested; the trainer stops after the current step and keeps its checkpoint.",
     back="research-dpo-run-detail")

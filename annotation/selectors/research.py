@@ -3,9 +3,20 @@ lineage. Querysets are built here, never in a view."""
 
 from __future__ import annotations
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
-from annotation.models import Candidate, CandidateGroup, Category, Checkpoint, DPOMetric, DPORun, Prompt, Round
+from annotation.models import (
+    Candidate,
+    CandidateGroup,
+    Category,
+    Checkpoint,
+    DPOMetric,
+    DPORun,
+    Prompt,
+    RewardMetric,
+    RewardRun,
+    Round,
+)
 
 # The TRL metric names the run page draws (one chart each; every run overlaid on it).
 CURVE_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
@@ -15,6 +26,7 @@ def research_overview(*, limit: int = 50) -> dict:
     return {
         "rounds": Round.objects.select_related("policy_checkpoint").order_by("-id")[:limit],
         "runs": DPORun.objects.select_related("init_checkpoint", "output_checkpoint").order_by("-id")[:limit],
+        "reward_runs": RewardRun.objects.select_related("init_checkpoint").order_by("-id")[:limit],
         "checkpoints": Checkpoint.objects.select_related("parent").order_by("-id")[:limit],
         "prompt_count": Prompt.objects.filter(is_active=True).count(),
     }
@@ -74,6 +86,22 @@ def dpo_run_curves(*, run_ids: list[int]) -> dict[int, list[tuple[int, dict]]]:
     for run_id, step, values in rows:
         curves[run_id].append((step, values))
     return curves
+
+
+def rounds_for_reward_runs() -> QuerySet[Round]:
+    """Rounds a reward run can learn from, with their pairs and the pairs that carry per-aspect outcomes."""
+    return (Round.objects.filter(status__in=[Round.Status.ANNOTATING, Round.Status.TRAINING, Round.Status.DONE])
+            .annotate(n_pairs=Count("pairs"), n_aspect_pairs=Count("pairs", filter=~Q(pairs__aspects={})))
+            .order_by("-id"))
+
+
+def reward_run_get(*, run_id: int) -> RewardRun | None:
+    return RewardRun.objects.select_related("init_checkpoint", "manifest_export").filter(id=run_id).first()
+
+
+def reward_run_curve(*, run_id: int) -> list[tuple[int, dict]]:
+    """The run's logged steps as (step, values), in step order."""
+    return list(RewardMetric.objects.filter(run_id=run_id).order_by("step").values_list("step", "values"))
 
 
 def checkpoint_lineage(*, checkpoint: Checkpoint, limit: int = 50) -> list[Checkpoint]:

@@ -6,7 +6,7 @@ Jobs are sent once the surrounding transaction commits (the worker must see the 
 - Generation (queue ``gpu``): one ``candidates_generate`` job per batch of candidate ids; with
   ``VIDEODPO["SPLIT_QUEUES"]`` a chain ``candidates_text_encode`` (``text``) -> ``candidates_sample`` (``gpu``) ->
   ``candidates_decode`` (``vae``) whose stages hand over through storage, never through ``.get()``.
-- Training (queue ``train``): a DPO run; the average of several checkpoints.
+- Training (queue ``train``): a DPO run; a reward-model run; the average of several checkpoints.
 - Exports (queue ``default``): one export.
 - Prompt imports too big for a request (queue ``default``): one import job.
 """
@@ -26,6 +26,7 @@ TASK_CANDIDATES_SAMPLE = "generation_workers.tasks.candidates_sample"
 TASK_CANDIDATES_DECODE = "generation_workers.tasks.candidates_decode"
 TASK_DPO_RUN_EXECUTE = "generation_workers.tasks.dpo_run_execute"
 TASK_CHECKPOINT_AVERAGE = "generation_workers.tasks.checkpoint_average_run"
+TASK_REWARD_RUN_EXECUTE = "generation_workers.tasks.reward_run_execute"
 TASK_EXPORT_RUN = "annotation.tasks_exports.export_run"
 TASK_PROMPT_IMPORT_RUN = "annotation.tasks.prompt_import_run"
 
@@ -67,6 +68,10 @@ def generation_dispatch_on_commit(batches: list[list[int]]) -> None:
 # -- training ---------------------------------------------------------------------------------------------------------
 def dpo_run_dispatch_on_commit(*, run_id: int) -> None:
     _send_on_commit(_job(TASK_DPO_RUN_EXECUTE, int(run_id), queue=QUEUE_TRAIN))
+
+
+def reward_run_dispatch_on_commit(*, run_id: int) -> None:
+    _send_on_commit(_job(TASK_REWARD_RUN_EXECUTE, int(run_id), queue=QUEUE_TRAIN))
 
 
 def checkpoint_average_dispatch_on_commit(*, checkpoint_ids: list[int], name: str, actor_id: int | None) -> None:

@@ -1,0 +1,93 @@
+"""Researcher pages of reward-model runs: launch (rounds, the checkpoint whose DiT gives the features, aspects),
+the run page (live loss curve, held-out accuracy per aspect with and without ties, lineage), cancel."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from annotation import charts
+from annotation.errors import ApplicationError, is_int
+from annotation.models import Checkpoint
+from annotation.permissions import researcher_required
+from annotation.research.views_loop import FormErrors, action_view
+from annotation.selectors.research import checkpoint_list, reward_run_curve, reward_run_get, rounds_for_reward_runs
+from annotation.services.reward_runs import reward_run_cancel, reward_run_create
+from dpo.reward_config import ASPECT_NAMES, ASPECTS
+
+REWARD_LABELS = {"name": "Name", "init_checkpoint": "Features from", "round_ids": "Pairs from rounds",
+                 "aspects": "Aspects", "config": "Settings", "steps": "Steps", "t": "Noise level t"}
+
+
+@researcher_required
+@require_http_methods(["GET", "POST"])
+def reward_run_new(request: HttpRequest) -> HttpResponse:
+    form = request.POST if request.method == "POST" else {}
+    errors: list[str] = []
+    if request.method == "POST":
+        problems = FormErrors(form, REWARD_LABELS)
+        init_id = form.get("init_checkpoint", "")
+        init = Checkpoint.objects.filter(id=int(init_id)).first() if is_int(init_id) else None
+        if init is None:
+            problems.add("init_checkpoint", "choose the checkpoint whose DiT gives the features")
+        aspects = [a for a in form.getlist("aspects") if a in ASPECTS]
+        if not aspects:
+            problems.add("aspects", "tick at least one aspect")
+        overrides = {k: v for k, v in {"steps": problems.number("steps"), "t": problems.number("t", kind=float)}.items()
+                     if v is not None}
+        if not problems.fields:
+            try:
+                run = reward_run_create(name=form.get("name", ""), round_ids=[int(r) for r in form.getlist("rounds")
+                                                                              if is_int(r)],
+                                        init_checkpoint=init, aspects=aspects, config_overrides=overrides,
+                                        actor=request.user)
+            except (ApplicationError, ValidationError) as exc:
+                problems.merge(exc)
+            else:
+                messages.success(request, f"Reward run {run.name} queued on {run.pairs_count} pairs.")
+                return redirect("research-reward-run-detail", run_id=run.id)
+        errors = problems.lines()
+    context = {"checkpoints": checkpoint_list(), "rounds": rounds_for_reward_runs(), "errors": errors, "form": form,
+               "aspects": [(a, ASPECT_NAMES[a]) for a in ASPECTS],
+               "selected_aspects": form.getlist("aspects") if form else list(ASPECTS),
+               "selected_rounds": form.getlist("rounds") if form else [request.GET.get("round", "")]}
+    return render(request, "research/reward_run_new.html", context)
+
+
+def _accuracy_rows(summary: dict, aspects: list[str]) -> list[dict]:
+    """Per aspect: held-out (and train) accuracy without and with ties, and the pair counts."""
+    held, train = summary.get("heldout") or {}, summary.get("train") or {}
+    rows = []
+    for a in [*aspects, "all"]:
+        h = held if a == "all" else held.get(a) or {}
+        t = train if a == "all" else train.get(a) or {}
+        rows.append({"aspect": a, "name": "all aspects" if a == "all" else ASPECT_NAMES.get(a, a),
+                     "no_ties": h.get("accuracy_no_ties"), "with_ties": h.get("accuracy_with_ties"),
+                     "pairs_no_ties": h.get("pairs_no_ties"), "pairs": h.get("pairs"), "ties": h.get("ties"),
+                     "train_no_ties": t.get("accuracy_no_ties")})
+    return rows
+
+
+@researcher_required
+@require_GET
+def reward_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = reward_run_get(run_id=run_id)
+    if run is None:
+        raise Http404("No such reward run.")
+    curve = reward_run_curve(run_id=run.id)
+    chart = charts.line_chart(title="loss (BTT negative log-likelihood)", series=[(run.name, [
+        (step, values.get("loss")) for step, values in curve])], y_label="loss")
+    context = {"run": run, "chart": chart, "steps": len(curve), "data_rounds": run.data_rounds.all(),
+               "accuracy": _accuracy_rows(run.metrics_summary, run.config.get("aspects", [])),
+               "lineage": run.metrics_summary.get("lineage") or {}}
+    template = "research/reward_run_progress.html" if request.htmx else "research/reward_run_detail.html"
+    return render(request, template, context)
+
+
+reward_run_cancel_view = action_view(
+    lambda request, run_id: reward_run_cancel(run_id=run_id),
+    success="Cancel requested; the run stops after the current step (its state is kept).",
+    back="research-reward-run-detail")

@@ -1,0 +1,132 @@
+"""Reward-model runs: choose pairs, validate, queue ``dpo.reward`` on ``train``, stream its curve, keep its accuracy.
+
+Like a DPO run (``services.dpo_runs``), a reward run's data is a manifest export of its pair filter (versioned,
+content-hashed; the manifest carries each pair's per-aspect outcomes), created with the run. The job
+(``generation_workers.training.reward_run_execute``, by task name through ``services.dispatch``) runs that export,
+fits the latent reward head on the starting checkpoint's DiT features, copies its steps into RewardMetric rows (the run
+page draws the curve from them) and stores the reward model folder with the held-out accuracy per aspect."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Checkpoint, Export, RewardMetric, RewardRun, Round
+from annotation.selectors.exports import pair_queryset_for_export
+from annotation.services import candidates, dispatch
+from annotation.services.dpo_runs import ERR_EVALUATION_ROUNDS, ERR_NO_NAME, ERR_NO_ROUNDS, training_filter
+from annotation.services.exports import export_create
+from dpo.reward_config import ASPECTS, LatentRewardConfig, aspect_shortfall  # torch-free
+
+ERR_NAME_TAKEN = "A reward run named {name!r} already exists."
+ERR_NO_PAIRS = "No usable preference pairs in rounds {rounds} (pairs need both latents and the text embedding)."
+ERR_NOT_CANCELLABLE = "Reward run {name!r} is {status}; only queued or running runs can be cancelled."
+CLOSED = (RewardRun.Status.DONE, RewardRun.Status.FAILED, RewardRun.Status.CANCELLED)
+
+
+def aspect_pair_counts(*, pairs) -> dict[str, int]:
+    """Pairs per aspect: every pair has the overall preference; vq / mq / ta count the pairs that carry that aspect."""
+    return {"overall": pairs.count(),
+            **{a: pairs.filter(aspects__has_key=a).count() for a in ASPECTS if a != "overall"}}
+
+
+@transaction.atomic
+def reward_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoint,
+                      aspects: list[str] | None = None, config_overrides: dict | None = None, actor=None,
+                      launch: bool = True, include_evaluation: bool = False) -> RewardRun:
+    """Validate everything (name, rounds, the config, usable pairs, enough labelled pairs per asked aspect, the
+    checkpoint) before anything is saved or queued; then create the run with its manifest export and queue it."""
+    name = (name or "").strip()
+    errors: dict[str, str] = {}
+    if not name:
+        errors["name"] = ERR_NO_NAME
+    elif RewardRun.objects.filter(name=name).exists():
+        errors["name"] = ERR_NAME_TAKEN.format(name=name)
+    if not round_ids:
+        errors["round_ids"] = ERR_NO_ROUNDS
+    try:
+        cfg = LatentRewardConfig(**{**(config_overrides or {}), **({"aspects": tuple(aspects)} if aspects else {})})
+    except (TypeError, ValueError) as exc:
+        errors["config"] = str(exc)
+    if errors:
+        raise ValidationError(errors)
+    evaluation = list(Round.objects.filter(id__in=round_ids, kind=Round.Kind.EVALUATION).values_list("name", flat=True))
+    if evaluation and not include_evaluation:
+        raise ValidationError({"round_ids": ERR_EVALUATION_ROUNDS.format(names=", ".join(sorted(evaluation)))})
+    flt = training_filter(round_ids=round_ids)
+    pairs = pair_queryset_for_export(flt=flt, format=Export.Format.MANIFEST)
+    counts = aspect_pair_counts(pairs=pairs)
+    if counts["overall"] == 0:
+        raise ValidationError(ERR_NO_PAIRS.format(rounds=round_ids))
+    counts = {a: counts[a] for a in cfg.aspects}
+    problem = aspect_shortfall(counts, total=pairs.count())
+    if problem:
+        raise ValidationError({"aspects": problem})
+    candidates.checkpoint_validate(checkpoint=init_checkpoint)
+    config = {**dataclasses.asdict(cfg), "aspects": list(cfg.aspects)}
+    run = RewardRun(name=name, init_checkpoint=init_checkpoint, created_by=actor, pairs_count=pairs.count(),
+                    aspect_pairs=counts, config=config, progress_total=cfg.steps)
+    run.full_clean(exclude=["manifest_export"])
+    run.manifest_export = export_create(format=Export.Format.MANIFEST, filter=flt.as_json(), actor=actor, enqueue=False)
+    run.save()
+    run.data_rounds.set(round_ids)
+    if launch:
+        dispatch.reward_run_dispatch_on_commit(run_id=run.id)
+    return run
+
+
+def reward_run_mark_running(*, run_id: int) -> RewardRun | None:
+    """The worker takes the run (a redelivered job resumes it); None when it is closed or was cancelled first."""
+    run = RewardRun.objects.select_related("init_checkpoint", "manifest_export").get(id=run_id)
+    if run.status in CLOSED:
+        return None
+    if run.cancel_requested:
+        reward_run_finish(run_id=run_id, status=RewardRun.Status.CANCELLED, error="cancelled")
+        return None
+    RewardRun.objects.filter(id=run_id).update(status=RewardRun.Status.RUNNING, updated_at=timezone.now(),
+                                               started_at=run.started_at or timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+def reward_run_record_metrics(*, run_id: int, metrics: dict) -> bool:
+    """Store one step's values; True when a cancel was requested (the trainer then stops, its state saved)."""
+    step = int(metrics.get("step", 0))
+    clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    RewardMetric.objects.update_or_create(run_id=run_id, step=step, defaults={"values": clean})
+    RewardRun.objects.filter(id=run_id).update(progress_step=step, updated_at=timezone.now())
+    return RewardRun.objects.filter(id=run_id, cancel_requested=True).exists()
+
+
+def reward_run_cancel(*, run_id: int) -> RewardRun:
+    run = RewardRun.objects.get(id=run_id)
+    if run.status not in (RewardRun.Status.QUEUED, RewardRun.Status.RUNNING):
+        raise ValidationError(ERR_NOT_CANCELLABLE.format(name=run.name, status=run.status))
+    RewardRun.objects.filter(id=run_id).update(cancel_requested=True, updated_at=timezone.now())
+    if run.status == RewardRun.Status.QUEUED:
+        reward_run_finish(run_id=run_id, status=RewardRun.Status.CANCELLED, error="cancelled before it started")
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def reward_run_finish(*, run_id: int, status: str, error: str = "", output_uri: str = "",
+                      summary: dict | None = None) -> RewardRun:
+    """Close a run (idempotent); a done run keeps its accuracies and the lineage of its data."""
+    run = RewardRun.objects.select_for_update().get(id=run_id)
+    if run.status in CLOSED:
+        return run
+    run.status, run.error, run.finished_at = status, error, timezone.now()
+    run.output_uri = output_uri or run.output_uri
+    if summary is not None:
+        export = run.manifest_export
+        run.metrics_summary = {**summary, "lineage": {
+            "init_checkpoint": run.init_checkpoint_id, "data_rounds": list(run.data_rounds.values_list("id", flat=True)),
+            "manifest_export": None if export is None else {"id": export.pk, "version": export.version,
+                                                            "sha256": export.content_hash}}}
+    run.save()
+    return run
+

@@ -1,0 +1,55 @@
+"""The latent reward model's settings and data checks, without torch (the app validates a reward run with them
+before anything is queued; ``dpo.reward`` trains)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ASPECTS = ("overall", "vq", "mq", "ta")
+ASPECT_NAMES = {"overall": "overall preference", "vq": "visual quality", "mq": "motion quality", "ta": "text alignment"}
+MIN_PAIRS_PER_ASPECT = 8
+
+
+class RewardDataError(ValueError):
+    """Pairs that cannot train what was asked (the message names the aspect and the counts)."""
+
+
+def aspect_shortfall(counts: dict[str, int], *, total: int) -> str:
+    """The refusal for the first aspect with fewer than ``MIN_PAIRS_PER_ASPECT`` labelled pairs ("" when none)."""
+    enough = [a for a, n in counts.items() if n >= MIN_PAIRS_PER_ASPECT]
+    for aspect, n in counts.items():
+        if n < MIN_PAIRS_PER_ASPECT:
+            return (f"aspect {aspect!r} ({ASPECT_NAMES[aspect]}): {n} of {total} pairs carry it, at least "
+                    f"{MIN_PAIRS_PER_ASPECT} are needed; collect per-aspect judgments (a round setting) or train the "
+                    f"aspects the pairs have (--aspects {','.join(enough) or 'overall'})")
+    return ""
+
+
+@dataclass
+class LatentRewardConfig:
+    aspects: tuple[str, ...] = ("overall", "vq", "mq", "ta")
+    t: float = 0.75  # noise level of the features (0 = noise, 1 = data)
+    noise_draws: int = 2  # features per candidate, one per noise draw (training picks one per step)
+    hidden: int = 128
+    steps: int = 400
+    batch: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    holdout: float = 0.2  # share of prompts held out for the reported accuracy (0 = none)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.aspects = tuple(self.aspects)
+        unknown = [a for a in self.aspects if a not in ASPECTS]
+        if unknown or not self.aspects or len(set(self.aspects)) != len(self.aspects):
+            raise ValueError(f"aspects must be distinct names among {ASPECTS}, got {list(self.aspects)}")
+        if not 0.0 < self.t < 1.0:
+            raise ValueError(f"t must be in (0, 1) (0 = noise, 1 = data), got {self.t}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        for name in ("noise_draws", "hidden", "steps", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
