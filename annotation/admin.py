@@ -184,7 +184,9 @@ class RoundAdmin(ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # what annotators answer is fixed once the round left draft: a page loaded before a switch would be stored
         # under the other setting (made-up "same" aspects, or a refusal)
-        fixed = ["annotation_mode", "aspect_judgments"] if obj is not None and obj.status != models.Round.Status.DRAFT else []
+        fixed = ["annotation_mode", "aspect_judgments", "segment_judgments", "segment_seconds"]
+        if obj is None or obj.status == models.Round.Status.DRAFT:
+            fixed = []
         return [*self.readonly_fields, *fixed]
 
 

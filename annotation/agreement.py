@@ -129,26 +129,57 @@ def pair_aspects(value) -> dict[str, str]:
     return {a: v for a, v in value.items() if a in ASPECTS and v in (CHOSEN, REJECTED, SAME)}
 
 
+def label_segments(value) -> list[str]:
+    """A stored per-segment label list with anything that is not a label read as neutral ([] when not a list)."""
+    if not isinstance(value, list):
+        return []
+    return [v if isinstance(v, str) and v in LABEL_VALUE else NEUTRAL for v in value]
+
+
+def pair_segments(value) -> list[str]:
+    """A stored per-segment pair outcome list with anything unknown read as same ([] when not a list)."""
+    if not isinstance(value, list):
+        return []
+    return [v if v in (CHOSEN, REJECTED, SAME) else SAME for v in value]
+
+
+def _compare(a: str, b: str) -> str:
+    d = LABEL_VALUE[a] - LABEL_VALUE[b]
+    return CHOSEN if d > 0 else REJECTED if d < 0 else SAME
+
+
+def _majority(votes: dict[str, int]) -> str:
+    """The most voted of chosen / rejected / same; a tie between the top outcomes is same."""
+    top = max(votes.values())
+    winners = [k for k in (CHOSEN, REJECTED, SAME) if votes.get(k, 0) == top]
+    return winners[0] if len(winners) == 1 else SAME
+
+
 def aspect_outcomes(*, chosen: int, rejected: int, judgments: Iterable[dict[int, dict[str, str]]]) -> dict[str, str]:
     """Per aspect, the majority comparison of ``chosen`` with ``rejected`` over ``judgments`` (each: candidate id ->
     that annotator's per-aspect labels; a judgment without labels for both candidates on an aspect does not vote on
     it). Each vote is CHOSEN, REJECTED or SAME by the labels' order (preferred > neutral > non-preferred); the most
-    voted wins, and a tie between the two directions (or with SAME) is SAME. Aspects nobody voted on are absent."""
+    voted wins, and a tie between outcomes is SAME. Aspects nobody voted on are absent."""
     votes: dict[str, dict[str, int]] = defaultdict(lambda: {CHOSEN: 0, REJECTED: 0, SAME: 0})
     for labels in judgments:
         a, b = label_aspects(labels.get(chosen)), label_aspects(labels.get(rejected))
         for aspect in ASPECTS:
             if aspect in a and aspect in b:
-                d = LABEL_VALUE[a[aspect]] - LABEL_VALUE[b[aspect]]
-                votes[aspect][CHOSEN if d > 0 else REJECTED if d < 0 else SAME] += 1
-    out = {}
-    for aspect in ASPECTS:
-        if aspect in votes:
-            v = votes[aspect]
-            top = max(v.values())
-            winners = [k for k in (CHOSEN, REJECTED, SAME) if v[k] == top]
-            out[aspect] = winners[0] if len(winners) == 1 else SAME
-    return out
+                votes[aspect][_compare(a[aspect], b[aspect])] += 1
+    return {aspect: _majority(votes[aspect]) for aspect in ASPECTS if aspect in votes}
+
+
+def segment_outcomes(*, chosen: int, rejected: int, judgments: Iterable[dict[int, list[str]]]) -> list[str]:
+    """Per segment, the majority comparison of ``chosen`` with ``rejected`` (as ``aspect_outcomes``, each judgment
+    giving candidate id -> that annotator's per-segment labels); as long as the longest list voted, [] when none."""
+    votes: list[dict[str, int]] = []
+    for labels in judgments:
+        a, b = label_segments(labels.get(chosen)), label_segments(labels.get(rejected))
+        for k, (x, y) in enumerate(zip(a, b)):  # noqa: B905 - both lists have the round's segment count
+            if k == len(votes):
+                votes.append({CHOSEN: 0, REJECTED: 0, SAME: 0})
+            votes[k][_compare(x, y)] += 1
+    return [_majority(v) for v in votes]
 
 
 # -- Krippendorff's alpha ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import permissions
-from annotation.agreement import label_aspects, pair_aspects
+from annotation.agreement import label_aspects, label_segments, pair_aspects, pair_segments
 from annotation.errors import ApplicationError
 from annotation.models import CandidateLabel, Prompt, PromptImport
 from annotation.permissions import IsAnnotator, IsResearcher
@@ -73,6 +73,8 @@ class GroupNextApi(APIView):
         mode = serializers.CharField()
         aspects = serializers.ListField(child=serializers.CharField(), help_text="Aspects to mark per candidate "
                                         "(vq, mq, ta), empty when the round collects the overall answer only.")
+        segment_count = serializers.IntegerField(help_text="Segments of the timeline to mark (0: no segment judgments).")
+        segment_seconds = serializers.FloatField(help_text="Length of a segment in seconds.")
         require_full_playback = serializers.BooleanField()
         guidelines_html = serializers.CharField()
         candidates = ShownCandidateSerializer(many=True)
@@ -120,6 +122,11 @@ class JudgmentSubmitApi(APIView):
                 help_text="Rounds with aspect judgments: {'vq' | 'mq' | 'ta': 'preferred' | 'neutral' | 'non_preferred'}"
                 " (visual quality, motion quality, text alignment; unmarked aspects are neutral).",
             )
+            segments = serializers.ListField(
+                child=serializers.CharField(max_length=32), required=False, default=list, max_length=1000,
+                help_text="Rounds with segment judgments: one label per segment of the timeline (preferred / neutral /"
+                " non_preferred), from the start; unlabelled segments are neutral.",
+            )
 
         assignment = serializers.CharField(max_length=64, help_text="The public handle from /api/groups/next/.")
         outcome = serializers.CharField(max_length=32)
@@ -140,7 +147,7 @@ class JudgmentSubmitApi(APIView):
                 LabelInput(position=lab["position"], label=lab["label"],
                            rank=lab.get("rank"), playback_coverage=lab["playback_coverage"],
                            flaws=tuple(FlawInput(tag=f["tag"], time_s=f.get("time_s")) for f in lab["flaws"]),
-                           aspects=dict(lab["aspects"]))
+                           aspects=dict(lab["aspects"]), segments=tuple(lab["segments"]))
             )
         judgment, created = judgment_submit(
             annotator=request.user, public_id=d["assignment"], outcome=d["outcome"], labels=labels,
@@ -172,10 +179,14 @@ class JudgmentListApi(APIView):
             shown_position = serializers.IntegerField()
             playback_coverage = serializers.FloatField()
             aspects = serializers.SerializerMethodField(help_text="Per-aspect labels (rounds with aspect judgments).")
+            segments = serializers.SerializerMethodField(help_text="Per-segment labels (rounds with segment judgments).")
             flaws = serializers.SerializerMethodField()
 
             def get_aspects(self, obj) -> dict[str, str]:
                 return label_aspects(obj.aspects)
+
+            def get_segments(self, obj) -> list[str]:
+                return label_segments(obj.segments)
 
             def get_flaws(self, obj) -> list[dict]:
                 return [{"tag": f.tag.slug, "time_s": f.time_s} for f in obj.flaws.all()]
@@ -238,8 +249,14 @@ class PairListApi(APIView):
         aspects = serializers.SerializerMethodField(help_text="Per-aspect outcome (vq, mq, ta: chosen, rejected or "
                                                     "same) for rounds with aspect judgments.")
 
+        segments = serializers.SerializerMethodField(help_text="Per-segment outcome (chosen, rejected or same per "
+                                                     "segment) for rounds with segment judgments.")
+
         def get_aspects(self, obj) -> dict[str, str]:
             return pair_aspects(obj.aspects)
+
+        def get_segments(self, obj) -> list[str]:
+            return pair_segments(obj.segments)
 
     @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer(many=True)})
     def get(self, request):

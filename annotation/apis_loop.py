@@ -66,6 +66,9 @@ class RoundCreateApi(_ResearcherApi):
         require_full_playback = serializers.BooleanField(required=False, default=True)
         aspect_judgments = serializers.BooleanField(
             required=False, default=False, help_text="Annotators also mark VQ / MQ / TA per candidate.")
+        segment_judgments = serializers.BooleanField(
+            required=False, default=False, help_text="Annotators also mark the better candidates per segment.")
+        segment_seconds = serializers.FloatField(required=False, default=1.0, min_value=0.2, max_value=60)
         launch = serializers.BooleanField(required=False, default=True)
 
         class Meta:
@@ -87,7 +90,8 @@ class RoundCreateApi(_ResearcherApi):
             seeds_per_prompt=d["seeds_per_prompt"], base_seed=d["base_seed"],
             annotators_per_group=d["annotators_per_group"], max_annotators_per_group=d.get("max_annotators_per_group"),
             annotation_mode=d["annotation_mode"], require_full_playback=d["require_full_playback"],
-            aspect_judgments=d["aspect_judgments"], launch=d["launch"],
+            aspect_judgments=d["aspect_judgments"], segment_judgments=d["segment_judgments"],
+            segment_seconds=d["segment_seconds"], launch=d["launch"],
         )
         return Response(round_status(round_id=rnd.pk), status=status.HTTP_201_CREATED)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from django.conf import settings
@@ -13,7 +14,24 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
-from annotation.agreement import label_aspects, pair_aspects
+from annotation.agreement import label_aspects, label_segments, pair_aspects, pair_segments
+
+
+def segment_count(*, seconds: float, segment_seconds: float) -> int:
+    """How many segments of ``segment_seconds`` cover a clip of ``seconds`` (the last one may be shorter)."""
+    return max(1, math.ceil(seconds / segment_seconds - 1e-6))
+
+
+def validate_label_segments(value) -> None:
+    """A candidate label's segments: a list of preferred / neutral / non_preferred, one per segment."""
+    if not isinstance(value, list) or label_segments(value) != value:
+        raise ValidationError("Expected a list of preferred, neutral or non_preferred, one per segment.")
+
+
+def validate_pair_segments(value) -> None:
+    """A pair's segments: a list of chosen / rejected / same, one per segment."""
+    if not isinstance(value, list) or pair_segments(value) != value:
+        raise ValidationError("Expected a list of chosen, rejected or same, one per segment.")
 
 
 def validate_label_aspects(value) -> None:
@@ -171,14 +189,28 @@ class Round(TimeStamped):
         default=False, db_default=False, help_text="Besides the overall answer, annotators mark visual quality, motion quality and text "
         "alignment per candidate (better / same / worse); pairs and exports carry the per-aspect outcomes."
     )
+    segment_judgments = models.BooleanField(
+        default=False, db_default=False, help_text="Annotators also mark which candidates are better per segment of "
+        "the timeline (DenseDPO); pairs, exports and the trainer carry the per-segment outcomes."
+    )
+    segment_seconds = models.FloatField(default=1.0, db_default=1.0, help_text="Length of a segment (seconds).")
     exclude_flagged = models.BooleanField(default=True, help_text="Hide candidates flagged by automatic screening.")
     config = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    @property
+    def segment_count(self) -> int:
+        """Segments of this round's clips (0 without segment judgments): the clip length over the segment length."""
+        if not self.segment_judgments:
+            return 0
+        return segment_count(seconds=self.num_frames / max(self.fps, 1), segment_seconds=self.segment_seconds)
+
     class Meta:
         constraints = [
+            models.CheckConstraint(condition=Q(segment_seconds__gte=0.2) & Q(segment_seconds__lte=60),
+                                   name="round_segment_seconds_range"),
             models.CheckConstraint(condition=Q(seeds_per_prompt__gte=2), name="round_at_least_two_seeds"),
             models.CheckConstraint(condition=Q(annotators_per_group__gte=1), name="round_at_least_one_annotator"),
             models.CheckConstraint(
@@ -392,6 +424,10 @@ class CandidateLabel(models.Model):
         default=dict, db_default={}, blank=True, validators=[validate_label_aspects], help_text="Per-aspect label (rounds with aspect judgments): {'vq' | 'mq' | 'ta': "
         "'preferred' | 'neutral' | 'non_preferred'}; empty otherwise."
     )
+    segments = models.JSONField(
+        default=list, db_default=[], blank=True, validators=[validate_label_segments],
+        help_text="Per-segment label (rounds with segment judgments), one per segment of the clip; empty otherwise."
+    )
 
     class Meta:
         constraints = [
@@ -435,6 +471,10 @@ class PreferencePair(TimeStamped):
     aspects = models.JSONField(
         default=dict, db_default={}, blank=True, validators=[validate_pair_aspects], help_text="Per-aspect majority outcome of the pair's annotators: {'vq' | 'mq' | "
         "'ta': 'chosen' | 'rejected' | 'same'}; empty when the round collected no aspect judgments."
+    )
+    segments = models.JSONField(
+        default=list, db_default=[], blank=True, validators=[validate_pair_segments],
+        help_text="Per-segment majority outcome ('chosen' | 'rejected' | 'same', one per segment); empty otherwise."
     )
     source_judgments = models.ManyToManyField(Judgment, blank=True, related_name="pairs")
 

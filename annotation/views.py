@@ -121,6 +121,22 @@ def _time_spent(value: str) -> int:
     return int(value or "0")
 
 
+MAX_FORM_SEGMENTS = 1000
+
+
+def _segments_from_form(post, pos: int) -> tuple[str, ...]:
+    """``segment_<pos>_<k>`` fields -> one label per segment from the first (missing ones neutral)."""
+    prefix = f"segment_{pos}_"
+    given = {}
+    for key in post:
+        if key.startswith(prefix):
+            k = key[len(prefix):]
+            if not is_int(k) or not 0 <= int(k) < MAX_FORM_SEGMENTS:
+                raise JudgmentError(ERR_BAD_FORM.format(detail=key[:40]))
+            given[int(k)] = post[key]
+    return tuple(given.get(k, CandidateLabel.Label.NEUTRAL) for k in range(max(given) + 1)) if given else ()
+
+
 def _labels_from_form(post) -> list[LabelInput]:
     positions = sorted(
         {int(k.split("_")[1]) for k in post if k.startswith(("label_", "rank_", "coverage_")) and is_int(k.split("_")[1])}
@@ -143,6 +159,7 @@ def _labels_from_form(post) -> list[LabelInput]:
                     for slug in post.getlist(f"flaw_{pos}")
                 ),
                 aspects={a: post[f"aspect_{a}_{pos}"] for a in ASPECTS if post.get(f"aspect_{a}_{pos}")},
+                segments=_segments_from_form(post, pos),
             )
         )
     return labels

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from dpo.losses import segment_frame_weights
 from dpo.storage import load_safetensors, parse_uri, read_bytes, read_safetensors_header, uri_exists
 
 REQUIRED_COLUMNS = (
@@ -51,6 +52,7 @@ class PairRecord:
     source: str | None = None
     agreement: float | None = None
     aspects: dict[str, str] = field(default_factory=dict)  # per-aspect outcome: chosen / rejected / same
+    segments: tuple[str, ...] = ()  # per-segment outcome in time order: chosen / rejected / same
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,6 +131,7 @@ def read_manifest(uri: str | Path, *, base_dir: str | Path | None = None) -> lis
                 source=_opt_str(row.get("source")),
                 agreement=None if row.get("agreement") is None else float(row["agreement"]),
                 aspects=_aspects(row.get("aspects"), pid),
+                segments=_segments(row.get("segments"), pid),
             )
         )
     return records
@@ -149,6 +152,20 @@ def _aspects(value: Any, pid: str) -> dict[str, str]:
     if not isinstance(value, dict) or any(v not in ASPECT_OUTCOMES for v in value.values()):
         raise ManifestError(f"pair {pid!r}: aspects must map aspect names to one of {ASPECT_OUTCOMES}, got {value!r}")
     return {str(k): v for k, v in value.items()}
+
+
+def _segments(value: Any, pid: str) -> tuple[str, ...]:
+    """The optional ``segments`` column: a JSON list (or a list) of chosen / rejected / same, one per segment."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"pair {pid!r}: segments is not valid JSON: {exc}") from exc
+    if not isinstance(value, list) or any(v not in ASPECT_OUTCOMES for v in value):
+        raise ManifestError(f"pair {pid!r}: segments must be a list of {ASPECT_OUTCOMES}, got {value!r}")
+    return tuple(value)
 
 
 def _opt_str(v: Any) -> str | None:
@@ -277,7 +294,8 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
-        out: dict[str, Any] = {"pair_id": rec.pair_id, "round": rec.round, "weight": torch.tensor(rec.weight)}
+        out: dict[str, Any] = {"pair_id": rec.pair_id, "round": rec.round, "weight": torch.tensor(rec.weight),
+                               "segments": rec.segments}
         for role, uri in (("chosen", rec.chosen_latent_uri), ("rejected", rec.rejected_latent_uri)):
             latent = load_safetensors(uri)[LATENT_KEY]
             _check_finite(latent, rec.pair_id, f"{role} latent", uri, LATENT_KEY)
@@ -295,6 +313,9 @@ def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:
         "latent_chosen": torch.stack([it["latent_chosen"] for it in items]),  # (B, F, C, h, w)
         "latent_rejected": torch.stack([it["latent_rejected"] for it in items]),  # (B, F, C, h, w)
     }
+    if any(it.get("segments") for it in items):  # (B, F); without segment labels the plain mean (no key)
+        frames = batch["latent_chosen"].shape[1]
+        batch["frame_weights"] = torch.stack([segment_frame_weights(it.get("segments") or (), frames) for it in items])
     for states, mask in (("llm_states", "llm_mask"), ("clip_states", "clip_mask")):
         length = max(it[states].shape[0] for it in items)
         s = items[0][states]

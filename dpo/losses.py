@@ -34,10 +34,35 @@ from torch import Tensor
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def velocity_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-sample MSE in fp32 over all non-batch elements.  pred, target: (B, ...) -> (B,)."""
+def velocity_mse(pred: Tensor, target: Tensor, frame_weights: Tensor | None = None) -> Tensor:
+    """Per-sample MSE in fp32 over all non-batch elements.  pred, target: (B, F, ...) -> (B,).
+
+    ``frame_weights`` (B, F): a weighted mean over the latent frames instead (per-segment labels, DenseDPO: only
+    the frames of the segments the pair's preference holds in count); all ones = the plain mean."""
     diff = pred.float() - target.float()
-    return diff.pow(2).flatten(1).mean(dim=1)
+    if frame_weights is None:
+        return diff.pow(2).flatten(1).mean(dim=1)
+    per_frame = diff.pow(2).flatten(2).mean(dim=2)  # (B, F)
+    w = frame_weights.to(per_frame.device, torch.float32)
+    return (w * per_frame).sum(dim=1) / w.sum(dim=1).clamp(min=1e-12)
+
+
+def segment_frame_weights(segments: Sequence[str], num_frames: int) -> Tensor:
+    """(F,) weights of a pair's latent frames from its per-segment outcomes (chosen / rejected / same, in time order).
+
+    The S segments and the F latent frames both tile the clip uniformly (the VAE compresses time uniformly); a
+    frame's weight is the share of its time covered by segments where the chosen clip is the better one (1 inside
+    such a segment, 0 where the clips are the same or the rejected one is better, a fraction for a frame across a
+    boundary). No segments: all ones (the whole clip, as without segment labels)."""
+    if not segments:
+        return torch.ones(num_frames)
+    S = len(segments)
+    w = torch.zeros(num_frames)
+    for f in range(num_frames):  # in units of 1 / (F S) of the clip: frame f = [f S, (f+1) S), segment k = [k F, (k+1) F)
+        for k, outcome in enumerate(segments):
+            if outcome == "chosen":
+                w[f] += max(0, min((f + 1) * S, (k + 1) * num_frames) - max(f * S, k * num_frames))
+    return w / S
 
 
 def _t_uniform(u: Tensor, **_: float) -> Tensor:

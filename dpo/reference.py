@@ -160,7 +160,7 @@ def cache_fingerprint(records: Sequence[Any], config: Any, reference: str) -> st
     """What the cached errors depend on: the pairs and their files, the draws (seed, t density), the reference
     checkpoint, the forward layout and prompt dropout."""
     pairs = "\n".join(f"{r.pair_id}|{r.chosen_latent_uri}|{r.rejected_latent_uri}|{r.text_embedding_uri}"
-                      for r in records)
+                      + (f"|{','.join(r.segments)}" if getattr(r, "segments", ()) else "") for r in records)
     return json.dumps({
         "pairs": hashlib.sha256(pairs.encode()).hexdigest(),
         "draws": config.reference_cache_draws, "seed": config.seed, "t_sampling": config.t_sampling,

@@ -251,21 +251,27 @@ class FlowDPOTrainer:
 
     def _pair_errors(self, reference: Callable, indices: list[int], draw: int, items: list[dict[str, Any]]):
         """e_ref of chosen and rejected (B,) each for one micro-batch and draw: the same inputs as training."""
-        t, xt_w, xt_l, v_w, v_l, text = flow_inputs(self.data.collate(indices, draw, items), draw, self.config, self.device)
+        batch = self.data.collate(indices, draw, items)
+        t, xt_w, xt_l, v_w, v_l, text = flow_inputs(batch, draw, self.config, self.device)
         with torch.no_grad(), self._autocast():
-            return self._errors(reference, xt_w, xt_l, v_w, v_l, t, text, not self.config.memory_saving_backward)
+            return self._errors(reference, xt_w, xt_l, v_w, v_l, t, text, not self.config.memory_saving_backward,
+                                batch.get("frame_weights"))
 
     # ------------------------------------------------------------------ one optimizer step
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast_enabled)
 
-    def _errors(self, model: Callable, xt_w, xt_l, v_w, v_l, t, text, joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pair velocity MSE of chosen and rejected (B,) each: one forward on [w; l] or two forwards."""
+    def _errors(self, model: Callable, xt_w, xt_l, v_w, v_l, t, text, joint: bool,
+                frame_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pair velocity MSE of chosen and rejected (B,) each: one forward on [w; l] or two forwards; with
+        ``frame_weights`` (B, F) (per-segment labels) a weighted mean over the latent frames, the same for both."""
         if joint:
             pred = model(torch.cat([xt_w, xt_l]), torch.cat([t, t]), **{k: torch.cat([v, v]) for k, v in text.items()})
-            e = velocity_mse(pred, torch.cat([v_w, v_l]))  # (2B,)
+            fw = None if frame_weights is None else torch.cat([frame_weights, frame_weights])
+            e = velocity_mse(pred, torch.cat([v_w, v_l]), fw)  # (2B,)
             return e.chunk(2)
-        return velocity_mse(model(xt_w, t, **text), v_w), velocity_mse(model(xt_l, t, **text), v_l)
+        return (velocity_mse(model(xt_w, t, **text), v_w, frame_weights),
+                velocity_mse(model(xt_l, t, **text), v_l, frame_weights))
 
     def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool) -> DPOLossOutput:
         cfg, dev = self.config, self.device
@@ -275,15 +281,16 @@ class FlowDPOTrainer:
                            label_smoothing=cfg.label_smoothing, sft_weight=cfg.sft_weight,
                            weights=batch["weight"].to(dev), t=t)
         joint = not cfg.memory_saving_backward
+        fw = batch.get("frame_weights")
         if isinstance(self.reference, CachedReference):
             ref_w, ref_l = (e.to(dev) for e in self.reference.lookup(batch["pair_id"], draw))
         else:
             with torch.no_grad(), self._autocast():
-                ref_w, ref_l = self._errors(self.reference, xt_w, xt_l, v_w, v_l, t, text, joint)
+                ref_w, ref_l = self._errors(self.reference, xt_w, xt_l, v_w, v_l, t, text, joint, fw)
 
         if joint:
             with self.dist.grad_sync(self.policy, sync), self._autocast():
-                pol_w, pol_l = self._errors(self.policy, xt_w, xt_l, v_w, v_l, t, text, joint=True)
+                pol_w, pol_l = self._errors(self.policy, xt_w, xt_l, v_w, v_l, t, text, True, fw)
                 out = flow_dpo_loss(pol_w, pol_l, ref_w, ref_l, **loss_kwargs)
                 self._check_finite(out.loss, "loss", batch)
                 (out.loss * scale).backward()
@@ -293,13 +300,13 @@ class FlowDPOTrainer:
         # dL/de_theta(w) = c, dL/de_theta(l) = -c (c = (beta/2) sigmoid(-z) for the sigmoid loss, detached),
         # then backprop c * e_theta(w) and -c * e_theta(l) one video at a time.
         with torch.no_grad(), self._autocast():
-            pol_w, pol_l = self._errors(self.policy, xt_w, xt_l, v_w, v_l, t, text, joint=False)
+            pol_w, pol_l = self._errors(self.policy, xt_w, xt_l, v_w, v_l, t, text, False, fw)
         out = flow_dpo_loss(pol_w, pol_l, ref_w, ref_l, **loss_kwargs)
         self._check_finite(out.loss, "loss", batch)
         coef_w, coef_l = error_coefficients(pol_w, pol_l, ref_w, ref_l, **loss_kwargs)
         for member, (xt, v, coef) in enumerate(((xt_w, v_w, coef_w), (xt_l, v_l, coef_l))):
             with self.dist.grad_sync(self.policy, sync and member == 1), self._autocast():
-                e = velocity_mse(self.policy(xt, t, **text), v)  # (B,) with grad
+                e = velocity_mse(self.policy(xt, t, **text), v, fw)  # (B,) with grad
                 ((coef * scale) * e).sum().backward()
         return out.detach()
 

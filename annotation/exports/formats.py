@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotation.agreement import label_aspects, pair_aspects
+from annotation.agreement import label_aspects, label_segments, pair_aspects, pair_segments
 from annotation.exports.hashing import HashingWriter
 from annotation.exports.media import ZIP_DATE, MediaResolver, zip_add_media
 from annotation.models import Export
@@ -193,7 +193,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("chosen_candidate", pa.int64()), ("rejected_candidate", pa.int64()),
     ("chosen_latent_uri", pa.string()), ("rejected_latent_uri", pa.string()), ("text_embedding_uri", pa.string()),
     ("weight", pa.float64()), ("source", pa.string()), ("agreement", pa.float64()),
-    ("aspects", pa.string()),
+    ("aspects", pa.string()), ("segments", pa.string()),
 ])
 
 
@@ -212,6 +212,8 @@ def manifest_columns(rows: list[tuple], ctx: WriteContext) -> dict[str, list]:
         "agreement": _col(rows, ctx, "agreement"),
         # per-aspect outcomes as JSON ({"vq": "chosen" | "rejected" | "same", ...}; "{}" without): reward-model runs
         "aspects": [json.dumps(pair_aspects(a), sort_keys=True) for a in _col(rows, ctx, "aspects")],
+        # per-segment outcomes as JSON (["chosen", "same", ...], one per segment; "[]" without): DenseDPO weighting
+        "segments": [json.dumps(pair_segments(v)) for v in _col(rows, ctx, "segments")],
     }
 
 
@@ -234,7 +236,8 @@ def videoalign_rows(rows: list[tuple], ctx: WriteContext) -> Iterable[list]:
 
 RAW_FIELDS = ["judgment_id", "annotator", "round", "group_id", "prompt_id", "prompt", "is_gold", "outcome",
               "skip_reason", "time_spent_ms", "reviewer_decision", "created_at", "shown_order", "candidate_id",
-              "checkpoint", "seed", "video_uri", "label", "rank", "shown_position", "playback_coverage", "aspects", "flaws"]
+              "checkpoint", "seed", "video_uri", "label", "rank", "shown_position", "playback_coverage", "aspects", "segments",
+              "flaws"]
 
 
 def raw_records(rows: list[tuple], ctx: WriteContext) -> Iterable[dict]:
@@ -265,6 +268,7 @@ def raw_records(rows: list[tuple], ctx: WriteContext) -> Iterable[dict]:
             "shown_position": r[j["shown_position"]],
             "playback_coverage": r[j["playback_coverage"]],
             "aspects": label_aspects(r[j["aspects"]]),
+            "segments": label_segments(r[j["segments"]]),
             "flaws": flaws.get(r[j["label_id"]], []),
         }
 
@@ -511,7 +515,7 @@ FORMATS: dict[str, FormatSpec] = {
         Export.Format.MANIFEST, "manifest.parquet", "application/vnd.apache.parquet", "pairs",
         lambda chunks, sink, ctx, tmp: write_parquet(chunks, sink, ctx, MANIFEST_SCHEMA, manifest_columns),
         columns=("pair_id", "round_id", "prompt_id", "chosen_id", "rejected_id", "chosen_latent", "rejected_latent",
-                 "text_embedding", "weight", "source", "agreement", "aspects"),
+                 "text_embedding", "weight", "source", "agreement", "aspects", "segments"),
     ),
 }
 

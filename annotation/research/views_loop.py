@@ -138,6 +138,7 @@ ROUND_LABELS = {
     "base_seed": "Base seed", "annotators_per_group": "k annotators per group",
     "max_annotators_per_group": "At most, on disagreement", "gold_rate": "Gold rate",
     "annotation_mode": "Annotation mode", "prompts": "Prompts", "reference_checkpoint": "Reference",
+    "segment_seconds": "Segment length",
 }
 DPO_LABELS = {
     "name": "Name", "init_checkpoint": "Start from", "reference_checkpoint": "Reference",
@@ -242,7 +243,8 @@ def round_new(request: HttpRequest) -> HttpResponse:
             max_annotators_per_group=problems.number("max_annotators_per_group"),
             gold_rate=problems.number("gold_rate", 0.0, kind=float),
             annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS,
-            aspect_judgments=form.get("aspect_judgments") == "1", **overrides, **sizes)
+            aspect_judgments=form.get("aspect_judgments") == "1", segment_judgments=form.get("segment_judgments") == "1",
+            segment_seconds=problems.number("segment_seconds", 1.0, kind=float), **overrides, **sizes)
         round = None
         if checkpoint is not None:
             try:  # with problems already found, the service only checks the rest (nothing is saved)

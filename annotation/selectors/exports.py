@@ -56,6 +56,7 @@ PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source", "source"),
     ("created_at", "created_at"),
     ("aspects", "aspects"),
+    ("segments", "segments"),
 )
 PAIR_INDEX = {name: i for i, (name, _) in enumerate(PAIR_COLUMNS)}
 PAIR_PATHS = dict(PAIR_COLUMNS)
@@ -84,6 +85,7 @@ JUDGMENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("shown_position", "labels__shown_position"),
     ("playback_coverage", "labels__playback_coverage"),
     ("aspects", "labels__aspects"),
+    ("segments", "labels__segments"),
 )
 JUDGMENT_INDEX = {name: i for i, (name, _) in enumerate(JUDGMENT_COLUMNS)}
 

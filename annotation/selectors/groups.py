@@ -41,6 +41,8 @@ class GroupPage:
     require_full_playback: bool
     candidates: list[ShownCandidate]
     aspects: list[str] = field(default_factory=list)  # aspects marked per candidate (empty: overall answer only)
+    segment_count: int = 0  # segments of the timeline marked per candidate (0: no segment judgments)
+    segment_seconds: float = 1.0
     guidelines_html: str = ""
     prefetch: list[ShownCandidate] = field(default_factory=list)
 
@@ -48,6 +50,10 @@ class GroupPage:
     def aspect_rows(self) -> list[tuple[str, str, str]]:
         """(aspect, its name, its key) for each aspect marked per candidate."""
         return [(a, ASPECT_NAMES[a], ASPECT_KEYS[a]) for a in self.aspects]
+
+    @property
+    def segment_indexes(self) -> range:
+        return range(self.segment_count)
 
     @property
     def columns(self) -> int:
@@ -102,6 +108,7 @@ def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | 
         require_full_playback=group.round.require_full_playback,
         candidates=_shown(current, candidates),
         aspects=list(ASPECTS) if group.round.aspect_judgments else [],
+        segment_count=group.round.segment_count, segment_seconds=group.round.segment_seconds,
         guidelines_html=guidelines_html(prompt_set.guidelines_md) if prompt_set else "",
         prefetch=_shown(assignments[1], candidates) if len(assignments) > 1 else [],
     )

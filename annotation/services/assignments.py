@@ -63,7 +63,8 @@ _LOADED: dict[type[models.Model], tuple[str, ...]] = {
     ),
     Round: (
         "id", "status", "fps", "annotators_per_group", "max_annotators_per_group", "gold_rate", "annotation_mode",
-        "require_full_playback", "aspect_judgments", "exclude_flagged",
+        "require_full_playback", "aspect_judgments", "segment_judgments", "segment_seconds", "num_frames",
+        "exclude_flagged",
     ),
     Prompt: ("id", "text", "prompt_set_id"),
     PromptSet: ("id", "guidelines_md"),

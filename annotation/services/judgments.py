@@ -49,6 +49,11 @@ ERR_ASPECTS_OFF = "This round does not collect per-aspect judgments: send the ov
 ERR_UNKNOWN_ASPECT = "Unknown aspect {value!r}: expected vq (visual quality), mq (motion quality) or ta (text alignment)."
 ERR_ASPECT_LABEL = "Unknown {aspect} label {value!r} for video {video}: expected preferred, neutral or non_preferred."
 ERR_ASPECTS_SKIPPED = "A skipped group cannot carry per-aspect judgments."
+ERR_SEGMENTS_OFF = "This round does not collect per-segment judgments: send the overall labels only."
+ERR_SEGMENT_AFTER_END = ("Video {video}: segment {segment} would start at {start:.2f} s, after the end of the clip "
+                         "({clip:.2f} s: {count} segments of {seconds:g} s).")
+ERR_SEGMENT_LABEL = "Unknown label {value!r} for segment {segment} of video {video}: expected preferred, neutral or non_preferred."
+ERR_SEGMENTS_SKIPPED = "A skipped group cannot carry per-segment judgments."
 ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip})."
 ERR_TIME_SPENT = "Invalid time spent {value!r}: expected milliseconds from 0 to 86400000."
 FLAW_TIME_SLACK_S = 1.0
@@ -84,6 +89,7 @@ class LabelInput:
     flaws: tuple[FlawInput, ...] = field(default_factory=tuple)
     position: int | None = None
     aspects: dict[str, str] = field(default_factory=dict)  # aspect -> label, rounds with aspect judgments only
+    segments: tuple[str, ...] = ()  # one label per segment, rounds with segment judgments only
 
 
 def _shown_number(pos) -> str:
@@ -123,6 +129,25 @@ def _validate_aspects(*, assignment: Assignment, outcome: str, lab: LabelInput) 
             raise JudgmentError(ERR_ASPECTS_SKIPPED)
 
 
+def _validate_segments(*, assignment: Assignment, outcome: str, lab: LabelInput) -> None:
+    if not lab.segments:
+        return
+    round_ = assignment.group.round
+    if not round_.segment_judgments:
+        raise JudgmentError(ERR_SEGMENTS_OFF)
+    video = assignment.shown_order.index(lab.candidate_id) + 1
+    count = round_.segment_count
+    if len(lab.segments) > count:
+        raise JudgmentError(ERR_SEGMENT_AFTER_END.format(
+            video=video, segment=count + 1, start=count * round_.segment_seconds, count=count,
+            clip=round_.num_frames / max(round_.fps, 1), seconds=round_.segment_seconds))
+    for k, value in enumerate(lab.segments, start=1):
+        if value not in CandidateLabel.Label.values:
+            raise JudgmentError(ERR_SEGMENT_LABEL.format(value=str(value)[:20], segment=k, video=video))
+        if outcome == Judgment.Outcome.SKIPPED and value != CandidateLabel.Label.NEUTRAL:
+            raise JudgmentError(ERR_SEGMENTS_SKIPPED)
+
+
 def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput], skip_reason: str) -> dict[str, FlawTag]:
     if outcome not in Judgment.Outcome.values:
         raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=outcome))
@@ -139,6 +164,7 @@ def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput],
         if lab.label not in CandidateLabel.Label.values:
             raise JudgmentError(ERR_UNKNOWN_LABEL.format(value=lab.label))
         _validate_aspects(assignment=assignment, outcome=outcome, lab=lab)
+        _validate_segments(assignment=assignment, outcome=outcome, lab=lab)
         if not (math.isfinite(lab.playback_coverage) and 0.0 <= lab.playback_coverage <= 1.0):
             raise JudgmentError(ERR_BAD_NUMBER.format(name="playback coverage", value=lab.playback_coverage))
         for flaw in lab.flaws:
@@ -200,14 +226,16 @@ def _store(*, assignment, outcome, labels, skip_reason, time_spent_ms, tags, now
     given = {lab.candidate_id: lab for lab in labels}
     # an aspect round stores all three aspects of every candidate (unmarked = neutral: the same as the others)
     with_aspects = assignment.group.round.aspect_judgments and outcome != Judgment.Outcome.SKIPPED
+    n_segments = assignment.group.round.segment_count if outcome != Judgment.Outcome.SKIPPED else 0
     rows, flaws_per_row = [], []
     for position, cid in enumerate(assignment.shown_order):
         lab = given.get(cid) or LabelInput(candidate_id=cid)
         aspects = {a: lab.aspects.get(a, CandidateLabel.Label.NEUTRAL) for a in ASPECTS} if with_aspects else {}
+        segments = [*lab.segments, *[CandidateLabel.Label.NEUTRAL] * (n_segments - len(lab.segments))][:n_segments]
         rows.append(
             CandidateLabel(
                 judgment=judgment, candidate_id=cid, label=lab.label, rank=lab.rank, shown_position=position,
-                playback_coverage=lab.playback_coverage, aspects=aspects,
+                playback_coverage=lab.playback_coverage, aspects=aspects, segments=segments,
             )
         )
         flaws_per_row.append(lab.flaws)

@@ -6,13 +6,14 @@ import json
 
 from django.db import connection, transaction
 
-from annotation.agreement import Aggregate, LabelRow, aggregate, aspect_outcomes, implied_pairs
+from annotation.agreement import Aggregate, LabelRow, aggregate, aspect_outcomes, implied_pairs, segment_outcomes
 from annotation.conf import conf
 from annotation.models import CandidateGroup, CandidateLabel, Judgment, PreferencePair
 
 
 def _group_judgments(*, group: CandidateGroup) -> list[tuple[int, str, list[dict]]]:
-    """(judgment id, outcome, its labels as dicts: candidate, label, rank, aspects) for every judgment of ``group``:
+    """(judgment id, outcome, its labels as dicts: candidate, label, rank, aspects, segments) for every judgment of
+    ``group``:
     one query, bounded by the group's cap.
 
     Each judgment's labels come as a JSON array from a correlated subquery: an index lookup per judgment whatever the
@@ -20,7 +21,7 @@ def _group_judgments(*, group: CandidateGroup) -> list[tuple[int, str, list[dict
     Plain SQL: it runs on every submit, and built with the ORM it cost more Python than the database spends on it."""
     sql = (
         "SELECT j.id, j.outcome, (SELECT json_agg(json_build_object('candidate', l.candidate_id, 'label', l.label,"
-        f" 'rank', l.rank, 'aspects', l.aspects)) FROM {CandidateLabel._meta.db_table} l WHERE l.judgment_id = j.id)"
+        f" 'rank', l.rank, 'aspects', l.aspects, 'segments', l.segments)) FROM {CandidateLabel._meta.db_table} l WHERE l.judgment_id = j.id)"
         f" FROM {Judgment._meta.db_table} j WHERE j.group_id = %s ORDER BY j.id"
     )
     with connection.cursor() as cursor:
@@ -57,8 +58,9 @@ def group_pairs_store(*, group: CandidateGroup) -> Aggregate:
     judgments = _group_judgments(group=group)
     result = aggregate(judgments=_judgment_rows(group, judgments), min_majority=conf("PAIR_MIN_MAJORITY"))
     # per-aspect votes: every answered judgment's labels per candidate (each annotator rates every candidate)
-    aspect_votes = [{r["candidate"]: r["aspects"] for r in labels if r.get("aspects")}
-                    for _, outcome, labels in judgments if outcome != Judgment.Outcome.SKIPPED]
+    answered = [labels for _, outcome, labels in judgments if outcome != Judgment.Outcome.SKIPPED]
+    aspect_votes = [{r["candidate"]: r["aspects"] for r in labels if r.get("aspects")} for labels in answered]
+    segment_votes = [{r["candidate"]: r["segments"] for r in labels if r.get("segments")} for labels in answered]
     through = PreferencePair.source_judgments.through
     pair_table, link_table = PreferencePair._meta.db_table, through._meta.db_table
     # Stale: the group's human pairs the new result does not hold (their links go with them). When the result holds
@@ -86,13 +88,14 @@ def group_pairs_store(*, group: CandidateGroup) -> Aggregate:
                 agreement=p.agreement, votes_for=p.votes_for, votes_against=p.votes_against,
                 n_annotators=p.n_annotators, source=PreferencePair.Source.HUMAN,
                 aspects=aspect_outcomes(chosen=p.chosen, rejected=p.rejected, judgments=aspect_votes),
+                segments=segment_outcomes(chosen=p.chosen, rejected=p.rejected, judgments=segment_votes),
             )
             for p in result.pairs
         ],
         update_conflicts=True,
         unique_fields=["chosen", "rejected"],
         update_fields=["weight", "agreement", "votes_for", "votes_against", "n_annotators", "source", "aspects",
-                       "updated_at"],
+                       "segments", "updated_at"],
     )
     through.objects.bulk_create(
         [

@@ -47,7 +47,8 @@ def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[i
                  num_frames: int | None = None, fps: int | None = None, seeds_per_prompt: int = 4, base_seed: int = 0,
                  annotators_per_group: int = 3, max_annotators_per_group: int | None = None, gold_rate: float = 0.0,
                  annotation_mode: str = Round.Mode.LABELS, require_full_playback: bool = True,
-                 aspect_judgments: bool = False, exclude_flagged: bool = True, launch: bool = False, dry_run: bool = False) -> Round:
+                 aspect_judgments: bool = False, segment_judgments: bool = False, segment_seconds: float = 1.0,
+                 exclude_flagged: bool = True, launch: bool = False, dry_run: bool = False) -> Round:
     """Create a draft round (sampler settings default to the preset's); validated in full before anything is saved.
     With ``launch=True`` its generation is queued on commit. Raises ValidationError (every field's problems at once),
     creating nothing; ``dry_run=True`` validates only and returns the unsaved round."""
@@ -74,7 +75,8 @@ def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[i
         annotators_per_group=annotators_per_group,
         max_annotators_per_group=max_annotators_per_group or max(annotators_per_group + 2, annotators_per_group),
         gold_rate=gold_rate, annotation_mode=annotation_mode, require_full_playback=require_full_playback,
-        aspect_judgments=aspect_judgments, exclude_flagged=exclude_flagged, created_by=actor, config={"prompt_ids": list(prompt_ids)},
+        aspect_judgments=aspect_judgments, segment_judgments=segment_judgments, segment_seconds=segment_seconds,
+        exclude_flagged=exclude_flagged, created_by=actor, config={"prompt_ids": list(prompt_ids)},
     )
     try:  # every problem at once: the generation checks and the model's own fields
         round_generation_validate(round=round, prompt_ids=prompt_ids)

@@ -115,6 +115,12 @@
       var input = q("#coverage-" + pos); if (input) input.value = cov.toFixed(3);
       var ans = q("#answer-" + pos); if (ans) ans.textContent = answerOf(pos);
       var seen = q("#seen-" + pos); if (seen) seen.textContent = played ? "played" : Math.round(cov * 100) + "% played";
+      for (var k = 0; k < wb.segments; k++) {
+        var cell = q("#seg-" + pos + "-" + k), v = q("#seg-input-" + pos + "-" + k).value;
+        cell.classList.toggle("better", v === "preferred");
+        cell.classList.toggle("worse", v === "non_preferred");
+        cell.classList.toggle("current", k === currentSegment());
+      }
       el.classList.toggle("played", played);
       if (!played) allPlayed = false;
     });
@@ -127,7 +133,7 @@
   }
   function stateKey() {
     // what the annotator answered (labels, ranks, outcome, reason, flaws): a change means the refusal may not apply
-    return qa("input:checked, input[name^=rank_], #outcome, #skip-reason, .flaw-time").map(function (i) {
+    return qa("input:checked, input[name^=rank_], input[name^=segment_], #outcome, #skip-reason, .flaw-time").map(function (i) {
       return i.name + "=" + i.value;
     }).join("&");
   }
@@ -150,6 +156,17 @@
     }).filter(Boolean);
     return [overallOf(pos)].concat(marks).join(" · ");
   }
+  function currentSegment() {
+    return Math.min(wb.segments - 1, Math.floor(wb.clock.time() / wb.segmentSeconds + 1e-6));
+  }
+  function segment(pos, k, value) {
+    // one segment of one video: better / worse than the others there; the same again returns it to "same"
+    var input = q("#seg-input-" + pos + "-" + k);
+    if (!input) return false;
+    input.value = input.value === value ? "neutral" : value;
+    render();
+    return true;
+  }
   function aspect(name, value) {
     // the selected video's label on one aspect; the same key again returns it to "same"
     var pos = wb.selected;
@@ -164,9 +181,10 @@
   function setOutcome(o) {
     q("#outcome").value = o;
     if (o !== "labelled") {
-      // a tie or "all bad" clears the overall labels; a skip clears the aspects too (it carries no judgment)
+      // a tie or "all bad" clears the overall labels; a skip clears the aspects and segments too (no judgment)
       qa(o === "skipped" ? "input[type=radio][value=neutral]" : "input[type=radio][name^=label_][value=neutral]")
         .forEach(function (r) { r.checked = true; });
+      if (o === "skipped") qa("input[name^=segment_]").forEach(function (i) { i.value = "neutral"; });
       qa("input[name^=rank_]").forEach(function (r) { r.value = ""; });
     }
     if (o === "skipped") q("#skip-reason").focus();
@@ -259,10 +277,12 @@
     var fps = parseFloat($(".cand", form).dataset.fps) || 25;
     wb = { form: form, mode: form.dataset.mode, count: +form.dataset.count, selected: 0,
            aspects: (form.dataset.aspects || "").split(",").filter(Boolean),
+           segments: +form.dataset.segments || 0, segmentSeconds: parseFloat(form.dataset.segmentSeconds) || 1,
            clock: new Clock(videos, fps), started: performance.now(), scrubbing: false, raf: 0,
            errorState: null, errorPlayback: false };
     window.workbench = wb; // exposed for tests and debugging
     var aspectKeys = $("#aspect-keys"); if (aspectKeys) aspectKeys.hidden = !wb.aspects.length;
+    var segmentKeys = $("#segment-keys"); if (segmentKeys) segmentKeys.hidden = !wb.segments;
     // htmx keeps the focus on an element of the same id after a swap (the skip note, a flaw box): a new group
     // starts with the keys on the page, never inside a field of the previous answer
     if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
@@ -297,6 +317,11 @@
       else if (a === "enlarge") enlarge(+b.dataset.pos);
       else if (a === "outcome") setOutcome(b.dataset.outcome);
       else if (a === "pin") pin(b.closest(".flaw-row"));
+      else if (a === "segment") {  // a click cycles the segment: same -> better -> worse -> same
+        var input = q("#seg-input-" + b.dataset.pos + "-" + b.dataset.seg);
+        input.value = { neutral: "preferred", preferred: "non_preferred" }[input.value] || "neutral";
+        render();
+      }
     });
     var scrub = q("#scrub");
     scrub.addEventListener("input", function () { wb.scrubbing = true; wb.clock.seek((scrub.value / 1000) * wb.clock.duration()); });
@@ -340,6 +365,9 @@
     var aspectKey = { v: "vq", m: "mq", a: "ta" }[k.toLowerCase()];
     if (row && (k === "m" || k === "M")) pin(row);
     else if (aspectKey && aspect(aspectKey, k === k.toLowerCase() ? "preferred" : "non_preferred")) { /* handled */ }
+    else if ((k === "g" || k === "G") && wb.segments && wb.selected != null) {
+      segment(wb.selected, currentSegment(), k === "g" ? "preferred" : "non_preferred");
+    }
     else if (/^[1-9]$/.test(k)) select(+k - 1);
     else if (k === "p" || k === "P" || k === "ArrowUp") label("preferred");
     else if (k === "n" || k === "N" || k === "ArrowDown") label("non_preferred");
