@@ -320,7 +320,8 @@
       else if (a === "segment") {  // a click cycles the segment: same -> better -> worse -> same
         var input = q("#seg-input-" + b.dataset.pos + "-" + b.dataset.seg);
         input.value = { neutral: "preferred", preferred: "non_preferred" }[input.value] || "neutral";
-        render();
+        select(+b.dataset.pos);
+        focusPage(+b.dataset.pos);  // the keys (Enter included) act on the page again, not on this button
       }
     });
     var scrub = q("#scrub");

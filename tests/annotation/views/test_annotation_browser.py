@@ -100,6 +100,31 @@ def test_per_aspect_judgments_with_the_keyboard(page, live_server, media_group, 
     assert PreferencePair.objects.get().aspects == {"vq": "chosen", "mq": "same", "ta": "rejected"}
 
 
+def test_per_segment_judgments_with_the_keyboard(page, live_server, media_group, artifacts_dir):
+    rnd = RoundFactory(annotators_per_group=1, max_annotators_per_group=1, segment_judgments=True, num_frames=50, fps=25)
+    media_group(k=2, round=rnd)
+    user = annotator()
+    open_workbench(page, live_server, user)
+    assert page.is_visible("#segment-keys") and page.locator(".segments .seg").count() == 2 * 2
+    page.keyboard.press("1")
+    page.keyboard.press("p")
+    page.evaluate("window.workbench.clock.pause(); window.workbench.clock.seek(0.3)")
+    page.keyboard.press("g")  # segment 1 playing: video 1 is better there
+    page.evaluate("window.workbench.clock.seek(1.5)")
+    page.keyboard.press("Shift+G")  # segment 2: worse there
+    assert page.locator("#seg-0-1.current").count() == 1
+    page.keyboard.press("2")
+    page.keyboard.press("n")
+    page.click("#seg-1-1")  # a click cycles: same -> better
+    assert set(page.get_attribute("#seg-1-1", "class").split()) == {"seg", "better", "current"}
+    page.screenshot(path=str(artifacts_dir / "workbench-segments.png"), full_page=True)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#no-work")
+    labels = {lab.shown_position: lab for lab in Judgment.objects.get(annotator=user).labels.all()}
+    assert labels[0].segments == ["preferred", "non_preferred"] and labels[1].segments == ["neutral", "preferred"]
+    assert PreferencePair.objects.get().segments == ["chosen", "rejected"]
+
+
 def test_synchronized_playback_and_screenshot(page, live_server, media_group, artifacts_dir):
     media_group(k=4, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
     open_workbench(page, live_server, annotator())
