@@ -66,7 +66,8 @@ def test_parquet_formats(loop, format):
     expected = {
         "trl_parquet": ["prompt", "chosen", "rejected", "chosen_latent", "rejected_latent", "weight", "round", "checkpoint"],
         "manifest": ["pair_id", "round", "prompt_id", "chosen_candidate", "rejected_candidate", "chosen_latent_uri",
-                     "rejected_latent_uri", "text_embedding_uri", "weight", "source", "agreement", "aspects"],
+                     "rejected_latent_uri", "text_embedding_uri", "weight", "source", "agreement", "aspects",
+                     "segments"],
         "pickapic": ["caption", "video_0", "video_1", "label_0", "label_1", "model_0", "model_1", "user_id",
                      "ranking_id", "created_at"],
     }[format]
