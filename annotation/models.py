@@ -658,3 +658,15 @@ class RewardMetric(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="rewardmetric_unique_step")]
         ordering = ["step"]
+
+
+class RewardScore(models.Model):
+    """A reward model's scores of one candidate (researchers only; never shown to annotators)."""
+
+    run = models.ForeignKey(RewardRun, on_delete=models.CASCADE, related_name="scores")
+    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="reward_scores")
+    scores = models.JSONField(help_text="{aspect: score}; higher is better, comparable within one reward run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "candidate"], name="rewardscore_unique")]

@@ -130,7 +130,7 @@ def _reward_score(args: argparse.Namespace) -> int:
     model = LatentRewardModel(_reward_dit(args.init), args.reward)
     text = PairDataset([])._text(args.text)
     latent = load_safetensors(args.latent)[LATENT_KEY][None]
-    scores = model.score(latent, {k: v[None] for k, v in text.items()}, seeds=[args.seed])[0]
+    scores = model.score(latent, {k: v[None] for k, v in text.items()}, keys=[(args.latent, args.text)])[0]
     print(json.dumps({a: round(float(s), 5) for a, s in zip(model.aspects, scores, strict=True)}))
     return 0
 
@@ -201,7 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reward", required=True)
     r.add_argument("--latent", required=True)
     r.add_argument("--text", required=True)
-    r.add_argument("--seed", type=int, default=0, help="noise seed of the features")
     r.set_defaults(func=_reward_score)
     return parser
 

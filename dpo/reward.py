@@ -361,9 +361,14 @@ class LatentRewardModel:
         return self.cfg.aspects
 
     @torch.no_grad()
-    def score(self, latents: torch.Tensor, text: dict[str, torch.Tensor], seeds: list[int] | None = None) -> torch.Tensor:
-        seeds = seeds if seeds is not None else list(range(len(latents)))
-        draws = [self.head(dit_features(self.dit, latents, text, t=self.cfg.t, seeds=[s * 1000 + d for s in seeds]))
+    def score(self, latents: torch.Tensor, text: dict[str, torch.Tensor],
+              keys: list[tuple[str, str]] | None = None) -> torch.Tensor:
+        """(B, A) scores of latents (B, F, C, H, W). ``keys``: each candidate's (latent uri, text uri), which fix its
+        noise draws exactly as in training (a stored candidate scores as the head saw it); default: draws by
+        position."""
+        keys = keys if keys is not None else [(str(i), "") for i in range(len(latents))]
+        draws = [self.head(dit_features(self.dit, latents, text, t=self.cfg.t,
+                                        seeds=[_seed(self.cfg.seed, d, key) for key in keys]))
                  for d in range(self.cfg.noise_draws)]
         return torch.stack(draws).mean(0)  # (B, A)
 

@@ -194,6 +194,12 @@ def reward_run_execute(run_id: int) -> str:
     return training.reward_run_execute(run_id=run_id)
 
 
+@shared_task(name="generation_workers.tasks.reward_scores_round", acks_late=True)
+def reward_scores_round(run_id: int, round_id: int) -> int:
+    """A finished reward run scores a round's candidates (``training.reward_scores_round``)."""
+    return training.reward_scores_round(run_id=run_id, round_id=round_id)
+
+
 @shared_task(name="generation_workers.tasks.checkpoint_average_run", acks_late=True)
 def checkpoint_average_run(checkpoint_ids: list[int], name: str, actor_id: int | None = None) -> int:
     """The uniform mean of several checkpoints' DiT weights as a new checkpoint; idempotent by name."""

@@ -36,7 +36,13 @@ from annotation.services.dpo_runs import (
     dpo_run_record_metrics,
 )
 from annotation.services.exports import export_artifact_key, export_run
-from annotation.services.reward_runs import reward_run_finish, reward_run_mark_running, reward_run_record_metrics
+from annotation.services.reward_runs import (
+    reward_run_finish,
+    reward_run_mark_running,
+    reward_run_record_metrics,
+    reward_scores_store,
+    scorable_candidates,
+)
 from generation_workers.checkpoints import resolve_model_root
 
 logger = logging.getLogger(__name__)
@@ -276,6 +282,40 @@ def reward_run_execute(*, run_id: int) -> str:
         logger.exception("reward run %s failed", run_id)
         return reward_run_finish(run_id=run_id, status=RewardRun.Status.FAILED,
                                  error=f"{type(exc).__name__}: {exc}").status
+
+
+def reward_scores_round(*, run_id: int, round_id: int, batch: int = 16) -> int:
+    """Score a round's ready candidates with a finished reward run (its head on its checkpoint's DiT, from each
+    candidate's stored latent and text embedding; no decode) and store the scores; returns how many."""
+    import torch
+
+    from dpo.data import LATENT_KEY, PairDataset, collate_pairs
+    from dpo.reward import LatentRewardModel
+    from dpo.storage import load_safetensors
+    from generation_workers.pipeline_cache import resolve_device
+    from model.checkpoint import load_dit
+    from model.layout import is_s3
+
+    run = RewardRun.objects.select_related("init_checkpoint").get(id=run_id)
+    folder = resolve_model_root(run.output_uri) if is_s3(run.output_uri) else Path(run.output_uri)
+    dit = load_dit(resolve_model_root(run.init_checkpoint.uri), device=resolve_device(), dtype=torch.float32)
+    model = LatentRewardModel(dit, folder)
+    candidates = list(scorable_candidates(round_id=round_id).order_by("id").values_list(
+        "id", "seed", "latent_uri", "text_embedding_uri"))
+    texts, scores = PairDataset([]), {}
+    for start in range(0, len(candidates), batch):
+        chunk = candidates[start : start + batch]
+        items = []
+        for _, _, latent_uri, text_uri in chunk:
+            latent = load_safetensors(latent_uri)[LATENT_KEY]
+            items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
+                          "pair_id": latent_uri, "round": None, **texts._text(text_uri)})
+        b = collate_pairs(items)
+        text = {k: b[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+        out = model.score(b["latent_chosen"], text, keys=[(lat, txt) for _, _, lat, txt in chunk])  # (b, A)
+        for (cid, _, _, _), row in zip(chunk, out.tolist(), strict=True):
+            scores[cid] = {a: round(v, 5) for a, v in zip(model.aspects, row, strict=True)}
+    return reward_scores_store(run_id=run_id, scores=scores)
 
 
 def checkpoint_average(*, checkpoint_ids: list[int], name: str, actor_id: int | None = None) -> int:

@@ -18,6 +18,7 @@ urlpatterns = [
     path("reward-runs/new/", vr.reward_run_new, name="research-reward-run-new"),
     path("reward-runs/<int:run_id>/", vr.reward_run_detail, name="research-reward-run-detail"),
     path("reward-runs/<int:run_id>/cancel/", vr.reward_run_cancel_view, name="research-reward-run-cancel"),
+    path("rounds/<int:round_id>/reward-scores/", vr.reward_scores_view, name="research-round-reward-scores"),
     path("checkpoints/<int:checkpoint_id>/", v.checkpoint_detail, name="research-checkpoint-detail"),
     path("checkpoints/<int:checkpoint_id>/evaluate/", v.checkpoint_evaluate, name="research-checkpoint-evaluate"),
     path("checkpoints/average/", v.checkpoint_average, name="research-checkpoint-average"),

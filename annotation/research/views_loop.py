@@ -30,8 +30,10 @@ from annotation.selectors.research import (
     dpo_run_get,
     dpo_runs_for_compare,
     research_overview,
+    reward_runs_done,
     round_group_status_counts,
     round_groups_unusable,
+    round_reward_scores,
     rounds_with_pairs,
 )
 from annotation.selectors.round_preview import annotators_available, default_annotators_per_group, round_preview
@@ -284,6 +286,8 @@ def round_detail(request: HttpRequest, round_id: int) -> HttpResponse:
         "unusable": round_groups_unusable(round=round),
         "pairs": round.pairs.count(),
         "scripted": round_scripted_scores(round_id=round_id) if request.GET.get("scripted") and not request.htmx else None,
+        "reward_scores": round_reward_scores(round_id=round_id) if not request.htmx else [],
+        "reward_runs": reward_runs_done()[:50] if not request.htmx else [],
     }
     template = "research/round_progress.html" if request.htmx else "research/round_detail.html"
     return render(request, template, context)

@@ -15,7 +15,7 @@ from annotation.models import Checkpoint
 from annotation.permissions import researcher_required
 from annotation.research.views_loop import FormErrors, action_view
 from annotation.selectors.research import checkpoint_list, reward_run_curve, reward_run_get, rounds_for_reward_runs
-from annotation.services.reward_runs import reward_run_cancel, reward_run_create
+from annotation.services.reward_runs import reward_run_cancel, reward_run_create, reward_scores_request
 from dpo.reward_config import ASPECT_NAMES, ASPECTS
 
 REWARD_LABELS = {"name": "Name", "init_checkpoint": "Features from", "round_ids": "Pairs from rounds",
@@ -86,6 +86,16 @@ def reward_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     template = "research/reward_run_progress.html" if request.htmx else "research/reward_run_detail.html"
     return render(request, template, context)
 
+
+def _posted_run_id(request: HttpRequest) -> int:
+    value = request.POST.get("reward_run", "")
+    return int(value) if is_int(value) else 0  # 0: no such run (404)
+
+
+reward_scores_view = action_view(
+    lambda request, round_id: reward_scores_request(run_id=_posted_run_id(request), round_id=round_id),
+    success="{} candidates queued for scoring; the scores appear here when the job is done.",
+    back="research-round-detail")
 
 reward_run_cancel_view = action_view(
     lambda request, run_id: reward_run_cancel(run_id=run_id),

@@ -15,6 +15,7 @@ from annotation.models import (
     Prompt,
     RewardMetric,
     RewardRun,
+    RewardScore,
     Round,
 )
 
@@ -125,3 +126,21 @@ def round_choices(*, limit: int = 200) -> QuerySet:
 def category_choices() -> QuerySet:
     """(slug, name) of every category, by name."""
     return Category.objects.order_by("name").values_list("slug", "name")
+
+
+def round_reward_scores(*, round_id: int, limit: int = 200) -> list[dict]:
+    """Per reward run that scored this round (newest first): its aspects and each scored candidate's prompt, seed and
+    scores (researchers only); two queries."""
+    rows = list(RewardScore.objects.filter(candidate__group__round_id=round_id)
+                .select_related("run", "candidate__group__prompt")
+                .order_by("-run_id", "candidate__group_id", "candidate__seed")[:limit])
+    runs: dict[int, dict] = {}
+    for r in rows:
+        entry = runs.setdefault(r.run_id, {"run": r.run, "aspects": list(r.run.config.get("aspects", [])), "rows": []})
+        entry["rows"].append({"candidate_id": r.candidate_id, "prompt": r.candidate.group.prompt.text,
+                              "seed": r.candidate.seed, "scores": [r.scores.get(a) for a in entry["aspects"]]})
+    return list(runs.values())
+
+
+def reward_runs_done() -> QuerySet[RewardRun]:
+    return RewardRun.objects.filter(status=RewardRun.Status.DONE).order_by("-id")

@@ -27,6 +27,7 @@ TASK_CANDIDATES_DECODE = "generation_workers.tasks.candidates_decode"
 TASK_DPO_RUN_EXECUTE = "generation_workers.tasks.dpo_run_execute"
 TASK_CHECKPOINT_AVERAGE = "generation_workers.tasks.checkpoint_average_run"
 TASK_REWARD_RUN_EXECUTE = "generation_workers.tasks.reward_run_execute"
+TASK_REWARD_SCORES = "generation_workers.tasks.reward_scores_round"
 TASK_EXPORT_RUN = "annotation.tasks_exports.export_run"
 TASK_PROMPT_IMPORT_RUN = "annotation.tasks.prompt_import_run"
 
@@ -72,6 +73,10 @@ def dpo_run_dispatch_on_commit(*, run_id: int) -> None:
 
 def reward_run_dispatch_on_commit(*, run_id: int) -> None:
     _send_on_commit(_job(TASK_REWARD_RUN_EXECUTE, int(run_id), queue=QUEUE_TRAIN))
+
+
+def reward_scores_dispatch_on_commit(*, run_id: int, round_id: int) -> None:
+    _send_on_commit(_job(TASK_REWARD_SCORES, int(run_id), int(round_id), queue=QUEUE_TRAIN))
 
 
 def checkpoint_average_dispatch_on_commit(*, checkpoint_ids: list[int], name: str, actor_id: int | None) -> None:

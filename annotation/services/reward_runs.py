@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Checkpoint, Export, RewardMetric, RewardRun, Round
+from annotation.models import Candidate, Checkpoint, Export, RewardMetric, RewardRun, RewardScore, Round
 from annotation.selectors.exports import pair_queryset_for_export
 from annotation.services import candidates, dispatch
 from annotation.services.dpo_runs import ERR_EVALUATION_ROUNDS, ERR_NO_NAME, ERR_NO_ROUNDS, training_filter
@@ -24,6 +24,8 @@ from dpo.reward_config import ASPECTS, LatentRewardConfig, aspect_shortfall  # t
 ERR_NAME_TAKEN = "A reward run named {name!r} already exists."
 ERR_NO_PAIRS = "No usable preference pairs in rounds {rounds} (pairs need both latents and the text embedding)."
 ERR_NOT_CANCELLABLE = "Reward run {name!r} is {status}; only queued or running runs can be cancelled."
+ERR_NOT_DONE = "Reward run {name!r} is {status}: only a finished run can score candidates."
+ERR_NOTHING_TO_SCORE = "Round {round!r} has no ready candidate with a stored latent and text embedding to score."
 CLOSED = (RewardRun.Status.DONE, RewardRun.Status.FAILED, RewardRun.Status.CANCELLED)
 
 
@@ -130,3 +132,30 @@ def reward_run_finish(*, run_id: int, status: str, error: str = "", output_uri: 
     run.save()
     return run
 
+
+
+def scorable_candidates(*, round_id: int):
+    """A round's candidates a latent reward model can score: ready, with the latent and the text embedding stored."""
+    return (Candidate.objects.filter(group__round_id=round_id, status=Candidate.Status.READY)
+            .exclude(latent_uri="").exclude(text_embedding_uri=""))
+
+
+def reward_scores_request(*, run_id: int, round_id: int) -> int:
+    """Queue the scoring of a round's candidates by a finished reward run (queue ``train``); the number to score."""
+    run = RewardRun.objects.get(id=run_id)
+    round = Round.objects.get(id=round_id)
+    if run.status != RewardRun.Status.DONE:
+        raise ValidationError(ERR_NOT_DONE.format(name=run.name, status=run.status))
+    count = scorable_candidates(round_id=round.id).count()
+    if not count:
+        raise ValidationError(ERR_NOTHING_TO_SCORE.format(round=round.name))
+    dispatch.reward_scores_dispatch_on_commit(run_id=run.id, round_id=round.id)
+    return count
+
+
+def reward_scores_store(*, run_id: int, scores: dict[int, dict[str, float]]) -> int:
+    """Upsert one RewardScore per candidate (idempotent: a redelivered job rewrites the same rows)."""
+    rows = [RewardScore(run_id=run_id, candidate_id=cid, scores=s) for cid, s in scores.items()]
+    RewardScore.objects.bulk_create(rows, update_conflicts=True, unique_fields=["run", "candidate"],
+                                    update_fields=["scores"])
+    return len(rows)

@@ -76,6 +76,25 @@ def test_a_run_is_validated_then_trained_by_the_job_with_curve_accuracy_and_line
     assert steps[-1] == 60 and len(steps) == 60 and run.progress_step == 60
     assert (Path(run.output_uri) / "reward.json").is_file()  # local storage: the folder itself
     assert reward_run_execute(run_id=run.pk) == RewardRun.Status.DONE  # redelivered: left alone
+
+    # the finished run scores the round's candidates (a job), from their stored latents
+    from annotation.models import Candidate, RewardScore
+    from annotation.services.reward_runs import reward_scores_request
+    from generation_workers.training import reward_scores_round
+
+    sent_tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reward_scores_request(run_id=run.pk, round_id=rnd.pk) == 96
+    assert sent_tasks == [("generation_workers.tasks.reward_scores_round", (run.pk, rnd.pk), "train")]
+    assert reward_scores_round(run_id=run.pk, round_id=rnd.pk) == 96 == RewardScore.objects.count()
+    assert reward_scores_round(run_id=run.pk, round_id=rnd.pk) == 96 == RewardScore.objects.count()  # idempotent
+    # within each prompt the four seeds carry more and more of the planted direction: text alignment follows
+    by_group: dict[int, list[tuple[str, float]]] = {}
+    for s in RewardScore.objects.select_related("candidate"):
+        by_group.setdefault(s.candidate.group_id, []).append((s.candidate.latent_uri, s.scores["ta"]))
+    ordered = [sorted(v)[-1][1] > sorted(v)[0][1] for v in by_group.values()]  # latent-<p>-3 vs latent-<p>-0
+    assert sum(ordered) / len(ordered) >= 0.9 and set(RewardScore.objects.first().scores) == {"overall", "ta", "vq"}
+    assert Candidate.objects.filter(group__round=rnd).count() == 96
     with pytest.raises(ValidationError, match="only queued or running runs can be cancelled"):
         reward_run_cancel(run_id=run.pk)
 
@@ -110,6 +129,12 @@ def test_the_pages_launch_refuse_and_show_a_run(client, researcher, reward_round
     assert 'id="accuracy-ta"' in detail and "0.870" in detail and "0.670" in detail
     assert client.get("/research/").content.decode().count(f"/research/reward-runs/{run.pk}/") == 1
     assert client.get("/research/reward-runs/999999/").status_code == 404
+    page = client.get(f"/research/rounds/{rnd.pk}/").content.decode()
+    assert 'id="reward-scores"' in page and f'<option value="{run.pk}">rm</option>' in page
+    sent_tasks.clear()
+    res = client.post(f"/research/rounds/{rnd.pk}/reward-scores/", {"reward_run": run.pk}, follow=True)
+    assert "96 candidates queued for scoring" in res.content.decode()
+    assert client.post(f"/research/rounds/{rnd.pk}/reward-scores/", {"reward_run": "x"}).status_code == 404
 
 
 def test_cancel_before_the_worker_took_the_run(reward_round):
