@@ -34,7 +34,7 @@ from annotation.selectors.judgments import (
     review_items_open,
     review_items_open_count,
 )
-from annotation.selectors.stats import annotator_stats, round_quality
+from annotation.selectors.stats import annotator_stats, reward_human_agreement, round_quality
 from annotation.selectors.workbench import groups_generating_count
 from annotation.services.assignments import AnnotatorPausedError, assignments_for_annotator
 from annotation.services.judgments import FlawInput, JudgmentError, LabelInput, judgment_submit
@@ -282,7 +282,8 @@ def qc(request: HttpRequest) -> HttpResponse:
             raise ApplicationError(ERR_QC_NO_ROUND.format(value=int(asked)), status=404)
     selected = selected or latest_round_with_judgments() or (rounds[0] if rounds else None)
     report = round_quality(round=selected) if selected else None
-    context = {"rounds": rounds, "selected": selected, "report": report, "open_reviews": review_items_open_count()}
+    context = {"rounds": rounds, "selected": selected, "report": report, "open_reviews": review_items_open_count(),
+               "reward_agreement": reward_human_agreement(round=selected) if selected else None}
     if report:
         context.update(_qc_charts(report))
         # pseudonym -> account: reviewers and researchers only (this page is theirs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from itertools import combinations
 
 from django.db import connection
 from django.utils import timezone
@@ -23,7 +24,7 @@ from annotation.agreement import (
     pairwise_agreement,
 )
 from annotation.conf import conf
-from annotation.models import CandidateLabel, Judgment, PreferencePair, Round
+from annotation.models import AnnotatorProfile, CandidateLabel, Judgment, PreferencePair, RewardRun, RewardScore, Round
 
 
 @dataclass
@@ -220,3 +221,49 @@ def round_quality(*, round: Round) -> dict:
                    position_bias=stats.position_bias, mean_coverage=stats.mean_coverage)
     return {"round": round, "categories": categories, "aspects": aspects, "annotators": annotators,
             "sampled_labels": len(rows)}
+
+
+def reward_human_agreement(*, round: Round, limit: int = 20000) -> dict | None:
+    """How often the newest reward run that scored this round agrees with the humans (a second view of annotator
+    quality): per annotator, the share of the pairs their judgments imply whose winner the reward model scores
+    higher (overall score); per aspect, the share of per-aspect label pairs (one candidate marked better than
+    another on the aspect by the same annotator) the aspect's score orders the same way. None without scores."""
+    run_id = (RewardScore.objects.filter(candidate__group__round=round).order_by("-run_id")
+              .values_list("run_id", flat=True).first())
+    if run_id is None:
+        return None
+    scores = dict(RewardScore.objects.filter(run_id=run_id, candidate__group__round=round)
+                  .values_list("candidate_id", "scores"))
+    rows = (CandidateLabel.objects.filter(judgment__group__round=round, judgment__group__is_gold=False)
+            .exclude(judgment__outcome=Judgment.Outcome.SKIPPED)
+            .order_by("judgment_id").values_list("judgment_id", "judgment__annotator_id", "judgment__outcome",
+                                                  "candidate_id", "label", "rank", "aspects")[:limit])
+    by_judgment: dict[int, dict] = {}
+    for jid, annotator_id, outcome, cid, label, rank, aspects in rows:
+        j = by_judgment.setdefault(jid, {"annotator": annotator_id, "outcome": outcome, "labels": [], "aspects": {}})
+        j["labels"].append(LabelRow(cid, label, rank))
+        j["aspects"][cid] = label_aspects(aspects)
+    per_annotator: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    per_aspect: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for j in by_judgment.values():
+        for w, lo in implied_pairs(outcome=j["outcome"], mode=round.annotation_mode, labels=j["labels"]):
+            if "overall" in scores.get(w, {}) and "overall" in scores.get(lo, {}):
+                tally = per_annotator[j["annotator"]]
+                tally[0] += scores[w]["overall"] > scores[lo]["overall"]
+                tally[1] += 1
+        for aspect in ASPECTS:
+            marked = [(cid, LABEL_VALUE[a[aspect]]) for cid, a in j["aspects"].items()
+                      if aspect in a and aspect in scores.get(cid, {})]
+            for (c1, v1), (c2, v2) in combinations(marked, 2):
+                if v1 != v2:
+                    better, worse = (c1, c2) if v1 > v2 else (c2, c1)
+                    per_aspect[aspect][0] += scores[better][aspect] > scores[worse][aspect]
+                    per_aspect[aspect][1] += 1
+    names = dict(AnnotatorProfile.objects.filter(user_id__in=list(per_annotator)).values_list("user_id", "pseudonym"))
+    return {
+        "run": RewardRun.objects.get(id=run_id),
+        "annotators": [{"annotator_id": a, "pseudonym": names.get(a, ""), "pairs": n, "agreement": k / n}
+                       for a, (k, n) in sorted(per_annotator.items(), key=lambda kv: -kv[1][1]) if n],
+        "aspects": [{"aspect": a, "name": ASPECT_NAMES[a], "pairs": n, "agreement": k / n}
+                    for a, (k, n) in per_aspect.items() if n],
+    }

@@ -209,3 +209,32 @@ def test_the_round_admin_fixes_the_answer_settings_once_the_round_left_draft(rf)
     assert "aspect_judgments" not in admin.get_readonly_fields(rf.get("/"), rnd)
     rnd.status = Round.Status.ANNOTATING
     assert {"aspect_judgments", "annotation_mode"} <= set(admin.get_readonly_fields(rf.get("/"), rnd))
+
+
+def test_qc_compares_a_reward_model_with_each_annotator_and_aspect(client):
+    from annotation.models import RewardRun, RewardScore
+    from annotation.selectors.stats import reward_human_agreement
+    from annotation.services.accounts import user_create
+
+    group, users, assignments = aspect_round(annotators=2)
+    win, lose = sorted(assignments[0].shown_order)
+    assert reward_human_agreement(round=group.round) is None  # no reward scores yet: no section
+    # annotator 0: win over lose, win better on ta; annotator 1: the other way round, lose better on ta and vq
+    judgment_submit(annotator=users[0], assignment_id=assignments[0].pk, outcome="labelled",
+                    labels=labels_for(assignments[0], {win: P, lose: N}, {win: {"ta": P}}))
+    judgment_submit(annotator=users[1], assignment_id=assignments[1].pk, outcome="labelled",
+                    labels=labels_for(assignments[1], {win: N, lose: P}, {lose: {"ta": P, "vq": P}}))
+    run = RewardRun.objects.create(name="rm", init_checkpoint=group.round.policy_checkpoint, status="done",
+                                   config={"aspects": ["overall", "ta", "vq"]})
+    RewardScore.objects.create(run=run, candidate_id=win, scores={"overall": 1.0, "ta": 0.9, "vq": 0.1})
+    RewardScore.objects.create(run=run, candidate_id=lose, scores={"overall": -1.0, "ta": -0.9, "vq": 0.5})
+    report = reward_human_agreement(round=group.round)
+    assert report["run"] == run
+    assert {a["annotator_id"]: (a["pairs"], a["agreement"]) for a in report["annotators"]} == {
+        users[0].pk: (1, 1.0), users[1].pk: (1, 0.0)}
+    # ta: annotator 0 agrees, annotator 1 does not; vq: annotator 1 (lose better) agrees with the model (0.5 > 0.1)
+    assert {a["aspect"]: (a["pairs"], a["agreement"]) for a in report["aspects"]} == {"ta": (2, 0.5), "vq": (1, 1.0)}
+    reviewer = user_create(username="rev-qc", password="pw-review-12", roles=["reviewer"])
+    client.force_login(reviewer)
+    page = client.get(f"/qc/?round={group.round_id}").content.decode()
+    assert 'id="reward-agreement"' in page and f'id="reward-agreement-{users[1].pk}"' in page
