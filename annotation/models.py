@@ -250,6 +250,8 @@ class CandidateGroup(TimeStamped):
         UNUSABLE = "unusable", "Too few usable candidates"
         DONE = "done", "Enough judgments"
         REVIEW = "review", "In review"
+        # left out of the label budget by the round's selection (annotation.services.selection): not served
+        HELD = "held", "Held back (outside the label budget)"
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="groups")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="groups")

@@ -353,7 +353,8 @@ def dpo_run_new(request: HttpRequest) -> HttpResponse:
                     reference_checkpoint=reference, config_preset=form.get("config_preset", "tiny-cpu"),
                     config_overrides=overrides, use_lora=bool(form.get("use_lora")), min_agreement=min_agreement,
                     min_annotators=min_annotators, weighting=form.get("weighting", "agreement"), actor=request.user,
-                    include_evaluation=bool(form.get("include_evaluation")))
+                    include_evaluation=bool(form.get("include_evaluation")),
+                    include_pseudo_labels=bool(form.get("include_pseudo_labels")))
             except (ApplicationError, ValidationError) as exc:
                 problems.merge(exc)
             else:

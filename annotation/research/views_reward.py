@@ -16,6 +16,7 @@ from annotation.permissions import researcher_required
 from annotation.research.views_loop import FormErrors, action_view
 from annotation.selectors.research import checkpoint_list, reward_run_curve, reward_run_get, rounds_for_reward_runs
 from annotation.services.reward_runs import reward_run_cancel, reward_run_create, reward_scores_request
+from annotation.services.selection import round_release_held, round_select_for_labels
 from dpo.reward_config import ASPECT_NAMES, ASPECTS
 
 REWARD_LABELS = {"name": "Name", "init_checkpoint": "Features from", "round_ids": "Pairs from rounds",
@@ -96,6 +97,20 @@ reward_scores_view = action_view(
     lambda request, round_id: reward_scores_request(run_id=_posted_run_id(request), round_id=round_id),
     success="{} candidates queued for scoring; the scores appear here when the job is done.",
     back="research-round-detail")
+
+def _select(request: HttpRequest, round_id: int) -> dict:
+    budget = request.POST.get("budget", "")
+    return round_select_for_labels(
+        round_id=round_id, budget=int(budget) if is_int(budget) else -1, strategy=request.POST.get("strategy", ""),
+        rest=request.POST.get("rest", "hold"), reward_run_id=_posted_run_id(request) or None, actor=request.user)
+
+
+round_select_view = action_view(
+    _select, success="Label selection applied: {0[to_annotators]} groups to annotators, {0[held]} held back, "
+    "{0[pseudo_labelled]} pseudo-labelled.", back="research-round-detail")
+round_release_held_view = action_view(
+    lambda request, round_id: round_release_held(round_id=round_id, actor=request.user),
+    success="{} held-back groups sent to annotators.", back="research-round-detail")
 
 reward_run_cancel_view = action_view(
     lambda request, run_id: reward_run_cancel(run_id=run_id),

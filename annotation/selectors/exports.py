@@ -111,8 +111,8 @@ def pair_queryset_for_export(*, flt: ExportFilter, format: str) -> QuerySet[Pref
         qs = qs.exclude(round__kind=Round.Kind.EVALUATION)
     if flt.min_agreement is not None:
         qs = qs.filter(agreement__gte=flt.min_agreement)
-    if flt.min_annotators is not None:
-        qs = qs.filter(n_annotators__gte=flt.min_annotators)
+    if flt.min_annotators is not None:  # a human-label filter: pseudo-labels (source model) have no annotators
+        qs = qs.filter(Q(n_annotators__gte=flt.min_annotators) | Q(source=PreferencePair.Source.MODEL))
     if flt.source:
         qs = qs.filter(source__in=flt.source)
     if format == Export.Format.MANIFEST:

@@ -60,12 +60,17 @@ def _is_positive(value) -> bool:
         return False  # FlowDPOConfig reports the bad value by name
 
 
+HUMAN_SOURCES = ["human", "reviewer"]  # pseudo-labels (source model) only when a run asks for them
+
+
 def training_filter(*, round_ids: list[int], min_agreement: float = 0.0, min_annotators: int = 1,
-                    weighting: str = "agreement") -> ExportFilter:
-    """The manifest-export filter of a run's pair selection (raises ValidationError for a bad one)."""
+                    weighting: str = "agreement", include_pseudo_labels: bool = False) -> ExportFilter:
+    """The manifest-export filter of a run's pair selection (raises ValidationError for a bad one): the people's
+    pairs, and the reward model's pseudo-labels too with ``include_pseudo_labels``."""
     try:
         return filter_parse({"rounds": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
-                             "weighting": weighting}, format=Export.Format.MANIFEST)
+                             "weighting": weighting, **({} if include_pseudo_labels else {"source": HUMAN_SOURCES})},
+                            format=Export.Format.MANIFEST)
     except ExportFilterError as exc:
         raise ValidationError(str(exc)) from exc
 
@@ -75,7 +80,7 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
                    reference_checkpoint: Checkpoint | None = None, config_preset: str = "tiny-cpu",
                    config_overrides: dict | None = None, use_lora: bool = False, min_agreement: float = 0.0,
                    min_annotators: int = 1, weighting: str = "agreement", actor=None, launch: bool = True,
-                   include_evaluation: bool = False) -> DPORun:
+                   include_evaluation: bool = False, include_pseudo_labels: bool = False) -> DPORun:
     """Validate the selection (usable pairs exist, checkpoints are loadable), create the run with its manifest export
     and queue the run on commit. Pairs without both latents or the text embedding are left out, as in every manifest
     export (``pair_filter["left_out"]`` counts them). Evaluation rounds (held-out prompts) are refused unless
@@ -118,7 +123,7 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
     for checkpoint in {init_checkpoint, reference_checkpoint}:
         candidates.checkpoint_validate(checkpoint=checkpoint)
     flt = training_filter(round_ids=round_ids, min_agreement=min_agreement, min_annotators=min_annotators,
-                          weighting=weighting)
+                          weighting=weighting, include_pseudo_labels=include_pseudo_labels)
     count = pair_queryset_for_export(flt=flt, format=Export.Format.MANIFEST).count()
     if count == 0:
         raise ValidationError(ERR_NO_PAIRS.format(rounds=round_ids, min_agreement=min_agreement, min_annotators=min_annotators))
@@ -127,6 +132,7 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
         name=name, init_checkpoint=init_checkpoint, reference_checkpoint=reference_checkpoint, created_by=actor,
         pair_filter={"round_ids": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
                      "weighting": weighting, "config_preset": config_preset, "left_out": left_out,
+                     **({"include_pseudo_labels": True} if include_pseudo_labels else {}),
                      **({"include_evaluation": True} if evaluation else {})},
         pairs_count=count, config=config, progress_total=int(config.get("max_steps") or 0),
     )

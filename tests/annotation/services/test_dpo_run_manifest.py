@@ -34,6 +34,7 @@ def test_run_manifest_is_byte_identical_to_the_export_of_its_filter(loop, weight
     assert sent_tasks == [("generation_workers.tasks.dpo_run_execute", (run.pk,), "train")]
     assert run.manifest_export.format == Export.Format.MANIFEST
     assert run.manifest_export.filter == {"rounds": [loop.gen_round.pk], "min_agreement": 0.0, "min_annotators": 1,
+                                          "source": ["human", "reviewer"],  # pseudo-labels only when asked
                                           **({} if weighting == "stored" else {"weighting": weighting})}
     trained_on = export_run(export_id=run.manifest_export_id)  # what the worker runs first
     by_hand = export_run(export_id=export_create(format="manifest", filter=dict(run.manifest_export.filter),
