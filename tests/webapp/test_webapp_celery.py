@@ -55,6 +55,7 @@ def test_every_job_the_domain_sends_by_name_is_a_registered_task_routed_to_its_q
         dispatch.TASK_CANDIDATES_GENERATE: dispatch.QUEUE_GPU, dispatch.TASK_CANDIDATES_TEXT_ENCODE: dispatch.QUEUE_GPU,
         dispatch.TASK_CANDIDATES_SAMPLE: dispatch.QUEUE_GPU, dispatch.TASK_CANDIDATES_DECODE: dispatch.QUEUE_GPU,
         dispatch.TASK_DPO_RUN_EXECUTE: dispatch.QUEUE_TRAIN, dispatch.TASK_CHECKPOINT_AVERAGE: dispatch.QUEUE_TRAIN,
+        dispatch.TASK_REWARD_RUN_EXECUTE: dispatch.QUEUE_TRAIN, dispatch.TASK_REWARD_SCORES: dispatch.QUEUE_TRAIN,
         dispatch.TASK_EXPORT_RUN: dispatch.QUEUE_DEFAULT, dispatch.TASK_PROMPT_IMPORT_RUN: dispatch.QUEUE_DEFAULT,
     }
     names = {v for k, v in vars(dispatch).items() if k.startswith("TASK_")}

@@ -43,6 +43,8 @@ CELERY_IMPORTS = ("annotation.tasks_exports",)
 CELERY_TASK_ROUTES = {
     "generation_workers.tasks.dpo_run_execute": {"queue": "train"},
     "generation_workers.tasks.checkpoint_average_run": {"queue": "train"},
+    "generation_workers.tasks.reward_run_execute": {"queue": "train"},
+    "generation_workers.tasks.reward_scores_round": {"queue": "train"},
     "generation_workers.*": {"queue": "gpu"},
 }
 # Periodic jobs (run by `celery beat`, or `worker -B` in the quick start).
