@@ -131,7 +131,7 @@ def _segments_from_form(post, pos: int) -> tuple[str, ...]:
     for key in post:
         if key.startswith(prefix):
             k = key[len(prefix):]
-            if not is_int(k) or not 0 <= int(k) < MAX_FORM_SEGMENTS:
+            if not (k.isascii() and k.isdigit() and str(int(k)) == k and int(k) < MAX_FORM_SEGMENTS):
                 raise JudgmentError(ERR_BAD_FORM.format(detail=key[:40]))
             given[int(k)] = post[key]
     return tuple(given.get(k, CandidateLabel.Label.NEUTRAL) for k in range(max(given) + 1)) if given else ()
@@ -141,6 +141,9 @@ def _labels_from_form(post) -> list[LabelInput]:
     positions = sorted(
         {int(k.split("_")[1]) for k in post if k.startswith(("label_", "rank_", "coverage_")) and is_int(k.split("_")[1])}
     )
+    strays = sorted(k for k in post if k.startswith("segment_") and k.split("_")[1] not in {str(p) for p in positions})
+    if strays:  # a segment of a video the form does not name
+        raise JudgmentError(ERR_BAD_FORM.format(detail=strays[0][:40]))
     labels = []
     for pos in positions:
         time_s = _float(post.get(f"flaw_time_{pos}"), "flaw time")  # one time for the video (older form)

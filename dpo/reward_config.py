@@ -48,8 +48,8 @@ class LatentRewardConfig:
             raise ValueError(f"t must be in (0, 1) (0 = noise, 1 = data), got {self.t}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        for name in ("noise_draws", "hidden", "steps", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, top in (("noise_draws", 16), ("hidden", 4096), ("steps", 100_000), ("batch", 4096)):
+            if not 1 <= getattr(self, name) <= top:
+                raise ValueError(f"{name} must be from 1 to {top}, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")

@@ -13,6 +13,7 @@ from annotation.services.round_states import round_transition, round_transition_
 from model.presets import PRESET_NAMES, get_preset
 
 ERR_NO_PROMPTS_SELECTED = "No active prompt matches the selection (category {category!r}, tags {tags}, search {search!r})."
+ERR_SEGMENT_SECONDS = "must be from 0.2 to 60 seconds, got {value}"
 ERR_NAME_TAKEN = "A round named {name!r} already exists."
 ERR_SAMPLE_SIZE = "Sample size must be a whole number between 1 and {n} (the prompts that match), or 0 for all; got {size}."
 
@@ -57,6 +58,8 @@ def round_create(*, name: str, policy_checkpoint: Checkpoint, prompt_ids: list[i
     errors: dict[str, list[str]] = {}
     if Round.objects.filter(name=name).exists():
         errors["name"] = [ERR_NAME_TAKEN.format(name=name)]
+    if not (isinstance(segment_seconds, int | float) and 0.2 <= segment_seconds <= 60):
+        errors["segment_seconds"] = [ERR_SEGMENT_SECONDS.format(value=segment_seconds)]
 
     def pick(value, default_attr: str, fallback):
         if value is not None:

@@ -144,6 +144,8 @@ def test_bad_inputs_name_what_is_wrong(tmp_path):
         R.LatentRewardConfig(aspects=("ta", "beauty"))
     with pytest.raises(ValueError, match="t must be in"):
         R.LatentRewardConfig(t=1.0)
+    with pytest.raises(ValueError, match="steps must be from 1 to 100000"):
+        R.LatentRewardConfig(steps=2**31 - 1)
     with pytest.raises(FileNotFoundError, match="reward.json is missing"):
         R.LatentRewardModel(torch.nn.Identity(), tmp_path)
     manifest = write_pairs(tmp_path, n_prompts=1, seeds=2)

@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("annotation", "generation_workers", "webapp", "model", "dpo")
 # The one part of the trainer the domain may import: its torch-free config (validating a run before it is queued).
-DPO_LAUNCH = {"dpo", "dpo.config"}
+DPO_LAUNCH = {"dpo", "dpo.config", "dpo.reward_config"}  # torch-free: what the app validates a launch with
 
 
 def _module_name(path: Path) -> str:

@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "annotation.middleware.RefuseNulCharacters",  # a NUL in a form field or query: 400, not a database 500
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into a 429 page
 ]
 

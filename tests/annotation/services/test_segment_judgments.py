@@ -107,3 +107,29 @@ def test_api_and_form_take_segments_by_shown_position(client):
     assert client.post("/annotate/submit/", form).status_code == 302  # to the next group
     j = Judgment.objects.get(annotator=users[0])
     assert {lab.shown_position: lab.segments for lab in j.labels.all()} == {0: [N, P], 1: [U, U]}
+
+
+def test_odd_form_keys_and_nul_characters_are_refused_with_a_400(client):
+    from annotation.models import Assignment
+    from annotation.services.rounds import round_create
+
+    group, users, _ = segment_round()
+    client.force_login(users[0])
+    client.get("/annotate/")
+    handle = str(Assignment.objects.get(annotator=users[0]).public_id)
+    form = {"assignment": handle, "outcome": "labelled", "label_0": P, "label_1": N, "coverage_0": "1",
+            "coverage_1": "1", "time_spent_ms": "10"}
+    for odd in ("segment_0_01", "segment_0_\u0661", "segment_7_0"):  # a leading zero, an Arabic-Indic digit, no video 8
+        res = client.post("/annotate/submit/", {**form, odd: P})
+        assert res.status_code == 400, odd
+    res = client.post("/annotate/submit/", {**form, "outcome": "skipped", "skip_reason": "a\x00b"})
+    assert res.status_code == 400 and "NUL character" in res.content.decode()
+    assert not Judgment.objects.exists()
+    from annotation.services.accounts import user_create
+
+    client.force_login(user_create(username="res-nul", password="pw-research-1", roles=["researcher"]))
+    assert client.get("/research/prompts/", {"search": "x\x00"}).status_code == 400
+    assert client.post("/research/reward-runs/new/", {"name": "a\x00b"}).status_code == 400
+    with pytest.raises(Exception, match="must be from 0.2 to 60 seconds"):
+        round_create(name="seg", policy_checkpoint=group.round.policy_checkpoint, prompt_ids=[group.prompt_id],
+                     segment_judgments=True, segment_seconds=0.1, dry_run=True)
