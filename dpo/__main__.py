@@ -128,7 +128,7 @@ def _reward_score(args: argparse.Namespace) -> int:
     from dpo.storage import load_safetensors
 
     model = LatentRewardModel(_reward_dit(args.init), args.reward)
-    text = PairDataset([])._text(args.text)
+    text = PairDataset([]).text_embedding(args.text)
     latent = load_safetensors(args.latent)[LATENT_KEY][None]
     scores = model.score(latent, {k: v[None] for k, v in text.items()}, keys=[(args.latent, args.text)])[0]
     print(json.dumps({a: round(float(s), 5) for a, s in zip(model.aspects, scores, strict=True)}))

@@ -258,7 +258,8 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _text(self, uri: str) -> dict[str, torch.Tensor]:
+    def text_embedding(self, uri: str) -> dict[str, torch.Tensor]:
+        """One text-embedding file's tensors (llm_states, llm_mask, clip_states, clip_mask), LRU-cached."""
         if uri in self._text_cache:
             self._text_cache.move_to_end(uri)
             return self._text_cache[uri]
@@ -279,11 +280,11 @@ class PairDataset(torch.utils.data.Dataset):
         from dpo.config import ConfigError
 
         try:
-            null = self._text(uri)
+            null = self.text_embedding(uri)
         except Exception as exc:  # noqa: BLE001 - any read failure becomes a config error naming the file
             raise ConfigError(f"null_text_embedding_uri {uri}: cannot read it ({exc})") from exc
         sample_uri = self.records[0].text_embedding_uri
-        sample = self._text(sample_uri)
+        sample = self.text_embedding(sample_uri)
         for key in ("llm_states", "clip_states"):
             if null[key].shape[-1] != sample[key].shape[-1]:
                 raise ConfigError(
@@ -300,7 +301,7 @@ class PairDataset(torch.utils.data.Dataset):
             latent = load_safetensors(uri)[LATENT_KEY]
             _check_finite(latent, rec.pair_id, f"{role} latent", uri, LATENT_KEY)
             out[f"latent_{role}"] = latent
-        out.update(self._text(rec.text_embedding_uri))
+        out.update(self.text_embedding(rec.text_embedding_uri))
         return out
 
 

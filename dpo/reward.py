@@ -206,7 +206,7 @@ class FeatureCache:
             for latent_uri, text_uri in keys:
                 latent = load_safetensors(latent_uri)[LATENT_KEY]
                 items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
-                              "pair_id": latent_uri, "round": None, **data._text(text_uri)})
+                              "pair_id": latent_uri, "round": None, **data.text_embedding(text_uri)})
             batch = collate_pairs(items)
             text = {k: batch[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
             draws = []

@@ -309,7 +309,7 @@ def reward_scores_round(*, run_id: int, round_id: int, batch: int = 16) -> int:
         for _, _, latent_uri, text_uri in chunk:
             latent = load_safetensors(latent_uri)[LATENT_KEY]
             items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
-                          "pair_id": latent_uri, "round": None, **texts._text(text_uri)})
+                          "pair_id": latent_uri, "round": None, **texts.text_embedding(text_uri)})
         b = collate_pairs(items)
         text = {k: b[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
         out = model.score(b["latent_chosen"], text, keys=[(lat, txt) for _, _, lat, txt in chunk])  # (b, A)

@@ -467,7 +467,7 @@ def test_prompt_dropout_uses_the_null_embedding_per_pair_and_draw(tmp_path, tiny
     root = write_tiny_checkpoint(tmp_path / "tiny-full", seed=1)
     assert model_cli(["encode-text", "--root", str(root), "--out", str(tmp_path / "empty.safetensors"), ""]) == 0
     cfg_llm, cfg_clip = tiny_dit_config.caption_channels
-    empty = trainer.dataset._text(str(tmp_path / "empty.safetensors"))
+    empty = trainer.dataset.text_embedding(str(tmp_path / "empty.safetensors"))
     assert empty["llm_states"].shape[-1] == cfg_llm and empty["clip_states"].shape[-1] == cfg_clip
     wide = tmp_path / "wide.safetensors"
     from safetensors.torch import save_file
