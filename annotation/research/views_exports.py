@@ -19,7 +19,7 @@ from annotation.models import Export, PreferencePair
 from annotation.permissions import researcher_required
 from annotation.selectors.advice import leaderboard_warnings
 from annotation.selectors.exports import export_download_url, export_list
-from annotation.selectors.research import category_choices, round_choices
+from annotation.selectors.research import category_choices, reward_means_by_checkpoint, round_choices
 from annotation.services.exports import ExportError, export_create
 
 ERR_NOT_READY = "This export is not finished yet."
@@ -135,7 +135,12 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     category = request.GET.get("category") or None
     board = leaderboard(rounds=rounds or None, category=category, n_boot=200)
     matrix = board["win_matrix"]
+    reward = reward_means_by_checkpoint(checkpoint_ids=[r["checkpoint_id"] for r in board["checkpoints"]],
+                                        round_ids=rounds or None)
+    for r in board["checkpoints"]:
+        r["reward_mean"], r["reward_n"] = reward["means"].get(r["checkpoint_id"], (None, 0))
     context = {
+        "reward_run": reward["run"],
         "board": board,
         "chart": strength_chart(board["checkpoints"]),
         "matrix_rows": list(zip(matrix["names"], matrix["rates"], matrix["games"], strict=True)),

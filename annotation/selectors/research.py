@@ -144,3 +144,22 @@ def round_reward_scores(*, round_id: int, limit: int = 200) -> list[dict]:
 
 def reward_runs_done() -> QuerySet[RewardRun]:
     return RewardRun.objects.filter(status=RewardRun.Status.DONE).order_by("-id")
+
+
+def reward_means_by_checkpoint(*, checkpoint_ids: list[int], round_ids: list[int] | None = None) -> dict:
+    """The leaderboard's reward-model column: the newest reward run that scored candidates of these checkpoints (in
+    ``round_ids`` when given), and per checkpoint the mean overall score of its scored candidates and their count."""
+    from django.db.models import Avg, FloatField
+    from django.db.models.fields.json import KeyTextTransform
+    from django.db.models.functions import Cast
+
+    qs = RewardScore.objects.filter(candidate__checkpoint_id__in=checkpoint_ids, scores__has_key="overall")
+    if round_ids:
+        qs = qs.filter(candidate__group__round_id__in=round_ids)
+    run_id = qs.order_by("-run_id").values_list("run_id", flat=True).first()
+    if run_id is None:
+        return {"run": None, "means": {}}
+    rows = (qs.filter(run_id=run_id).values("candidate__checkpoint_id")
+            .annotate(mean=Avg(Cast(KeyTextTransform("overall", "scores"), FloatField())), n=Count("id")))
+    return {"run": RewardRun.objects.get(id=run_id),
+            "means": {r["candidate__checkpoint_id"]: (r["mean"], r["n"]) for r in rows}}

@@ -67,3 +67,21 @@ def test_leaderboard_ties_and_all_good(loop):
     dpo = board["checkpoints"][0]
     assert dpo["score"] == pytest.approx((9 + 1) / 14)
     assert leaderboard(rounds=[loop.gen_round.pk], n_boot=0)["checkpoints"] == []
+
+
+@pytest.mark.django_db
+def test_the_leaderboard_page_adds_the_newest_reward_models_mean_score(loop, client):
+    from annotation.models import Candidate, RewardRun, RewardScore
+    from annotation.selectors.research import reward_means_by_checkpoint
+
+    client.force_login(loop.researcher)
+    assert "Reward (" not in client.get("/research/leaderboard/").content.decode()  # no reward scores: no column
+    run = RewardRun.objects.create(name="rm-board", init_checkpoint=loop.base, status="done",
+                                   config={"aspects": ["overall"]})
+    for cand in Candidate.objects.filter(group__round=loop.eval_round):
+        RewardScore.objects.create(run=run, candidate=cand, scores={"overall": 1.0 if cand.checkpoint == loop.dpo else -1.0})
+    column = reward_means_by_checkpoint(checkpoint_ids=[loop.dpo.pk, loop.base.pk])
+    assert column["run"] == run
+    assert column["means"][loop.dpo.pk] == (pytest.approx(1.0), 4) and column["means"][loop.base.pk][0] == -1.0
+    page = client.get("/research/leaderboard/").content.decode()
+    assert "Reward (rm-board)" in page and '<td class="reward-mean">1.000 (4)</td>' in page
