@@ -123,14 +123,13 @@ def _reward_eval(args: argparse.Namespace) -> int:
 
 
 def _reward_score(args: argparse.Namespace) -> int:
-    from dpo.data import LATENT_KEY, PairDataset
-    from dpo.reward import LatentRewardModel
-    from dpo.storage import load_safetensors
+    from dpo.data import PairDataset
+    from dpo.reward import LatentRewardModel, candidate_batch
 
     model = LatentRewardModel(_reward_dit(args.init), args.reward)
-    text = PairDataset([]).text_embedding(args.text)
-    latent = load_safetensors(args.latent)[LATENT_KEY][None]
-    scores = model.score(latent, {k: v[None] for k, v in text.items()}, keys=[(args.latent, args.text)])[0]
+    key = (args.latent, args.text)
+    latents, text = candidate_batch([key], PairDataset([]))
+    scores = model.score(latents, text, keys=[key])[0]
     print(json.dumps({a: round(float(s), 5) for a, s in zip(model.aspects, scores, strict=True)}))
     return 0
 

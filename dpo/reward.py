@@ -180,6 +180,20 @@ def heldout_split(records: list[PairRecord], share: float, seed: int) -> tuple[l
     return train, test
 
 
+def candidate_batch(keys: list[tuple[str, str]], data: PairDataset) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stored candidates, each named by (latent uri, text-embedding uri) -> latents (B, F, C, H, W) and the batched
+    text kwargs of the DiT (the pair collator's padding; ``data`` caches the text files)."""
+    from dpo.storage import load_safetensors
+
+    items = []
+    for latent_uri, text_uri in keys:
+        latent = load_safetensors(latent_uri)[LATENT_KEY]
+        items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
+                      "pair_id": latent_uri, "round": None, **data.text_embedding(text_uri)})
+    batch = collate_pairs(items)
+    return batch["latent_chosen"], {k: batch[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+
+
 class FeatureCache:
     """Features of every candidate the pairs name: (latent uri, text uri) -> (draws, N, D), computed in batches."""
 
@@ -197,22 +211,14 @@ class FeatureCache:
                 key = (uri, r.text_embedding_uri)
                 if key not in self.index and key not in todo:
                     todo.append(key)
-        from dpo.storage import load_safetensors
-
         data = PairDataset([])
         for start in tqdm(range(0, len(todo), self.batch), desc="features", disable=not progress):
             keys = todo[start : start + self.batch]
-            items = []
-            for latent_uri, text_uri in keys:
-                latent = load_safetensors(latent_uri)[LATENT_KEY]
-                items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
-                              "pair_id": latent_uri, "round": None, **data.text_embedding(text_uri)})
-            batch = collate_pairs(items)
-            text = {k: batch[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+            latents, text = candidate_batch(keys, data)
             draws = []
             for d in range(self.cfg.noise_draws):
                 seeds = [_seed(self.cfg.seed, d, key) for key in keys]
-                draws.append(dit_features(self.dit, batch["latent_chosen"], text, t=self.cfg.t, seeds=seeds))
+                draws.append(dit_features(self.dit, latents, text, t=self.cfg.t, seeds=seeds))
             feats = torch.stack(draws, dim=1)  # (b, draws, N, D)
             for key, f in zip(keys, feats, strict=True):
                 self.index[key] = len(self.features)

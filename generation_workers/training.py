@@ -289,9 +289,8 @@ def reward_scores_round(*, run_id: int, round_id: int, batch: int = 16) -> int:
     candidate's stored latent and text embedding; no decode) and store the scores; returns how many."""
     import torch
 
-    from dpo.data import LATENT_KEY, PairDataset, collate_pairs
-    from dpo.reward import LatentRewardModel
-    from dpo.storage import load_safetensors
+    from dpo.data import PairDataset
+    from dpo.reward import LatentRewardModel, candidate_batch
     from generation_workers.pipeline_cache import resolve_device
     from model.checkpoint import load_dit
     from model.layout import is_s3
@@ -305,14 +304,9 @@ def reward_scores_round(*, run_id: int, round_id: int, batch: int = 16) -> int:
     texts, scores = PairDataset([]), {}
     for start in range(0, len(candidates), batch):
         chunk = candidates[start : start + batch]
-        items = []
-        for _, _, latent_uri, text_uri in chunk:
-            latent = load_safetensors(latent_uri)[LATENT_KEY]
-            items.append({"latent_chosen": latent, "latent_rejected": latent, "weight": torch.tensor(1.0),
-                          "pair_id": latent_uri, "round": None, **texts.text_embedding(text_uri)})
-        b = collate_pairs(items)
-        text = {k: b[k] for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
-        out = model.score(b["latent_chosen"], text, keys=[(lat, txt) for _, _, lat, txt in chunk])  # (b, A)
+        keys = [(lat, txt) for _, _, lat, txt in chunk]
+        latents, text = candidate_batch(keys, texts)
+        out = model.score(latents, text, keys=keys)  # (b, A)
         for (cid, _, _, _), row in zip(chunk, out.tolist(), strict=True):
             scores[cid] = {a: round(v, 5) for a, v in zip(model.aspects, row, strict=True)}
     return reward_scores_store(run_id=run_id, scores=scores)

@@ -34,19 +34,21 @@ def _candidates_of(groups: list[CandidateGroup]) -> dict[int, list[int]]:
     return out
 
 
-def group_margins(*, groups: list[CandidateGroup], run: RewardRun) -> dict[int, float]:
-    """Per group: the reward model's overall-score margin between its two best candidates (small = uncertain)."""
+def group_scores(*, groups: list[CandidateGroup], run: RewardRun) -> dict[int, dict[int, float]]:
+    """Per group, its ready candidates' overall scores by ``run`` (two queries); refuses unscored candidates."""
     members = _candidates_of(groups)
     scores = dict(RewardScore.objects.filter(run=run, candidate_id__in=[c for cs in members.values() for c in cs])
                   .values_list("candidate_id", "scores"))
     missing = sum(1 for cs in members.values() for c in cs if "overall" not in scores.get(c, {}))
     if missing:
         raise ValidationError(ERR_UNSCORED.format(name=run.name, missing=missing))
-    margins = {}
-    for gid, cs in members.items():
-        top = sorted((scores[c]["overall"] for c in cs), reverse=True)
-        margins[gid] = top[0] - top[1] if len(top) > 1 else float("inf")
-    return margins
+    return {gid: {c: scores[c]["overall"] for c in cs} for gid, cs in members.items()}
+
+
+def _margin(scores: dict[int, float]) -> float:
+    """The overall-score margin between a group's two best candidates (small = the model is unsure)."""
+    top = sorted(scores.values(), reverse=True)
+    return top[0] - top[1] if len(top) > 1 else float("inf")
 
 
 @transaction.atomic
@@ -69,16 +71,16 @@ def round_select_for_labels(*, round_id: int, budget: int, strategy: str, rest: 
     if run is None and (strategy == "active" or rest == "pseudo"):
         raise ValidationError({"reward_run": ERR_NEEDS_RUN.format(
             what="Active selection" if strategy == "active" else "Pseudo-labelling")})
-    margins = group_margins(groups=groups, run=run) if run is not None else {}
+    scores = group_scores(groups=groups, run=run) if run is not None else {}
     if strategy == "active":
-        chosen = sorted(groups, key=lambda g: (margins[g.id], g.id))[:budget]
+        chosen = sorted(groups, key=lambda g: (_margin(scores[g.id]), g.id))[:budget]
     else:
         chosen = random.Random(seed).sample(groups, budget)
     chosen_ids = {g.id for g in chosen}
     others = [g for g in groups if g.id not in chosen_ids]
     pseudo_pairs = 0
     if rest == "pseudo":
-        pseudo_pairs = _pseudo_label(groups=others, run=run)
+        pseudo_pairs = _pseudo_label(groups=others, scores=scores)
         CandidateGroup.objects.filter(id__in=[g.id for g in others]).update(status=CandidateGroup.Status.DONE)
     else:
         CandidateGroup.objects.filter(id__in=[g.id for g in others]).update(status=CandidateGroup.Status.HELD)
@@ -98,15 +100,13 @@ def _note(round: Round, actor, note: str) -> None:
     RoundEvent.objects.create(round=round, from_status=round.status, to_status=round.status, actor=actor, note=note)
 
 
-def _pseudo_label(*, groups: list[CandidateGroup], run: RewardRun) -> int:
+def _pseudo_label(*, groups: list[CandidateGroup], scores: dict[int, dict[int, float]]) -> int:
     """One pair per group from the reward model: its best over its worst candidate (overall score), source model."""
-    members = _candidates_of(groups)
-    scores = dict(RewardScore.objects.filter(run=run, candidate_id__in=[c for cs in members.values() for c in cs])
-                  .values_list("candidate_id", "scores"))
     pairs = []
     for g in groups:
-        ranked = sorted(members[g.id], key=lambda c: scores[c]["overall"])
-        if len(ranked) >= 2 and scores[ranked[-1]]["overall"] > scores[ranked[0]]["overall"]:
+        group = scores[g.id]
+        ranked = sorted(group, key=group.get)
+        if len(ranked) >= 2 and group[ranked[-1]] > group[ranked[0]]:
             pairs.append(PreferencePair(round_id=g.round_id, group=g, chosen_id=ranked[-1], rejected_id=ranked[0],
                                         weight=1.0, agreement=1.0, n_annotators=0,
                                         source=PreferencePair.Source.MODEL))
