@@ -9,6 +9,9 @@
     python -m dpo reward train --manifest pairs.parquet --init MODEL_ROOT --out DIR [--aspects overall,ta] [--resume]
     python -m dpo reward eval --manifest pairs.parquet --init MODEL_ROOT --reward DIR
     python -m dpo reward score --init MODEL_ROOT --reward DIR --latent L.safetensors --text T.safetensors
+    python -m dpo reward train --backbone vlm --videoalign videoalign.csv --vlm QWEN2_VL_DIR --out DIR [--lora-rank 16]
+    python -m dpo reward eval --reward DIR --videoalign videoalign.csv
+    python -m dpo reward score --reward DIR --video clip.mp4 --prompt "a red circle moving right"
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint), 1 bad input, 2 non-finite loss.
 """
@@ -22,6 +25,8 @@ import os
 import signal
 import sys
 from pathlib import Path
+
+from dpo.reward_config import RewardDataError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -95,41 +100,98 @@ def _reward_dit(init: str):
 
 
 def _reward_train(args: argparse.Namespace) -> int:
+    if args.backbone == "vlm":
+        return _reward_train_vlm(args)
     from dpo.data import read_manifest
     from dpo.reward import LatentRewardConfig, train_latent_reward
 
+    _require(args, "--manifest", "--init", backbone="latent")
     fields = {k: v for k, v in {"t": args.t, "steps": args.steps, "holdout": args.holdout, "lr": args.lr,
                                 "seed": args.seed, "noise_draws": args.noise_draws}.items() if v is not None}
     if args.aspects:
-        fields["aspects"] = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
+        fields["aspects"] = _aspects(args.aspects)
     cfg = LatentRewardConfig(**fields)
     records = read_manifest(args.manifest)
     run = train_latent_reward(records, _reward_dit(args.init), cfg, args.out, resume=args.resume,
                               progress=not args.no_progress,
                               lineage={"manifest": str(args.manifest), "init": str(args.init),
                                        "rounds": sorted({str(r.round) for r in records})})
-    print(json.dumps({"out": str(run.out_dir), "train_pairs": run.train_pairs, "heldout_pairs": run.heldout_pairs,
-                      "aspect_pairs": run.aspect_pairs, "metrics": run.metrics}))
+    _print_training(run)
     return 0
 
 
+def _reward_train_vlm(args: argparse.Namespace) -> int:
+    from dpo.reward_config import VLMRewardConfig
+    from dpo.reward_vlm import read_videoalign, train_vlm_reward
+
+    _require(args, "--videoalign", "--vlm", backbone="vlm")
+    fields = {k: v for k, v in {"steps": args.steps, "holdout": args.holdout, "lr": args.lr, "seed": args.seed,
+                                "frames": args.frames, "lora_rank": args.lora_rank, "batch": args.batch}.items()
+              if v is not None}
+    if args.aspects:
+        fields["aspects"] = _aspects(args.aspects)
+    try:
+        cfg = VLMRewardConfig(**fields)
+    except ValueError as exc:
+        raise RewardDataError(str(exc)) from exc
+    pairs = read_videoalign(args.videoalign)
+    run = train_vlm_reward(pairs, args.vlm, cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                           lineage={"videoalign": str(args.videoalign), "vlm": str(args.vlm)})
+    _print_training(run)
+    return 0
+
+
+def _aspects(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
+def _require(args: argparse.Namespace, *flags: str, backbone: str) -> None:
+    missing = [f for f in flags if getattr(args, f[2:].replace("-", "_")) is None]
+    if missing:
+        raise RewardDataError(f"the {backbone} backbone needs {' and '.join(missing)}")
+
+
+def _print_training(run) -> None:
+    print(json.dumps({"out": str(run.out_dir), "train_pairs": run.train_pairs, "heldout_pairs": run.heldout_pairs,
+                      "aspect_pairs": run.aspect_pairs, "metrics": run.metrics}))
+
+
 def _reward_eval(args: argparse.Namespace) -> int:
+    from dpo.reward import reward_kind
+
+    if reward_kind(args.reward) == "vlm":
+        from dpo.reward_vlm import VLMRewardModel, read_videoalign
+
+        _require(args, "--videoalign", backbone="vlm")
+        print(json.dumps(VLMRewardModel(args.reward, args.vlm).evaluate(read_videoalign(args.videoalign))))
+        return 0
     from dpo.data import read_manifest
     from dpo.reward import LatentRewardModel
 
+    _require(args, "--manifest", "--init", backbone="latent")
     model = LatentRewardModel(_reward_dit(args.init), args.reward)
     print(json.dumps(model.evaluate(read_manifest(args.manifest), progress=not args.no_progress)))
     return 0
 
 
 def _reward_score(args: argparse.Namespace) -> int:
-    from dpo.data import PairDataset
-    from dpo.reward import LatentRewardModel, candidate_batch
+    from dpo.reward import reward_kind
 
-    model = LatentRewardModel(_reward_dit(args.init), args.reward)
-    key = (args.latent, args.text)
-    latents, text = candidate_batch([key], PairDataset([]))
-    scores = model.score(latents, text, keys=[key])[0]
+    if reward_kind(args.reward) == "vlm":
+        from dpo.reward_vlm import VLMRewardModel, read_clip
+
+        _require(args, "--video", "--prompt", backbone="vlm")
+        model = VLMRewardModel(args.reward, args.vlm)
+        scores = model.score([read_clip(args.video)], [args.prompt])[0]
+    else:
+        from dpo.data import PairDataset
+        from dpo.reward import LatentRewardModel, candidate_batch
+
+        _require(args, "--init", "--latent", "--text", backbone="latent")
+        model = LatentRewardModel(_reward_dit(args.init), args.reward)
+        key = (args.latent, args.text)
+        latents, text = candidate_batch([key], PairDataset([]))
+        scores = model.score(latents, text, keys=[key])[0]
     print(json.dumps({a: round(float(s), 5) for a, s in zip(model.aspects, scores, strict=True)}))
     return 0
 
@@ -173,33 +235,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headers-only", action="store_true", help="skip the NaN scan (no tensor reads)")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("reward", help="a latent reward model from the pairs' labels (train, eval, score)")
+    p = sub.add_parser("reward", help="a reward model from the pairs' labels (train, eval, score): latent (the DiT's "
+                       "features, from a pair manifest) or vlm (a video language model, from a VideoAlign CSV)")
     rsub = p.add_subparsers(dest="reward_command", required=True)
-    r = rsub.add_parser("train", help="fit the reward head on a pair manifest (a share of prompts held out)")
-    r.add_argument("--manifest", required=True)
-    r.add_argument("--init", required=True, help="model root whose DiT gives the features")
-    r.add_argument("--out", required=True, help="reward model folder (reward-head.safetensors, reward.json)")
-    r.add_argument("--aspects", help="comma-separated: overall, vq, mq, ta (default: all four)")
-    r.add_argument("--t", type=float, help="noise level of the features, 0 = noise, 1 = data (default 0.75)")
+    r = rsub.add_parser("train", help="fit a reward model (a share of prompts held out for the reported accuracy)")
+    r.add_argument("--backbone", choices=["latent", "vlm"], default="latent")
+    r.add_argument("--manifest", help="latent: the pair manifest")
+    r.add_argument("--init", help="latent: model root whose DiT gives the features")
+    r.add_argument("--videoalign", help="vlm: the VideoAlign CSV export (videos relative to its folder or URIs)")
+    r.add_argument("--vlm", help="vlm: local Qwen2-VL / Qwen2.5-VL folder (config.json, safetensors, tokenizer)")
+    r.add_argument("--out", required=True, help="reward model folder (reward.json, the head, state.pt)")
+    r.add_argument("--aspects", help="comma-separated: overall, vq, mq, ta (latent default: all four; vlm: vq,mq,ta)")
+    r.add_argument("--t", type=float, help="latent: noise level of the features, 0 = noise, 1 = data (0.75)")
     r.add_argument("--steps", type=int)
     r.add_argument("--lr", type=float)
     r.add_argument("--holdout", type=float, help="share of prompts held out for the reported accuracy (0.2)")
-    r.add_argument("--noise-draws", type=int)
+    r.add_argument("--noise-draws", type=int, help="latent: features per candidate")
+    r.add_argument("--frames", type=int, help="vlm: frames sampled per clip (8)")
+    r.add_argument("--lora-rank", type=int, help="vlm: LoRA rank (16)")
+    r.add_argument("--batch", type=int, help="vlm: pairs per step (4)")
     r.add_argument("--seed", type=int)
     r.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_reward_train)
-    r = rsub.add_parser("eval", help="accuracy with and without ties, per aspect, on a manifest")
-    r.add_argument("--manifest", required=True)
-    r.add_argument("--init", required=True)
+    r = rsub.add_parser("eval", help="accuracy with and without ties, per aspect (the backbone from reward.json)")
     r.add_argument("--reward", required=True)
+    r.add_argument("--manifest", help="latent")
+    r.add_argument("--init", help="latent")
+    r.add_argument("--videoalign", help="vlm")
+    r.add_argument("--vlm", help="vlm: the VLM folder (default: the one it was trained from)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_reward_eval)
     r = rsub.add_parser("score", help="one candidate's score per aspect")
-    r.add_argument("--init", required=True)
     r.add_argument("--reward", required=True)
-    r.add_argument("--latent", required=True)
-    r.add_argument("--text", required=True)
+    r.add_argument("--init", help="latent")
+    r.add_argument("--latent", help="latent: the candidate's latent file")
+    r.add_argument("--text", help="latent: its text-embedding file")
+    r.add_argument("--video", help="vlm: the video file (path or URI)")
+    r.add_argument("--prompt", help="vlm: its prompt")
+    r.add_argument("--vlm", help="vlm: the VLM folder (default: the one it was trained from)")
     r.set_defaults(func=_reward_score)
     return parser
 
@@ -210,10 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     from dpo.config import ConfigError
     from dpo.data import ManifestError
     from dpo.reward import RewardDataError
+    from dpo.reward_vlm import VLMLoadError
 
     try:
         return args.func(args)
-    except (ConfigError, ManifestError, RewardDataError, FileNotFoundError) as exc:
+    except (ConfigError, ManifestError, RewardDataError, VLMLoadError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -166,17 +166,19 @@ def check_aspects(records: list[PairRecord], aspects: tuple[str, ...]) -> dict[s
     return counts
 
 
-def heldout_split(records: list[PairRecord], share: float, seed: int) -> tuple[list[PairRecord], list[PairRecord]]:
-    """(train, held out): a fixed hash split by prompt, so no prompt is on both sides."""
+def heldout_split(records: list, share: float, seed: int,
+                  prompt: Callable[[Any], str] = lambda r: r.prompt_id) -> tuple[list, list]:
+    """(train, held out): a fixed hash split by prompt (``prompt(record)``: the manifest's prompt id, a VideoAlign
+    row's prompt text), so no prompt is on both sides."""
     if share <= 0:
         return records, []
 
-    def held(prompt_id: str) -> bool:
-        h = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
+    def held(record: Any) -> bool:
+        h = hashlib.sha256(f"{seed}:{prompt(record)}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64 < share
 
-    train = [r for r in records if not held(r.prompt_id)]
-    test = [r for r in records if held(r.prompt_id)]
+    train = [r for r in records if not held(r)]
+    test = [r for r in records if held(r)]
     return train, test
 
 
@@ -246,7 +248,7 @@ class RewardTraining:
     it to stop early (the state is saved: a later call with ``resume=True`` continues)."""
 
     out_dir: Path
-    cfg: LatentRewardConfig
+    cfg: Any  # LatentRewardConfig or VLMRewardConfig
     train_pairs: int
     heldout_pairs: int
     aspect_pairs: dict[str, int]
@@ -340,7 +342,7 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
 
 
 class LatentRewardModel:
-    """A trained head with the DiT it reads: ``score(latents, text)`` -> (B, A) scores, averaged over the noise
+    """A trained latent head with the DiT it reads: ``score(latents, text)`` -> (B, A) scores, averaged over the noise
     draws (seeds fixed per call: the same input scores the same)."""
 
     def __init__(self, dit: nn.Module, reward_dir: str | Path):
@@ -386,3 +388,11 @@ class LatentRewardModel:
         c, r = cache.pair_tensors(records)
         y = torch.tensor([pair_labels(rec, self.cfg.aspects) for rec in records], dtype=torch.long)
         return accuracies(_diffs(self.head, cache.stacked(), c, r), y, self.head.nu, self.cfg.aspects)
+
+
+def reward_kind(reward_dir: str | Path) -> str:
+    """Which backbone a reward model folder holds: "latent" (DiT features) or "vlm" (a video language model)."""
+    meta_path = Path(reward_dir) / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"not a reward model directory: {meta_path} is missing")
+    return str(json.loads(meta_path.read_text()).get("kind", "latent"))

@@ -14,14 +14,13 @@ from annotation import storage
 from annotation.models import Candidate
 
 
-def _frames(candidate: Candidate) -> np.ndarray:
-    import imageio_ffmpeg
+def candidate_frames(candidate: Candidate) -> np.ndarray:
+    """(T, H, W, 3) uint8 of the candidate's MP4 (downloaded from storage, decoded by ``model.media``)."""
+    from model.media import read_video_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         path = storage.object_download(key=storage.key_from_uri(candidate.video_uri), path=Path(tmp) / "v.mp4")
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        width, height = next(reader)["size"]
-        return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
+        return read_video_frames(path)
 
 
 def round_scripted_scores(*, round_id: int, limit: int = 48) -> list[dict]:
@@ -33,7 +32,7 @@ def round_scripted_scores(*, round_id: int, limit: int = 48) -> list[dict]:
     qs = (Candidate.objects.filter(group__round_id=round_id, status=Candidate.Status.READY)
           .select_related("group__prompt").order_by("group_id", "seed")[:limit])
     for c in qs:
-        s = score_clip(c.group.prompt.text, _frames(c))
+        s = score_clip(c.group.prompt.text, candidate_frames(c))
         rows.append({"candidate_id": c.id, "prompt": c.group.prompt.text, "seed": c.seed, "scorable": s.scorable,
                      "ta": s.ta, "mq": s.mq, "vq": s.vq, "missed": [k for k, ok in s.checks.items() if not ok]})
     return rows

@@ -27,9 +27,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from tqdm import tqdm
 
-from annotation import storage
 from annotation.management.schema import schema_ensure
 from annotation.models import Candidate, DPORun, Prompt, Round
+from annotation.selectors.scripted import candidate_frames
 from annotation.services.accounts import user_create
 from annotation.services.assignments import assignment_reserve_next
 from annotation.services.demo import demo_checkpoint_ensure
@@ -43,23 +43,11 @@ from webapp.env import database_url_from_settings
 REPO = Path(__file__).resolve().parents[3]
 
 
-def decoded_frames(candidate: Candidate) -> np.ndarray:
-    """(T, H, W, 3) uint8 of the candidate's MP4 (decoded by imageio-ffmpeg's reader: the domain does not import the
-    workers)."""
-    import imageio_ffmpeg
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = storage.object_download(key=storage.key_from_uri(candidate.video_uri), path=Path(tmp) / "v.mp4")
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        width, height = next(reader)["size"]
-        return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
-
-
 def clip_scores(candidate: Candidate):
     """The detectors' scores (model.world.detect.ClipScores) of the decoded MP4 for the candidate's prompt."""
     from model.world.detect import score_clip
 
-    return score_clip(candidate.group.prompt.text, decoded_frames(candidate))
+    return score_clip(candidate.group.prompt.text, candidate_frames(candidate))
 
 
 def text_alignment(candidate: Candidate) -> float:
@@ -70,7 +58,7 @@ def text_alignment(candidate: Candidate) -> float:
 
 def brightness(candidate: Candidate) -> float:
     """Mean luma in [0, 1]: what the scripted annotator prefers for prompts outside the shapes grammar."""
-    frames = decoded_frames(candidate).astype(np.float32)
+    frames = candidate_frames(candidate).astype(np.float32)
     return float((0.299 * frames[..., 0] + 0.587 * frames[..., 1] + 0.114 * frames[..., 2]).mean() / 255.0)
 
 

@@ -1,0 +1,457 @@
+"""The **VLM** reward model: a video language model (Qwen2-VL or Qwen2.5-VL through transformers, loaded from a local
+folder) with LoRA adapters (peft) and one score per aspect read off the last token's hidden state by a linear head:
+VideoAlign's VideoReward construction. It trains on the app's VideoAlign CSV export (``path_A, path_B, prompt, VQ,
+MQ, TA``) with the same tie-aware Bradley-Terry model as the latent reward model (``dpo.reward``: one ``nu`` per
+aspect) and reports the same accuracies.
+
+    model, tokenizer = load_vlm(root)                         # VLMLoadError names the file and the missing keys
+    pairs = read_videoalign("export/videoalign.csv")          # -> [VideoPair]
+    run = train_vlm_reward(pairs, root, VLMRewardConfig(), out_dir)
+    scores = VLMRewardModel(out_dir).score([frames], [prompt])  # frames (T, H, W, 3) uint8 -> (1, A)
+
+Inputs are laid out here rather than by transformers' Qwen2-VL processor (its video processor needs torchvision,
+which this project does not install): ``frames`` frames sampled evenly over the clip, each resized by
+``smart_resize`` (sides multiples of 28, pixel count within [min_pixels, max_pixels]) with PIL's bicubic filter,
+scaled to [0, 1], normalised by the CLIP mean / std, and cut into 2 x 14 x 14 tubelets in the order the vision
+tower reads them (``video_patches``; the tests check the layout against transformers' PIL image processor).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dpo.reward import (
+    A_WINS,
+    B_WINS,
+    META_FILE,
+    MIN_PAIRS_PER_ASPECT,
+    STATE_FILE,
+    TIE,
+    RewardDataError,
+    RewardTraining,
+    accuracies,
+    btt_loss,
+    heldout_split,
+)
+from dpo.reward_config import VLMRewardConfig
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)  # the Qwen2-VL processors' normalisation
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+PATCH, MERGE, TEMPORAL = 14, 2, 2  # the Qwen2-VL vision tower's defaults (read from the model's config when set)
+HEAD_FILE, ADAPTER_DIR = "vlm-head.safetensors", "adapter"
+VIDEOALIGN_COLUMNS = ("path_A", "path_B", "prompt", "VQ", "MQ", "TA")
+LETTER_CLASS = {"A": A_WINS, "B": B_WINS, "same": TIE}
+INSTRUCTION = ("Rate the generated video for visual quality, motion quality and how well it follows the prompt. "
+               "Prompt: {prompt}")
+
+
+class VLMLoadError(ValueError):
+    """A VLM root that does not load (the message names the file and, for weights, the missing keys)."""
+
+
+# -- inputs -------------------------------------------------------------------------------------------------------
+def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The Qwen2-VL processors' frame size: sides multiples of ``factor``, aspect ratio kept, pixels within bounds."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio over 200: {height}x{width}")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def sample_frames(frames: np.ndarray, n: int, temporal: int = TEMPORAL) -> np.ndarray:
+    """(T, H, W, 3) -> at most ``n`` frames spread evenly (first and last kept), padded by repeating the last frame
+    to a multiple of ``temporal`` (as the Qwen2-VL video processor pads)."""
+    if len(frames) > n:
+        frames = frames[np.linspace(0, len(frames) - 1, n).round().astype(int)]
+    if pad := -len(frames) % temporal:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
+    return frames
+
+
+def video_patches(frames: np.ndarray, *, min_pixels: int, max_pixels: int, patch: int = PATCH, merge: int = MERGE,
+                  temporal: int = TEMPORAL) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """uint8 (T, H, W, 3), T a multiple of ``temporal`` -> the vision tower's input: patches (t*h*w, 3*temporal*patch*patch)
+    float32 and the grid (t, h, w) in patches, rows in the order (t, h-block, w-block, merge row, merge col)."""
+    from PIL import Image
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) % temporal:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3) with T a multiple of {temporal}, got "
+                         f"{frames.dtype} {frames.shape}")
+    height, width = smart_resize(frames.shape[1], frames.shape[2], factor=patch * merge, min_pixels=min_pixels,
+                                 max_pixels=max_pixels)
+    resized = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC))
+                        for f in frames])
+    x = ((resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2)  # (T, C, H, W)
+    gt, gh, gw = len(x) // temporal, height // patch, width // patch
+    x = x.reshape(gt, temporal, 3, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (gt, gh/m, gw/m, m, m, C, temporal, p, p)
+    return torch.from_numpy(np.ascontiguousarray(x).reshape(gt * gh * gw, 3 * temporal * patch * patch)), (gt, gh, gw)
+
+
+def clip_tensors(frames: np.ndarray, cfg: VLMRewardConfig, vision: Any) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """A decoded clip -> (patches, grid) with the model's vision settings (``vision``: its vision config)."""
+    temporal = getattr(vision, "temporal_patch_size", TEMPORAL)
+    return video_patches(sample_frames(frames, cfg.frames, temporal), min_pixels=cfg.min_pixels,
+                         max_pixels=cfg.max_pixels, patch=getattr(vision, "patch_size", PATCH),
+                         merge=getattr(vision, "spatial_merge_size", MERGE), temporal=temporal)
+
+
+# -- the model ----------------------------------------------------------------------------------------------------
+def _vlm_class(model_type: str):
+    import transformers
+
+    classes = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+    if model_type not in classes:
+        raise VLMLoadError(f"model_type {model_type!r} is not a supported video language model ({sorted(classes)})")
+    return getattr(transformers, classes[model_type])
+
+
+def load_vlm(root: str | Path) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from a local Hugging Face folder (config.json, model.safetensors or its index, tokenizer
+    files), float32 on the CPU. Refuses a folder whose weights lack keys the architecture needs (transformers would
+    initialise them at random) with the file and the keys."""
+    from transformers import AutoTokenizer
+
+    root = Path(root)
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise VLMLoadError(f"{config_path} is missing: not a model folder")
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type", "")
+    except json.JSONDecodeError as exc:
+        raise VLMLoadError(f"{config_path} is not valid JSON: {exc}") from exc
+    cls = _vlm_class(model_type)
+    weights = [p for p in (root / "model.safetensors", root / "model.safetensors.index.json") if p.is_file()]
+    if not weights:
+        raise VLMLoadError(f"{root / 'model.safetensors'} (or model.safetensors.index.json) is missing")
+    try:
+        model, info = cls.from_pretrained(str(root), local_files_only=True, output_loading_info=True,
+                                          dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise VLMLoadError(f"{weights[0]} does not load: {exc}") from exc
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
+        raise VLMLoadError(f"{weights[0]}: missing keys {shown}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise VLMLoadError(f"{root}: the tokenizer files (tokenizer.json, tokenizer_config.json) do not load: "
+                           f"{exc}") from exc
+    for name in ("video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        if getattr(model.config, name, None) is None:
+            raise VLMLoadError(f"{config_path}: {name} is not set")
+    return model, tokenizer
+
+
+class VLMReward(nn.Module):
+    """The VLM (LoRA-wrapped) and a linear score per aspect on the last real token's hidden state (B, H) -> (B, A),
+    with the BTT tie parameter nu (A,) = softplus(raw)."""
+
+    def __init__(self, vlm: nn.Module, hidden: int, n_aspects: int):
+        super().__init__()
+        self.vlm = vlm
+        self.head = nn.Linear(hidden, n_aspects)
+        nn.init.normal_(self.head.weight, std=hidden**-0.5)
+        nn.init.zeros_(self.head.bias)
+        self.raw_nu = nn.Parameter(torch.full((n_aspects,), math.log(math.expm1(1.0))))  # nu starts at 1
+
+    @property
+    def nu(self) -> torch.Tensor:
+        return F.softplus(self.raw_nu)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """inputs: ``encode_batch``'s input_ids / attention_mask / mm_token_type_ids (B, L), pixel_values_videos
+        (N, D) and video_grid_thw (B, 3) -> scores (B, A)."""
+        core = self.vlm.get_base_model().model if hasattr(self.vlm, "get_base_model") else self.vlm.model
+        hidden = core(**inputs, use_cache=False).last_hidden_state  # (B, L, H)
+        last = inputs["attention_mask"].sum(1) - 1  # right padding: the last real token
+        pooled = hidden[torch.arange(len(hidden)), last]  # (B, H)
+        return self.head(pooled.float())
+
+
+def trainable_state(model: VLMReward) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def encode_batch(tokenizer: Any, config: Any, clips: list[tuple[torch.Tensor, tuple[int, int, int]]],
+                 prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Token ids for (video, instruction) per clip: the chat template when the tokenizer has one (Qwen's), else
+    vision-start, the video's tokens, vision-end and the instruction; the video placeholder is expanded to one token
+    per merged patch (t * h * w / merge^2). Right-padded; mm_token_type_ids marks video tokens with 2."""
+    merge = getattr(config.vision_config, "spatial_merge_size", MERGE)
+    video_id, start_id, end_id = config.video_token_id, config.vision_start_token_id, config.vision_end_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = []
+    for (_, (t, h, w)), prompt in zip(clips, prompts, strict=True):
+        n_video = t * h * w // merge**2
+        text = INSTRUCTION.format(prompt=prompt)
+        if getattr(tokenizer, "chat_template", None):
+            rendered = tokenizer.apply_chat_template(
+                [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}],
+                tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+            if ids.count(video_id) != 1:
+                raise VLMLoadError("the tokenizer's chat template does not place one video token")
+            k = ids.index(video_id)
+            ids = ids[:k] + [video_id] * n_video + ids[k + 1 :]
+        else:
+            ids = [start_id] + [video_id] * n_video + [end_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+        rows.append(ids)
+    length = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask,
+            "mm_token_type_ids": ((input_ids == video_id) & (mask == 1)).int() * 2,
+            "pixel_values_videos": torch.cat([c[0] for c in clips]),
+            "video_grid_thw": torch.tensor([list(c[1]) for c in clips], dtype=torch.long)}
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoPair:
+    """One VideoAlign row: two videos (A, B), the prompt, and per aspect the winner: "A", "B" or "same"."""
+
+    video_a: str
+    video_b: str
+    prompt: str
+    labels: dict[str, str]
+    row: int
+
+
+def read_videoalign(uri: str | Path) -> list[VideoPair]:
+    """Rows of a VideoAlign CSV (the app's ``videoalign`` export). Video paths may be absolute, relative to the CSV's
+    folder, file:// or s3:// URIs. Raises RewardDataError naming a missing column or a bad cell."""
+    from dpo.storage import parse_uri, read_bytes
+
+    uri = str(uri)
+    kind, _, path = parse_uri(uri)
+    if kind == "local" and not Path(path).is_file():
+        raise RewardDataError(f"VideoAlign CSV not found: {uri}")
+    reader = csv.DictReader(io.StringIO(read_bytes(uri).decode("utf-8-sig")))
+    missing = [c for c in VIDEOALIGN_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise RewardDataError(f"{uri}: not a VideoAlign CSV, missing columns {missing}")
+    base = Path(path).parent if kind == "local" else None
+    pairs = []
+    for i, row in enumerate(reader, start=2):
+        labels = {}
+        for column in ("VQ", "MQ", "TA"):
+            value = (row[column] or "").strip()
+            if value not in LETTER_CLASS:
+                raise RewardDataError(f"{uri} line {i}: {column} must be A, B or same, got {value!r}")
+            labels[column.lower()] = value
+        videos = []
+        for column in ("path_A", "path_B"):
+            value = (row[column] or "").strip()
+            if not value:
+                raise RewardDataError(f"{uri} line {i}: {column} is empty")
+            if base is not None and "://" not in value and not Path(value).is_absolute():
+                value = str(base / value)
+            videos.append(value)
+        pairs.append(VideoPair(videos[0], videos[1], row["prompt"] or "", labels, i))
+    return pairs
+
+
+def read_clip(uri: str) -> np.ndarray:
+    """A stored video (path, file:// or s3://) decoded to uint8 (T, H, W, 3)."""
+    from dpo.storage import parse_uri, read_bytes
+    from model.media import VideoReadError, read_video_frames
+
+    kind, _, path = parse_uri(uri)
+    try:
+        if kind == "local":
+            return read_video_frames(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "clip.mp4"
+            local.write_bytes(read_bytes(uri))
+            return read_video_frames(local)
+    except VideoReadError as exc:
+        raise RewardDataError(str(exc)) from exc
+
+
+class ClipCache:
+    """uri -> (patches, grid), the most recent ``size`` clips kept (memory stays bounded whatever the CSV's size)."""
+
+    def __init__(self, cfg: VLMRewardConfig, vision: Any, size: int = 256):
+        self.cfg, self.vision, self.size = cfg, vision, size
+        self.items: OrderedDict[str, tuple[torch.Tensor, tuple[int, int, int]]] = OrderedDict()
+
+    def get(self, uri: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        if uri in self.items:
+            self.items.move_to_end(uri)
+            return self.items[uri]
+        item = clip_tensors(read_clip(uri), self.cfg, self.vision)
+        self.items[uri] = item
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return item
+
+
+def pair_classes(pairs: list[VideoPair], aspects: tuple[str, ...]) -> torch.Tensor:
+    """(P, A) BTT classes with A = the CSV's column A."""
+    return torch.tensor([[LETTER_CLASS[p.labels[a]] for a in aspects] for p in pairs], dtype=torch.long)
+
+
+# -- training and scoring -----------------------------------------------------------------------------------------
+def _pair_diffs(model: VLMReward, tokenizer: Any, cache: ClipCache, pairs: list[VideoPair]) -> torch.Tensor:
+    """Scores of side A minus side B (P, A), both sides in one forward."""
+    clips = [cache.get(p.video_a) for p in pairs] + [cache.get(p.video_b) for p in pairs]
+    scores = model(encode_batch(tokenizer, model.vlm.config, clips, [p.prompt for p in pairs] * 2))
+    return scores[: len(pairs)] - scores[len(pairs) :]
+
+
+@torch.no_grad()
+def _evaluate(model: VLMReward, tokenizer: Any, cache: ClipCache, pairs: list[VideoPair],
+              aspects: tuple[str, ...], batch: int) -> dict[str, Any]:
+    model.eval()
+    diffs = torch.cat([_pair_diffs(model, tokenizer, cache, pairs[i : i + batch]) for i in range(0, len(pairs), batch)])
+    return accuracies(diffs, pair_classes(pairs, aspects), model.nu, aspects)
+
+
+def _build(root: str | Path, cfg: VLMRewardConfig) -> tuple[VLMReward, Any]:
+    from peft import LoraConfig, get_peft_model
+
+    vlm, tokenizer = load_vlm(root)
+    vlm.requires_grad_(False)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=list(cfg.lora_targets))
+    try:
+        vlm = get_peft_model(vlm, lora)
+    except ValueError as exc:
+        raise VLMLoadError(f"{root}: LoRA targets {list(cfg.lora_targets)} match no module: {exc}") from exc
+    hidden = vlm.config.get_text_config().hidden_size
+    return VLMReward(vlm, hidden, len(cfg.aspects)), tokenizer
+
+
+def train_vlm_reward(pairs: list[VideoPair], root: str | Path, cfg: VLMRewardConfig, out_dir: str | Path, *,
+                     lineage: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
+                     on_step: Callable[[dict[str, Any]], bool] | None = None) -> RewardTraining:
+    """Fit the LoRA adapters and the heads on the pairs (held-out prompts kept aside), save them under ``out_dir``
+    (adapter/, vlm-head.safetensors, reward.json) and report accuracies. Resumes exactly from ``state.pt`` (saved
+    every 25 steps, at the end and when ``on_step`` returns True to stop), like the latent reward model."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = heldout_split(pairs, cfg.holdout, cfg.seed, prompt=lambda p: p.prompt)
+    if len(train) < MIN_PAIRS_PER_ASPECT:
+        raise RewardDataError(f"{len(train)} training pairs after holding out {cfg.holdout:.0%} of the prompts: "
+                              f"at least {MIN_PAIRS_PER_ASPECT} are needed")
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = _build(root, cfg)
+    cache = ClipCache(cfg, model.vlm.config.vision_config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, history, t0 = 0, [], time.time()
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["trainable"], strict=False)
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        start, history = state["step"], state["history"]
+    labels = pair_classes(train, cfg.aspects)
+    model.train()
+    bar = tqdm(range(start, cfg.steps), desc="vlm reward", disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
+        diff = _pair_diffs(model, tokenizer, cache, [train[int(i)] for i in idx])
+        loss = btt_loss(diff, labels[idx], model.nu)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(round(float(loss.detach()), 5))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        stop = on_step is not None and bool(on_step({"step": step + 1, "loss": history[-1], **{
+            f"nu/{a}": round(float(v), 4) for a, v in zip(cfg.aspects, model.nu.detach(), strict=True)}}))
+        if stop or (step + 1) % 25 == 0 or step + 1 == cfg.steps:
+            torch.save({"trainable": trainable_state(model), "opt": opt.state_dict(), "gen": gen.get_state(),
+                        "step": step + 1, "history": history}, state_path)
+        if stop:
+            return RewardTraining(out, cfg, len(train), len(test), {}, {"step": step + 1}, stopped=True)
+    metrics: dict[str, Any] = {"train": _evaluate(model, tokenizer, cache, train, cfg.aspects, cfg.batch)}
+    if test:
+        metrics["heldout"] = _evaluate(model, tokenizer, cache, test, cfg.aspects, cfg.batch)
+    metrics.update(loss_first=history[0] if history else None, loss_last=history[-1] if history else None,
+                   total_s=round(time.time() - t0, 1))
+    model.vlm.save_pretrained(str(out / ADAPTER_DIR))
+    save_file({"head.weight": model.head.weight.detach().contiguous(), "head.bias": model.head.bias.detach(),
+               "raw_nu": model.raw_nu.detach()}, str(out / HEAD_FILE))
+    counts = {a: len(pairs) for a in cfg.aspects}
+    meta = {"kind": "vlm", "vlm_root": str(Path(root).resolve()), "config": dataclasses.asdict(cfg),
+            "nu": [round(float(v), 4) for v in model.nu.detach()], "pairs": {"train": len(train), "heldout": len(test)},
+            "aspect_pairs": counts, "metrics": metrics, "lineage": lineage or {}}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return RewardTraining(out, cfg, len(train), len(test), counts, metrics)
+
+
+class VLMRewardModel:
+    """A trained VLM reward model: ``score(clips, prompts)`` -> (B, A), ``evaluate(pairs)`` -> accuracies. The VLM
+    is read from ``vlm_root`` (default: the folder it was trained from, recorded in reward.json)."""
+
+    def __init__(self, reward_dir: str | Path, vlm_root: str | Path | None = None):
+        from peft import PeftModel
+
+        d = Path(reward_dir)
+        for p in (d / META_FILE, d / HEAD_FILE, d / ADAPTER_DIR / "adapter_config.json"):
+            if not p.is_file():
+                raise FileNotFoundError(f"not a VLM reward model directory: {p} is missing")
+        self.meta = json.loads((d / META_FILE).read_text())
+        if self.meta.get("kind") != "vlm":
+            raise RewardDataError(f"{d / META_FILE}: kind {self.meta.get('kind')!r}, not a VLM reward model")
+        self.cfg = VLMRewardConfig(**self.meta["config"])
+        vlm, self.tokenizer = load_vlm(vlm_root or self.meta["vlm_root"])
+        vlm = PeftModel.from_pretrained(vlm, str(d / ADAPTER_DIR))
+        self.model = VLMReward(vlm, vlm.config.get_text_config().hidden_size, len(self.cfg.aspects))
+        state = load_file(str(d / HEAD_FILE))
+        missing = sorted({"head.weight", "head.bias", "raw_nu"} - set(state))
+        if missing:
+            raise ValueError(f"{d / HEAD_FILE}: missing keys {missing}")
+        self.model.head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
+        self.model.raw_nu.data.copy_(state["raw_nu"])
+        self.model.eval().requires_grad_(False)
+        self.cache = ClipCache(self.cfg, vlm.config.vision_config)
+
+    @property
+    def aspects(self) -> tuple[str, ...]:
+        return self.cfg.aspects
+
+    @torch.no_grad()
+    def score(self, clips: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
+        """Decoded clips (each uint8 (T, H, W, 3)) and their prompts -> (B, A) scores."""
+        vision = self.model.vlm.config.vision_config
+        tensors = [clip_tensors(c, self.cfg, vision) for c in clips]
+        return self.model(encode_batch(self.tokenizer, self.model.vlm.config, tensors, prompts))
+
+    @torch.no_grad()
+    def evaluate(self, pairs: list[VideoPair]) -> dict[str, Any]:
+        return _evaluate(self.model, self.tokenizer, self.cache, pairs, self.cfg.aspects, self.cfg.batch)

@@ -1,0 +1,196 @@
+"""The VLM reward model (dpo.reward_vlm): the vision tower's input laid out exactly as transformers' Qwen2-VL
+processor lays it out, a tiny random Qwen2-VL written here trained with LoRA from a VideoAlign CSV through the CLI
+(held-out accuracy, exact resume, scoring), and the refusals that name the file, the keys or the cell."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dpo import reward_vlm as V
+from dpo.__main__ import main
+from dpo.reward_config import VLMRewardConfig
+from generation_workers.video import encode_mp4
+from model.world import grammar
+from model.world.render import render
+
+SPECIAL = ["<pad>", "<unk>", "<|vision_start|>", "<|video_pad|>", "<|vision_end|>", "<|image_pad|>"]
+
+
+def write_tiny_vlm(root) -> None:
+    """A random Qwen2-VL (one vision block, one language layer, width 32) and a word-level tokenizer over the
+    instruction's and the shapes grammar's English words, saved as a Hugging Face folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    words = set(V.INSTRUCTION.replace("{prompt}", "").replace(".", " ").replace(":", " ").split())
+    for text in grammar.sample_prompts(200, seed=0, lang="en"):
+        words.update(text.replace(",", " ").split())
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + sorted(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
+    fast.add_special_tokens({"additional_special_tokens": SPECIAL[2:]})
+    fast.save_pretrained(str(root))
+    config = Qwen2VLConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 1024,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [4, 2, 2]},
+                     "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0},
+        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        video_token_id=vocab["<|video_pad|>"], image_token_id=vocab["<|image_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"])
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(str(root))
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-vlm")
+    write_tiny_vlm(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def videoalign(tmp_path_factory):
+    """A VideoAlign CSV of world clips: on VQ the undimmed clip of each pair wins (a planted, learnable preference),
+    MQ is always "same", TA is a coin flip (nothing to learn); the winner's column alternates like the export's."""
+    d = tmp_path_factory.mktemp("videoalign")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, prompt in enumerate(grammar.sample_prompts(40, seed=3, lang="en")):
+        clip = render(prompt, seed=i, size=64)
+        encode_mp4(clip, d / f"{i}-bright.mp4", fps=8)
+        encode_mp4((clip * 0.45).astype(np.uint8), d / f"{i}-dim.mp4", fps=8)
+        swap = i % 2 == 1
+        a, b = (f"{i}-dim.mp4", f"{i}-bright.mp4") if swap else (f"{i}-bright.mp4", f"{i}-dim.mp4")
+        rows.append({"path_A": a, "path_B": b, "prompt": prompt, "VQ": "B" if swap else "A", "MQ": "same",
+                     "TA": rng.choice(["A", "B"]), "fps_A": 8, "num_frames_A": 17, "fps_B": 8, "num_frames_B": 17})
+    path = d / "videoalign.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# -- the vision tower's input ------------------------------------------------------------------------------------
+def test_patches_match_the_transformers_qwen2_vl_processor_layout():
+    """transformers' PIL image processor tiles one image over the two frames of a tubelet; our video layout must give
+    the same numbers for each frame's slot of the tubelet, and put later tubelets after earlier ones."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 70, 90, 3), dtype=np.uint8)
+    ip = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 448 * 448})
+    ours, grid = V.video_patches(frames, min_pixels=56 * 56, max_pixels=448 * 448)
+    per_frame = [ip(images=f, return_tensors="pt") for f in frames]
+    _, gh, gw = per_frame[0]["image_grid_thw"][0].tolist()
+    assert grid == (2, gh, gw) and ours.shape == (2 * gh * gw, 3 * 2 * 14 * 14)
+    ours = ours.view(2, gh * gw, 3, 2, 14, 14)
+    for k, out in enumerate(per_frame):
+        theirs = out["pixel_values"].view(gh * gw, 3, 2, 14, 14)
+        assert torch.allclose(ours[k // 2, :, :, k % 2], theirs[:, :, k % 2], atol=1e-5)
+
+
+def test_frames_are_sampled_evenly_and_padded_to_whole_tubelets():
+    clip = np.arange(17)[:, None, None, None].repeat(2, 1).repeat(2, 2).repeat(3, 3).astype(np.uint8)
+    assert V.sample_frames(clip, 8)[:, 0, 0, 0].tolist() == [0, 2, 5, 7, 9, 11, 14, 16]
+    assert V.sample_frames(clip[:5], 8)[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 4]  # the last frame repeated
+    with pytest.raises(ValueError, match="multiple of 2"):
+        V.video_patches(clip[:3], min_pixels=3136, max_pixels=448 * 448)
+
+
+# -- training through the CLI --------------------------------------------------------------------------------------
+def test_train_eval_score_through_the_cli_and_resume_exactly(tiny_vlm, videoalign, tmp_path, capsys):
+    out = tmp_path / "vlm-rm"
+    args = ["reward", "train", "--backbone", "vlm", "--videoalign", str(videoalign), "--vlm", str(tiny_vlm),
+            "--out", str(out), "--frames", "4", "--lora-rank", "4", "--batch", "8", "--lr", "3e-3", "--steps", "60",
+            "--no-progress"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["train_pairs"] + result["heldout_pairs"] == 40 and result["heldout_pairs"] >= 4
+    metrics = result["metrics"]
+    assert metrics["loss_last"] < metrics["loss_first"]
+    assert metrics["train"]["vq"]["accuracy_no_ties"] >= 0.9 and metrics["heldout"]["vq"]["accuracy_no_ties"] >= 0.75
+    assert metrics["train"]["mq"]["pairs_no_ties"] == 0 and metrics["train"]["mq"]["accuracy_with_ties"] >= 0.9
+    meta = json.loads((out / "reward.json").read_text())
+    assert meta["kind"] == "vlm" and meta["lineage"]["videoalign"] == str(videoalign)
+    assert (out / V.ADAPTER_DIR / "adapter_model.safetensors").is_file()
+
+    # interrupted at step 25 and resumed: the same adapters and heads, bit for bit
+    half = tmp_path / "vlm-rm-resumed"
+    short = [*args[:9], str(half), *args[10:18], "--steps", "25", "--no-progress"]
+    assert main(short) == 0
+    assert torch.load(half / "state.pt", weights_only=False)["step"] == 25
+    assert main([*args[:9], str(half), *args[10:], "--resume"]) == 0
+    from safetensors.torch import load_file
+
+    for name in (V.HEAD_FILE, f"{V.ADAPTER_DIR}/adapter_model.safetensors"):
+        a, b = load_file(str(out / name)), load_file(str(half / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+
+    assert main(["reward", "eval", "--reward", str(out), "--videoalign", str(videoalign)]) == 0
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ev["vq"]["pairs_no_ties"] == 40 and ev["vq"]["accuracy_no_ties"] >= 0.85
+    scores = {}
+    for name in ("0-bright.mp4", "0-dim.mp4"):
+        assert main(["reward", "score", "--reward", str(out), "--video", str(videoalign.parent / name),
+                     "--prompt", "a red circle"]) == 0
+        scores[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(scores["0-bright.mp4"]) == {"vq", "mq", "ta"}
+    assert scores["0-bright.mp4"]["vq"] > scores["0-dim.mp4"]["vq"]
+
+
+# -- refusals ------------------------------------------------------------------------------------------------------
+def test_a_vlm_root_that_does_not_load_names_the_file_and_the_missing_keys(tiny_vlm, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    with pytest.raises(V.VLMLoadError, match="config.json is missing"):
+        V.load_vlm(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_vlm, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(V.VLMLoadError, match=r"model\.safetensors.*is missing"):
+        V.load_vlm(broken)
+    state = load_file(str(tiny_vlm / "model.safetensors"))
+    dropped = sorted(k for k in state if "layers.0.mlp" in k)
+    save_file({k: v for k, v in state.items() if k not in dropped}, str(broken / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(V.VLMLoadError, match=r"model\.safetensors: missing keys .*mlp") as err:
+        V.load_vlm(broken)
+    assert "down_proj" in str(err.value)
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(V.VLMLoadError, match="'llama' is not a supported video language model"):
+        V.load_vlm(broken)
+
+
+def test_bad_videoalign_files_and_settings_are_refused_in_words(videoalign, tiny_vlm, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path_A,path_B,prompt,VQ\nx.mp4,y.mp4,p,A\n")
+    with pytest.raises(V.RewardDataError, match=r"missing columns \['MQ', 'TA'\]"):
+        V.read_videoalign(bad)
+    bad.write_text("path_A,path_B,prompt,VQ,MQ,TA\nx.mp4,y.mp4,p,A,tie,B\n")
+    with pytest.raises(V.RewardDataError, match="line 2: MQ must be A, B or same, got 'tie'"):
+        V.read_videoalign(bad)
+    with pytest.raises(ValueError, match="no overall column"):
+        VLMRewardConfig(aspects=("overall", "ta"))
+    # through the CLI: exit 1 with the message, never a traceback
+    assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(videoalign), "--out",
+                 str(tmp_path / "o")]) == 1
+    assert "the vlm backbone needs --vlm" in capsys.readouterr().err
+    assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(videoalign), "--vlm", str(tiny_vlm),
+                 "--aspects", "overall", "--out", str(tmp_path / "o")]) == 1
+    assert "no overall column" in capsys.readouterr().err
+    bad.write_text("path_A,path_B,prompt,VQ,MQ,TA\n" + f"{bad},{bad},p,A,B,same\n" * 10)
+    assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(bad), "--vlm", str(tiny_vlm),
+                 "--holdout", "0", "--out", str(tmp_path / "o")]) == 1
+    assert "is not a readable video" in capsys.readouterr().err
