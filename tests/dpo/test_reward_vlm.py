@@ -21,11 +21,12 @@ from model.world.render import render
 SPECIAL = ["<pad>", "<unk>", "<|vision_start|>", "<|video_pad|>", "<|vision_end|>", "<|image_pad|>"]
 
 
-def write_tiny_vlm(root) -> None:
-    """A random Qwen2-VL (one vision block, one language layer, width 32) and a word-level tokenizer over the
-    instruction's and the shapes grammar's English words, saved as a Hugging Face folder."""
+def write_tiny_vlm(root, kind: str = "qwen2_vl") -> None:
+    """A random Qwen2-VL or Qwen2.5-VL (one or two vision blocks, one language layer, width 32) and a word-level
+    tokenizer over the instruction's and the shapes grammar's English words, saved as a Hugging Face folder."""
+    import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import PreTrainedTokenizerFast
 
     words = set(V.INSTRUCTION.replace("{prompt}", "").replace(".", " ").replace(":", " ").split())
     for text in grammar.sample_prompts(200, seed=0, lang="en"):
@@ -36,17 +37,23 @@ def write_tiny_vlm(root) -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
     fast.add_special_tokens({"additional_special_tokens": SPECIAL[2:]})
     fast.save_pretrained(str(root))
-    config = Qwen2VLConfig(
+    vision = {"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
+              "spatial_merge_size": 2, "temporal_patch_size": 2}
+    if kind == "qwen2_5_vl":  # windowed attention in all blocks but the full-attention ones
+        vision = {"depth": 2, "hidden_size": 32, "out_hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                  "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                  "fullatt_block_indexes": [1]}
+    prefix = {"qwen2_vl": "Qwen2VL", "qwen2_5_vl": "Qwen2_5_VL"}[kind]
+    config = getattr(transformers, f"{prefix}Config")(
         text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 1024,
                      "rope_scaling": {"type": "mrope", "mrope_section": [4, 2, 2]},
                      "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0},
-        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        vision_config=vision,
         video_token_id=vocab["<|video_pad|>"], image_token_id=vocab["<|image_pad|>"],
         vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"])
     torch.manual_seed(0)
-    Qwen2VLForConditionalGeneration(config).save_pretrained(str(root))
+    getattr(transformers, f"{prefix}ForConditionalGeneration")(config).save_pretrained(str(root))
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +153,20 @@ def test_train_eval_score_through_the_cli_and_resume_exactly(tiny_vlm, videoalig
         scores[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(scores["0-bright.mp4"]) == {"vq", "mq", "ta"}
     assert scores["0-bright.mp4"]["vq"] > scores["0-dim.mp4"]["vq"]
+
+
+def test_qwen2_5_vl_trains_and_scores_behind_the_same_interface(videoalign, tmp_path, capsys):
+    root = tmp_path / "tiny-qwen2.5-vl"
+    write_tiny_vlm(root, kind="qwen2_5_vl")
+    assert json.loads((root / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    out = tmp_path / "rm"
+    assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(videoalign), "--vlm", str(root),
+                 "--out", str(out), "--frames", "4", "--steps", "3", "--holdout", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["reward", "score", "--reward", str(out), "--video", str(videoalign.parent / "1-dim.mp4"),
+                 "--prompt", "a blue square"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(scores) == {"vq", "mq", "ta"} and all(np.isfinite(list(scores.values())))
 
 
 # -- refusals ------------------------------------------------------------------------------------------------------
