@@ -248,7 +248,8 @@ class VideoPair:
 
 def read_videoalign(uri: str | Path) -> list[VideoPair]:
     """Rows of a VideoAlign CSV (the app's ``videoalign`` export). Video paths may be absolute, relative to the CSV's
-    folder, file:// or s3:// URIs. Raises RewardDataError naming a missing column or a bad cell."""
+    folder (an unzipped ``media: bundle`` export), file:// or s3:// URIs (``media: none``) or https links
+    (``media: links``). Raises RewardDataError naming a missing column or a bad cell."""
     from dpo.storage import parse_uri, read_bytes
 
     uri = str(uri)
@@ -281,20 +282,29 @@ def read_videoalign(uri: str | Path) -> list[VideoPair]:
 
 
 def read_clip(uri: str) -> np.ndarray:
-    """A stored video (path, file:// or s3://) decoded to uint8 (T, H, W, 3)."""
+    """A video (a path, file://, s3:// or an export's signed https:// link) decoded to uint8 (T, H, W, 3)."""
     from dpo.storage import parse_uri, read_bytes
     from model.media import VideoReadError, read_video_frames
 
-    kind, _, path = parse_uri(uri)
     try:
-        if kind == "local":
-            return read_video_frames(path)
+        if uri.startswith(("http://", "https://")):
+            import urllib.request
+
+            with urllib.request.urlopen(uri, timeout=60) as resp:  # noqa: S310 (the scheme is checked above)
+                data = resp.read()
+        else:
+            kind, _, path = parse_uri(uri)
+            if kind == "local":
+                return read_video_frames(path)
+            data = read_bytes(uri)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "clip.mp4"
-            local.write_bytes(read_bytes(uri))
+            local.write_bytes(data)
             return read_video_frames(local)
     except VideoReadError as exc:
         raise RewardDataError(str(exc)) from exc
+    except OSError as exc:
+        raise RewardDataError(f"video {uri} cannot be read: {exc}") from exc
 
 
 class ClipCache:
