@@ -247,7 +247,7 @@ def round_generation_enqueue(*, round_id: int, prompt_ids: Iterable[int] | None 
             # who sees ids (blind evaluation)
             _rng.shuffle(missing)
             Candidate.objects.bulk_create(missing, ignore_conflicts=True)  # unique (group, checkpoint, seed)
-            if group.status != CandidateGroup.Status.GENERATING and group.judgments_count == 0 and group.active_reservations == 0:
+            if group.status in REOPENABLE and group.judgments_count == 0 and group.active_reservations == 0:
                 group.status = CandidateGroup.Status.GENERATING
                 group.save(update_fields=["status", "updated_at"])
     _round_transition(round, Round.Status.GENERATING, actor=actor, note="generation launched")
@@ -274,7 +274,7 @@ def candidates_retry_failed(*, round_id: int, actor=None) -> int:
     )
     # groups nobody has started to annotate wait for their retried candidates
     CandidateGroup.objects.filter(
-        id__in={c.group_id for c in failed}, judgments_count=0, active_reservations=0
+        id__in={c.group_id for c in failed}, status__in=REOPENABLE, judgments_count=0, active_reservations=0
     ).update(status=CandidateGroup.Status.GENERATING)
     if round.status in (Round.Status.ANNOTATING, Round.Status.FAILED):
         _round_transition(round, Round.Status.GENERATING, actor=actor, note=f"retry of {len(failed)} failed candidates")
@@ -441,6 +441,9 @@ def _usable(round: Round) -> Q:
 
 # Groups whose status follows their candidates (the other statuses belong to annotation and review).
 DERIVED_GROUP_STATUSES = (CandidateGroup.Status.GENERATING, CandidateGroup.Status.UNUSABLE)
+# groups that wait again for new or retried candidates when nobody has started on them; a label selection's decision
+# (held back, pseudo-labelled: annotation.services.selection) and reviewed or finished groups stay as they are
+REOPENABLE = (CandidateGroup.Status.READY, CandidateGroup.Status.UNUSABLE)
 
 
 def _group_status_derive(group: CandidateGroup) -> str:

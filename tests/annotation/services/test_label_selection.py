@@ -98,3 +98,20 @@ def test_the_round_page_applies_a_selection_and_releases_held_groups(client, sco
     res = client.post(f"/research/rounds/{rnd.pk}/release-held/", follow=True)
     assert "1 held-back groups sent to annotators" in res.content.decode()
     assert client.post("/research/rounds/999999/select/", {"budget": "1", "strategy": "random"}).status_code == 404
+
+
+def test_retrying_a_failed_candidate_keeps_a_selection_decision(scored_round, monkeypatch):
+    """A held-back or pseudo-labelled group stays so when one of its candidates fails and is retried (it used to go
+    back to generating, then ready: served to annotators beside its pseudo pair); a ready group waits again."""
+    from annotation.models import Candidate
+    from annotation.services import candidates as svc
+
+    monkeypatch.setattr(svc, "_enqueue", lambda cands: len(cands))  # no broker: only the states are checked
+    rnd, run, groups = scored_round
+    round_select_for_labels(round_id=rnd.pk, budget=2, strategy="active", reward_run_id=run.pk)
+    held, ready = groups[1], groups[0]
+    for g in (held, ready):
+        Candidate.objects.filter(pk=g.candidates.order_by("id").first().pk).update(status=Candidate.Status.FAILED)
+    assert svc.candidates_retry_failed(round_id=rnd.pk) == 2
+    assert CandidateGroup.objects.get(pk=held.pk).status == "held"
+    assert CandidateGroup.objects.get(pk=ready.pk).status == "generating"
