@@ -305,3 +305,44 @@ class DPORunAdmin(ModelAdmin):
 class DPOMetricAdmin(ModelAdmin):
     list_display = ["run", "step"]
     list_filter = ["run"]
+
+
+@admin.action(description="Cancel the selected reward-model runs")
+def reward_run_cancel_action(modeladmin, request, queryset):
+    from annotation.services.reward_runs import reward_run_cancel
+
+    _run_action(modeladmin, request, queryset, lambda r: reward_run_cancel(run_id=r.pk), "run(s) cancelled")
+
+
+@admin.register(models.RewardRun)
+class RewardRunAdmin(ModelAdmin):
+    """Reward-model runs are launched from the research page (``/research/reward-runs/new/``: the data check, the
+    manifest export and the job); here they are listed, renamed and cancelled."""
+
+    list_display = ["name", "status", "init_checkpoint", "pairs_count", "progress_step", "progress_total", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name"]
+    raw_id_fields = ["init_checkpoint", "manifest_export"]
+    readonly_fields = ["status", "init_checkpoint", "data_rounds", "manifest_export", "pairs_count", "aspect_pairs",
+                       "config", "metrics_summary", "progress_step", "progress_total", "output_uri", "error",
+                       "cancel_requested", "created_by", "started_at", "finished_at"]
+    actions = [reward_run_cancel_action]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(models.RewardScore)
+class RewardScoreAdmin(ModelAdmin):
+    """Scores written by the round-scoring job; read-only."""
+
+    list_display = ["run", "candidate", "scores", "created_at"]
+    list_filter = ["run"]
+    raw_id_fields = ["candidate"]
+    readonly_fields = ["run", "candidate", "scores", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -145,3 +145,27 @@ def test_cancel_before_the_worker_took_the_run(reward_round):
                             launch=False)
     assert reward_run_cancel(run_id=run.pk).status == RewardRun.Status.CANCELLED
     assert reward_run_execute(run_id=run.pk) == RewardRun.Status.CANCELLED
+
+
+def test_the_admin_lists_reward_runs_and_scores_and_cancels_through_the_service(reward_round, client):
+    from django.contrib.auth import get_user_model
+
+    from annotation.models import Candidate, RewardScore
+
+    rnd, checkpoint = reward_round
+    queued = reward_run_create(name="rm-queued", round_ids=[rnd.pk], init_checkpoint=checkpoint, aspects=["overall"],
+                               launch=False)
+    done = RewardRun.objects.create(name="rm-done", init_checkpoint=checkpoint, status=RewardRun.Status.DONE)
+    RewardScore.objects.create(run=done, candidate=Candidate.objects.filter(group__round=rnd).first(),
+                               scores={"overall": 0.5})
+    client.force_login(get_user_model().objects.create_superuser("boss", "boss@example.org", "pw-admin-1"))
+    page = client.get("/admin/annotation/rewardrun/").content.decode()
+    assert "rm-queued" in page and "rm-done" in page and 'value="reward_run_cancel_action"' in page
+    assert client.get(f"/admin/annotation/rewardrun/{queued.pk}/change/").status_code == 200
+    assert client.get("/admin/annotation/rewardrun/add/").status_code == 403  # launched from the research page
+    assert client.get("/admin/annotation/rewardscore/").status_code == 200
+    res = client.post("/admin/annotation/rewardrun/", {"action": "reward_run_cancel_action",
+                                                        "_selected_action": [queued.pk, done.pk]}, follow=True)
+    assert RewardRun.objects.get(pk=queued.pk).status == RewardRun.Status.CANCELLED
+    assert RewardRun.objects.get(pk=done.pk).status == RewardRun.Status.DONE  # refused in words, not a 500
+    assert res.status_code == 200 and "1 run(s) cancelled" in res.content.decode()
