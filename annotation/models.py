@@ -567,7 +567,10 @@ class PromptImport(TimeStamped):
     finished_at = models.DateTimeField(null=True, blank=True)
 
 
-class DPORun(TimeStamped):
+class TrainingRun(TimeStamped):
+    """What every training job the app launches keeps (DPO runs, reward-model runs): its state machine, the manifest
+    it trained on, live progress, the output, and who started it. The worker updates these through the services."""
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -577,17 +580,6 @@ class DPORun(TimeStamped):
 
     name = models.CharField(max_length=128, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    init_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="dpo_runs_init")
-    reference_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="dpo_runs_reference")
-    output_checkpoint = models.OneToOneField(
-        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
-    )
-    data_rounds = models.ManyToManyField(Round, blank=True, related_name="dpo_runs")
-    pair_filter = models.JSONField(default=dict, blank=True)
-    # the run's training data: a manifest export of the run's pair filter and weighting (versioned, content-hashed)
-    manifest_export = models.ForeignKey(
-        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="dpo_runs"
-    )
     pairs_count = models.PositiveIntegerField(default=0)
     config = models.JSONField(default=dict, blank=True)
     metrics_summary = models.JSONField(default=dict, blank=True)
@@ -600,8 +592,28 @@ class DPORun(TimeStamped):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        abstract = True
+
     def __str__(self) -> str:
         return self.name
+
+
+class DPORun(TrainingRun):
+    """A Flow-DPO run (``dpo.trainer``): its pairs (rounds, filter, manifest export), the checkpoints it starts from
+    and is held against, and the checkpoint it produces."""
+
+    init_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="dpo_runs_init")
+    reference_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="dpo_runs_reference")
+    output_checkpoint = models.OneToOneField(
+        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
+    )
+    data_rounds = models.ManyToManyField(Round, blank=True, related_name="dpo_runs")
+    pair_filter = models.JSONField(default=dict, blank=True)
+    # the run's training data: a manifest export of the run's pair filter and weighting (versioned, content-hashed)
+    manifest_export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="dpo_runs"
+    )
 
 
 class DPOMetric(models.Model):
@@ -616,38 +628,16 @@ class DPOMetric(models.Model):
         ordering = ["step"]
 
 
-class RewardRun(TimeStamped):
+class RewardRun(TrainingRun):
     """A latent reward model trained from preference pairs (``dpo.reward``): its data (rounds, manifest export), the
-    checkpoint whose DiT gives the features, its live curve (``RewardMetric``) and held-out accuracy per aspect."""
+    checkpoint whose DiT gives the features, its live curve (``RewardMetric``) and held-out accuracy per aspect
+    (``metrics_summary``; ``config``: dpo.reward_config.LatentRewardConfig fields; ``output_uri``: the folder)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    name = models.CharField(max_length=128, unique=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     init_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="reward_runs",
                                         help_text="The model whose DiT features the reward head reads.")
     data_rounds = models.ManyToManyField(Round, blank=True, related_name="reward_runs")
     manifest_export = models.ForeignKey(Export, null=True, blank=True, on_delete=models.PROTECT, related_name="reward_runs")
-    pairs_count = models.PositiveIntegerField(default=0)
     aspect_pairs = models.JSONField(default=dict, blank=True, help_text="Labelled pairs per trained aspect.")
-    config = models.JSONField(default=dict, blank=True, help_text="dpo.reward_config.LatentRewardConfig fields.")
-    metrics_summary = models.JSONField(default=dict, blank=True, help_text="Train and held-out accuracies per aspect.")
-    progress_step = models.PositiveIntegerField(default=0)
-    progress_total = models.PositiveIntegerField(default=0)
-    output_uri = models.CharField(max_length=1024, blank=True, default="", help_text="The reward model folder.")
-    error = models.TextField(blank=True, default="")
-    cancel_requested = models.BooleanField(default=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class RewardMetric(models.Model):

@@ -267,6 +267,45 @@ def _diffs(head: RewardHead, feats: torch.Tensor, chosen: torch.Tensor, rejected
     return sc - sr
 
 
+def fit_btt(module: nn.Module, opt: torch.optim.Optimizer,
+            batch: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]], *, cfg: Any, state_path: Path,
+            resume: bool, save_every: int, desc: str, progress: bool,
+            on_step: Callable[[dict[str, Any]], bool] | None) -> tuple[list[float], int | None]:
+    """The optimisation loop both reward models share: ``cfg.steps`` steps of the BTT loss on ``batch(gen)`` ->
+    (score differences (B, A), labels (B, A)), with ``module.nu`` the tie parameters. Saves the trainable
+    parameters, the optimizer and the sampler's generator to ``state_path`` every ``save_every`` steps, at the end
+    and when ``on_step`` asks to stop; ``resume`` continues from it exactly. Returns (loss per step, the step it
+    stopped at or None when it ran to the end)."""
+    from tqdm import tqdm
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, history = 0, []
+    if resume and state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        module.load_state_dict(state["trainable"], strict=False)
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        start, history = state["step"], state["history"]
+    bar = tqdm(range(start, cfg.steps), desc=desc, disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        diff, labels = batch(gen)
+        loss = btt_loss(diff, labels, module.nu)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(round(float(loss.detach()), 5))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        stop = on_step is not None and bool(on_step({"step": step + 1, "loss": history[-1], **{
+            f"nu/{a}": round(float(v), 4) for a, v in zip(cfg.aspects, module.nu.detach(), strict=True)}}))
+        if stop or (step + 1) % save_every == 0 or step + 1 == cfg.steps:
+            trainable = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+            torch.save({"trainable": trainable, "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
+                        "history": history}, state_path)
+        if stop:
+            return history, step + 1
+    return history, None
+
+
 def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRewardConfig, out_dir: str | Path, *,
                         lineage: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
                         on_step: Callable[[dict[str, Any]], bool] | None = None) -> RewardTraining:
@@ -276,7 +315,6 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
     end; a resumed run continues from the saved step and ends with the same weights as an uninterrupted one.
     ``on_step(metrics)`` gets each step's ``step``, ``loss`` and ``nu/<aspect>``; returning True stops the run there
     (the state is saved first)."""
-    from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,33 +335,16 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
     torch.manual_seed(cfg.seed)
     head = RewardHead(feats.shape[-1], cfg.hidden, len(cfg.aspects))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    start, history = 0, []
-    state_path = out / STATE_FILE
-    if resume and state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        start, history = state["step"], state["history"]
-    bar = tqdm(range(start, cfg.steps), desc="reward", disable=not progress, initial=start, total=cfg.steps)
-    for step in bar:
+
+    def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(train), (min(cfg.batch, len(train)),), generator=gen)
         draw = torch.randint(0, feats.shape[1], (len(idx),), generator=gen)
-        diff = head(feats[tr_c[idx], draw]) - head(feats[tr_r[idx], draw])
-        loss = btt_loss(diff, tr_y[idx], head.nu)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(round(float(loss.detach()), 5))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-        stop = on_step is not None and bool(on_step({"step": step + 1, "loss": history[-1], **{
-            f"nu/{a}": round(float(v), 4) for a, v in zip(cfg.aspects, head.nu.detach(), strict=True)}}))
-        if stop or (step + 1) % 50 == 0 or step + 1 == cfg.steps:
-            torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
-                        "history": history}, state_path)
-        if stop:
-            return RewardTraining(out, cfg, len(train), len(test), counts, {"step": step + 1}, stopped=True)
+        return head(feats[tr_c[idx], draw]) - head(feats[tr_r[idx], draw]), tr_y[idx]
+
+    history, stopped_at = fit_btt(head, opt, batch, cfg=cfg, state_path=out / STATE_FILE, resume=resume,
+                                  save_every=50, desc="reward", progress=progress, on_step=on_step)
+    if stopped_at is not None:
+        return RewardTraining(out, cfg, len(train), len(test), counts, {"step": stopped_at}, stopped=True)
     head.eval()
     with torch.no_grad():
         metrics: dict[str, Any] = {"train": accuracies(_diffs(head, feats, tr_c, tr_r), tr_y, head.nu, cfg.aspects)}

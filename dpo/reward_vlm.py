@@ -47,7 +47,7 @@ from dpo.reward import (
     RewardDataError,
     RewardTraining,
     accuracies,
-    btt_loss,
+    fit_btt,
     heldout_split,
 )
 from dpo.reward_config import VLMRewardConfig
@@ -192,10 +192,6 @@ class VLMReward(nn.Module):
         last = inputs["attention_mask"].sum(1) - 1  # right padding: the last real token
         pooled = hidden[torch.arange(len(hidden)), last]  # (B, H)
         return self.head(pooled.float())
-
-
-def trainable_state(model: VLMReward) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def encode_batch(tokenizer: Any, config: Any, clips: list[tuple[torch.Tensor, tuple[int, int, int]]],
@@ -367,7 +363,6 @@ def train_vlm_reward(pairs: list[VideoPair], root: str | Path, cfg: VLMRewardCon
     """Fit the LoRA adapters and the heads on the pairs (held-out prompts kept aside), save them under ``out_dir``
     (adapter/, vlm-head.safetensors, reward.json) and report accuracies. Resumes exactly from ``state.pt`` (saved
     every 25 steps, at the end and when ``on_step`` returns True to stop), like the latent reward model."""
-    from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,36 +373,20 @@ def train_vlm_reward(pairs: list[VideoPair], root: str | Path, cfg: VLMRewardCon
     torch.manual_seed(cfg.seed)
     model, tokenizer = _build(root, cfg)
     cache = ClipCache(cfg, model.vlm.config.vision_config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    start, history, t0 = 0, [], time.time()
-    state_path = out / STATE_FILE
-    if resume and state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["trainable"], strict=False)
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        start, history = state["step"], state["history"]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     labels = pair_classes(train, cfg.aspects)
-    model.train()
-    bar = tqdm(range(start, cfg.steps), desc="vlm reward", disable=not progress, initial=start, total=cfg.steps)
-    for step in bar:
+    t0 = time.time()
+
+    def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
-        diff = _pair_diffs(model, tokenizer, cache, [train[int(i)] for i in idx])
-        loss = btt_loss(diff, labels[idx], model.nu)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(round(float(loss.detach()), 5))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-        stop = on_step is not None and bool(on_step({"step": step + 1, "loss": history[-1], **{
-            f"nu/{a}": round(float(v), 4) for a, v in zip(cfg.aspects, model.nu.detach(), strict=True)}}))
-        if stop or (step + 1) % 25 == 0 or step + 1 == cfg.steps:
-            torch.save({"trainable": trainable_state(model), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "step": step + 1, "history": history}, state_path)
-        if stop:
-            return RewardTraining(out, cfg, len(train), len(test), {}, {"step": step + 1}, stopped=True)
+        return _pair_diffs(model, tokenizer, cache, [train[int(i)] for i in idx]), labels[idx]
+
+    model.train()
+    history, stopped_at = fit_btt(model, opt, batch, cfg=cfg, state_path=out / STATE_FILE, resume=resume,
+                                  save_every=25, desc="vlm reward", progress=progress, on_step=on_step)
+    if stopped_at is not None:
+        return RewardTraining(out, cfg, len(train), len(test), {}, {"step": stopped_at}, stopped=True)
     metrics: dict[str, Any] = {"train": _evaluate(model, tokenizer, cache, train, cfg.aspects, cfg.batch)}
     if test:
         metrics["heldout"] = _evaluate(model, tokenizer, cache, test, cfg.aspects, cfg.batch)
