@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,20 @@ def _train_vae_phase(vae, pool: np.ndarray, cfg: WorldTrainConfig, g: torch.Gene
     return losses
 
 
+def _move_root(built: Path, out: Path) -> None:
+    """Move a finished root's entries into ``out`` (other files there stay), replacing those of the same name;
+    model_index.json goes first out and last in, so a root caught half-moved is refused by the loader."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model_index.json").unlink(missing_ok=True)
+    for entry in sorted(built.iterdir(), key=lambda p: p.name == "model_index.json"):
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        entry.rename(target)
+
+
 def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, progress: bool = True,
                      log=print) -> dict:
     """Write a trained tiny root to ``out``; returns a summary (losses, timings). Same config -> same weights."""
@@ -223,6 +238,10 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
     torch.use_deterministic_algorithms(True, warn_only=True)
     t_start = time.time()
     summary: dict = {"config": dataclasses.asdict(cfg)}
+    # built in a hidden sibling folder and moved into ``out`` only when complete: an interrupted or failed run leaves
+    # ``out`` as it was (never a root that looks complete but holds the random weights it starts from)
+    final, out = out, out.parent / f".{out.name}.partial"
+    shutil.rmtree(out, ignore_errors=True)
     try:
         preset = get_preset("tiny")
         write_tiny_checkpoint(out, seed=cfg.seed)
@@ -331,15 +350,15 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
         k = max(1, len(losses) // 10)
         summary["dit"] = {"loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),
                           "s": round(time.time() - t2, 1)}
-        import shutil
-
         shutil.rmtree(out / "transformer")  # the random 4-channel DiT's shards
         save_dit(dit, out, dit_cfg, max_shard_bytes=4 * 1024**2, dtype=torch.float32)
         summary["total_s"] = round(time.time() - t_start, 1)
         index = json.loads((out / "model_index.json").read_text())
         index["_stepvideo_world"] = {"world": "shapes", "recipe": summary["config"]}
         (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        _move_root(out, final)
     finally:
+        shutil.rmtree(out, ignore_errors=True)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
     if log:

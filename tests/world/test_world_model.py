@@ -235,3 +235,34 @@ def test_the_dit_stage_trains_on_the_mislabelled_clips(tmp_path):
     clean, again, noisy = weights.values()
     assert all(clean[k].equal(again[k]) for k in clean)  # deterministic, so the difference below is the noise
     assert not all(clean[k].equal(noisy[k]) for k in clean)
+
+
+def test_an_interrupted_recipe_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    """Built in a hidden sibling and moved in when complete: a run stopped before the end (Ctrl-C while the DiT is
+    saved, here) leaves the earlier root untouched and no half-written root (it used to leave a complete-looking
+    root with the untrained DiT); a finished run replaces the root's entries and keeps unrelated files."""
+    import model.checkpoint
+    from model.world.train import WorldTrainConfig, train_tiny_world
+
+    tiny = WorldTrainConfig(vae_from=str(default_root()), train_prompts=2, seeds_per_prompt=1, dit_steps=2,
+                            dit_batch=2, threads=1)
+    root = tmp_path / "root"
+    shutil.copytree(default_root(), root)
+    (root / "notes.txt").write_text("mine")
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(model.checkpoint, "save_dit", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_tiny_world(root, tiny, progress=False, log=None)
+    assert {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["root"]  # no partial folder left beside it
+
+    train_tiny_world(root, tiny, progress=False, log=None)
+    assert (root / "notes.txt").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["root"]
+    recipe = json.loads((root / "model_index.json").read_text())["_stepvideo_world"]["recipe"]
+    assert recipe["dit_steps"] == 2
+    assert (root / "transformer" / "config.json").is_file() and (root / "vae" / "vae_v2.safetensors").is_file()
