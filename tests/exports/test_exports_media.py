@@ -209,3 +209,34 @@ def test_form_keeps_media_and_creates_bundle_export(client, loop):
     export = export_run(export_id=export.pk)
     detail = client.get(reverse("research-export-detail", args=[export.pk])).content.decode()
     assert "signed links, valid until" in detail
+
+
+def test_a_videoalign_bundle_trains_the_vlm_reward_model_where_it_is_unzipped(loop, tmp_path, capsys):
+    """The documented hand-off: the VideoAlign export with ``media=bundle``, unzipped elsewhere, is what
+    ``python -m dpo reward train --backbone vlm`` reads (its paths resolve beside the CSV)."""
+    import numpy as np
+
+    from dpo.__main__ import main
+    from generation_workers.video import encode_mp4
+    from model.world.render import render
+    from tests.dpo.test_reward_vlm import write_tiny_vlm
+
+    for c in Candidate.objects.filter(group__round__in=[loop.gen_round, loop.eval_round]).order_by("id"):
+        clip = tmp_path / "clip.mp4"
+        encode_mp4(render("a big red circle bouncing on a black background", seed=c.pk, size=64, frames=9), clip, fps=8)
+        key = storage.candidate_key(round_id=c.group.round_id, group_id=c.group_id, candidate_id=c.pk,
+                                    filename="video.mp4")
+        Candidate.objects.filter(pk=c.pk).update(video_uri=storage.object_save(key=key, data=clip.read_bytes(),
+                                                                                content_type="video/mp4"))
+    export, data = run("videoalign", media="bundle")
+    assert export.datasheet["file"] == "videoalign.csv.zip"
+    unpacked = tmp_path / "elsewhere"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(unpacked)
+    vlm = tmp_path / "vlm"
+    write_tiny_vlm(vlm)
+    assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(unpacked / "videoalign.csv"),
+                 "--vlm", str(vlm), "--out", str(tmp_path / "rm"), "--frames", "4", "--steps", "2", "--holdout", "0",
+                 "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["train_pairs"] == N_PAIRS and np.isfinite(result["metrics"]["loss_last"])
