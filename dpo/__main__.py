@@ -182,7 +182,7 @@ def _reward_score(args: argparse.Namespace) -> int:
 
         _require(args, "--video", "--prompt", backbone="vlm")
         model = VLMRewardModel(args.reward, args.vlm)
-        scores = model.score([read_clip(args.video)], [args.prompt])[0]
+        scores = model.score([read_clip(args.video, model.cfg.frames)], [args.prompt], names=[args.video])[0]
     else:
         from dpo.data import PairDataset
         from dpo.reward import LatentRewardModel, candidate_batch

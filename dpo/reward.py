@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ A_WINS, B_WINS, TIE = 0, 1, 2
 OUTCOME_CLASS = {"chosen": A_WINS, "rejected": B_WINS, "same": TIE}
 NO_LABEL = -1
 HEAD_FILE, STATE_FILE, META_FILE = "reward-head.safetensors", "state.pt", "reward.json"
+REWARD_KINDS = ("latent", "vlm")
+RESUMABLE_FIELDS = ("steps",)  # the settings a resumed run may change (train longer); every other one must match
 
 
 # -- the tie-aware Bradley-Terry model (pure) ----------------------------------------------------------------------
@@ -280,8 +283,13 @@ def fit_btt(module: nn.Module, opt: torch.optim.Optimizer,
 
     gen = torch.Generator().manual_seed(cfg.seed)
     start, history = 0, []
+    settings = dataclasses.asdict(cfg)
     if resume and state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
+        try:
+            state = torch.load(state_path, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 (a damaged file: any unpickling error)
+            raise RewardDataError(f"{state_path} does not load ({exc}): train without --resume") from exc
+        _check_resume(state_path, state.get("config"), settings)
         module.load_state_dict(state["trainable"], strict=False)
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
@@ -299,11 +307,104 @@ def fit_btt(module: nn.Module, opt: torch.optim.Optimizer,
             f"nu/{a}": round(float(v), 4) for a, v in zip(cfg.aspects, module.nu.detach(), strict=True)}}))
         if stop or (step + 1) % save_every == 0 or step + 1 == cfg.steps:
             trainable = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+            tmp = state_path.with_name(state_path.name + ".partial")
             torch.save({"trainable": trainable, "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
-                        "history": history}, state_path)
+                        "history": history, "config": settings}, tmp)
+            os.replace(tmp, state_path)
         if stop:
             return history, step + 1
     return history, None
+
+
+def _check_resume(state_path: Path, saved: dict[str, Any] | None, settings: dict[str, Any]) -> None:
+    """Refuse to resume a state saved with other settings (all but ``RESUMABLE_FIELDS``), naming each that differs."""
+    if saved is None:  # a state written before the settings were saved with it
+        return
+    norm = json.loads(json.dumps(settings))  # tuples -> lists, as saved
+    differ = [f"{k} {saved.get(k)!r} -> {norm.get(k)!r}" for k in sorted(set(saved) | set(norm))
+              if k not in RESUMABLE_FIELDS and json.loads(json.dumps(saved.get(k))) != norm.get(k)]
+    if differ:
+        raise RewardDataError(f"{state_path} was saved with other settings ({'; '.join(differ)}): resume with the "
+                              f"same ones, or train without --resume")
+
+
+# -- reward model folders -----------------------------------------------------------------------------------------
+def begin_reward_dir(out_dir: str | Path, *, resume: bool) -> Path:
+    """The folder a training run writes. A new (not resumed) run clears what an earlier run left (reward.json first,
+    so the folder is never taken for a finished model while it trains, and state.pt, so --resume cannot pick up
+    the earlier run's state)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RewardDataError(f"{out} is a file: the reward model needs a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RewardDataError(f"{out} cannot be created: {exc}") from exc
+    if not resume:
+        for name in (META_FILE, STATE_FILE):
+            (out / name).unlink(missing_ok=True)
+    return out
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors written beside ``path`` and moved over it (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def write_reward_meta(out: Path, meta: dict[str, Any]) -> None:
+    """reward.json, written last and moved into place: its presence marks a complete reward model folder."""
+    tmp = out / (META_FILE + ".partial")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, out / META_FILE)
+
+
+def read_reward_meta(reward_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """A reward model folder's reward.json, checked: a JSON object of a known ``kind`` (the one asked, if given)
+    with a ``config`` object. Raises FileNotFoundError / RewardDataError naming the file."""
+    path = Path(reward_dir) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"not a reward model directory: {path} is missing")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RewardDataError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise RewardDataError(f"{path} must hold a JSON object, got {type(meta).__name__}")
+    found = meta.get("kind", "latent")
+    if found not in REWARD_KINDS:
+        raise RewardDataError(f"{path}: unknown reward model kind {found!r} (one of {list(REWARD_KINDS)})")
+    if kind is not None and found != kind:
+        raise RewardDataError(f"{path}: kind {found!r}, not a {kind} reward model")
+    if not isinstance(meta.get("config"), dict):
+        raise RewardDataError(f"{path}: config must be a JSON object")
+    return meta
+
+
+def config_from_meta(cls: type, meta: dict[str, Any], reward_dir: str | Path) -> Any:
+    """The training settings recorded in reward.json as ``cls`` (RewardDataError when they do not fit it)."""
+    try:
+        return cls(**meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise RewardDataError(f"{Path(reward_dir) / META_FILE}: config does not fit {cls.__name__}: {exc}") from exc
+
+
+def load_weights(path: Path, expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """A safetensors file whose tensors must be exactly ``expected`` (name -> shape); the refusal names the file
+    and the keys that are missing or shaped otherwise."""
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error type for a damaged file)
+        raise RewardDataError(f"{path} does not load: {exc}") from exc
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise RewardDataError(f"{path}: missing keys {missing}")
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v)})" for k, v in expected.items()
+             if tuple(state[k].shape) != tuple(v)]
+    if wrong:
+        raise RewardDataError(f"{path}: tensors of the wrong shape for the settings in reward.json: {', '.join(wrong)}")
+    return state
 
 
 def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRewardConfig, out_dir: str | Path, *,
@@ -316,9 +417,8 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
     ``on_step(metrics)`` gets each step's ``step``, ``loss`` and ``nu/<aspect>``; returning True stops the run there
     (the state is saved first)."""
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     counts = check_aspects(records, cfg.aspects)
+    out = begin_reward_dir(out_dir, resume=resume)
     train, test = heldout_split(records, cfg.holdout, cfg.seed)
     if len(train) < MIN_PAIRS_PER_ASPECT:
         raise RewardDataError(f"{len(train)} training pairs after holding out {cfg.holdout:.0%} of the prompts: "
@@ -354,11 +454,11 @@ def train_latent_reward(records: list[PairRecord], dit: nn.Module, cfg: LatentRe
             metrics["heldout"] = accuracies(_diffs(head, feats, te_c, te_r), te_y, head.nu, cfg.aspects)
     metrics.update(loss_first=history[0] if history else None, loss_last=history[-1] if history else None,
                    feature_s=round(feature_s, 1), total_s=round(time.time() - t0, 1), candidates=len(cache.features))
-    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
+    save_tensors({k: v.detach().contiguous() for k, v in head.state_dict().items()}, out / HEAD_FILE)
     meta = {"kind": "latent", "config": dataclasses.asdict(cfg), "feature_dim": int(feats.shape[-1]),
             "nu": [round(float(v), 4) for v in head.nu.detach()], "pairs": {"train": len(train), "heldout": len(test)},
             "aspect_pairs": counts, "metrics": metrics, "lineage": lineage or {}}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_reward_meta(out, meta)
     return RewardTraining(out, cfg, len(train), len(test), counts, metrics)
 
 
@@ -368,20 +468,16 @@ class LatentRewardModel:
 
     def __init__(self, dit: nn.Module, reward_dir: str | Path):
         d = Path(reward_dir)
-        meta_path, head_path = d / META_FILE, d / HEAD_FILE
-        for p in (meta_path, head_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"not a reward model directory: {p} is missing")
-        self.meta = json.loads(meta_path.read_text())
-        cfg = dict(self.meta["config"])
-        cfg["aspects"] = tuple(cfg["aspects"])
-        self.cfg = LatentRewardConfig(**cfg)
-        self.head = RewardHead(self.meta["feature_dim"], self.cfg.hidden, len(self.cfg.aspects))
-        state = load_file(str(head_path))
-        missing = sorted(set(self.head.state_dict()) - set(state))
-        if missing:
-            raise ValueError(f"{head_path}: missing keys {missing}")
-        self.head.load_state_dict(state)
+        self.meta = read_reward_meta(d, "latent")
+        head_path = d / HEAD_FILE
+        if not head_path.is_file():
+            raise FileNotFoundError(f"not a reward model directory: {head_path} is missing")
+        self.cfg = config_from_meta(LatentRewardConfig, self.meta, d)
+        dim = self.meta.get("feature_dim")
+        if not isinstance(dim, int) or not 1 <= dim <= 65536:
+            raise RewardDataError(f"{d / META_FILE}: feature_dim must be a positive integer, got {dim!r}")
+        self.head = RewardHead(dim, self.cfg.hidden, len(self.cfg.aspects))
+        self.head.load_state_dict(load_weights(head_path, {k: v.shape for k, v in self.head.state_dict().items()}))
         self.head.eval()
         self.dit = dit.eval().requires_grad_(False)
 
@@ -413,7 +509,4 @@ class LatentRewardModel:
 
 def reward_kind(reward_dir: str | Path) -> str:
     """Which backbone a reward model folder holds: "latent" (DiT features) or "vlm" (a video language model)."""
-    meta_path = Path(reward_dir) / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"not a reward model directory: {meta_path} is missing")
-    return str(json.loads(meta_path.read_text()).get("kind", "latent"))
+    return str(read_reward_meta(reward_dir).get("kind", "latent"))

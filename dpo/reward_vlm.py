@@ -23,6 +23,7 @@ import dataclasses
 import io
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections import OrderedDict
@@ -34,21 +35,25 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dpo.reward import (
     A_WINS,
     B_WINS,
-    META_FILE,
     MIN_PAIRS_PER_ASPECT,
     STATE_FILE,
     TIE,
     RewardDataError,
     RewardTraining,
     accuracies,
+    begin_reward_dir,
+    config_from_meta,
     fit_btt,
     heldout_split,
+    load_weights,
+    read_reward_meta,
+    save_tensors,
+    write_reward_meta,
 )
 from dpo.reward_config import VLMRewardConfig
 
@@ -58,6 +63,9 @@ PATCH, MERGE, TEMPORAL = 14, 2, 2  # the Qwen2-VL vision tower's defaults (read 
 HEAD_FILE, ADAPTER_DIR = "vlm-head.safetensors", "adapter"
 VIDEOALIGN_COLUMNS = ("path_A", "path_B", "prompt", "VQ", "MQ", "TA")
 LETTER_CLASS = {"A": A_WINS, "B": B_WINS, "same": TIE}
+MAX_PROMPT_TOKENS = 512  # a longer prompt is cut there (the video's tokens come first and are never cut)
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # a fast tokenizer, or a BPE vocabulary
+SPECIAL_IDS = ("video_token_id", "vision_start_token_id", "vision_end_token_id")
 INSTRUCTION = ("Rate the generated video for visual quality, motion quality and how well it follows the prompt. "
                "Prompt: {prompt}")
 
@@ -120,6 +128,15 @@ def clip_tensors(frames: np.ndarray, cfg: VLMRewardConfig, vision: Any) -> tuple
                          merge=getattr(vision, "spatial_merge_size", MERGE), temporal=temporal)
 
 
+def clip_inputs(frames: np.ndarray, cfg: VLMRewardConfig, vision: Any, *, name: str) -> tuple[torch.Tensor,
+                                                                                        tuple[int, int, int]]:
+    """``clip_tensors`` for a named video: a frame size the vision tower cannot take is a RewardDataError naming it."""
+    try:
+        return clip_tensors(frames, cfg, vision)
+    except ValueError as exc:
+        raise RewardDataError(f"video {name}: {exc}") from exc
+
+
 # -- the model ----------------------------------------------------------------------------------------------------
 def _vlm_class(model_type: str):
     import transformers
@@ -132,8 +149,9 @@ def _vlm_class(model_type: str):
 
 def load_vlm(root: str | Path) -> tuple[nn.Module, Any]:
     """(model, tokenizer) from a local Hugging Face folder (config.json, model.safetensors or its index, tokenizer
-    files), float32 on the CPU. Refuses a folder whose weights lack keys the architecture needs (transformers would
-    initialise them at random) with the file and the keys."""
+    files), float32 on the CPU. Refuses, naming the file: a config that is not a JSON object or does not build the
+    architecture, weights that lack keys or hold tensors of other shapes (transformers would initialise those at
+    random), missing tokenizer files, and special token ids outside the vocabulary."""
     from transformers import AutoTokenizer
 
     root = Path(root)
@@ -141,31 +159,57 @@ def load_vlm(root: str | Path) -> tuple[nn.Module, Any]:
     if not config_path.is_file():
         raise VLMLoadError(f"{config_path} is missing: not a model folder")
     try:
-        model_type = json.loads(config_path.read_text()).get("model_type", "")
-    except json.JSONDecodeError as exc:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VLMLoadError(f"{config_path} is not valid JSON: {exc}") from exc
-    cls = _vlm_class(model_type)
+    if not isinstance(raw, dict):
+        raise VLMLoadError(f"{config_path} must hold a JSON object, got {type(raw).__name__}")
+    cls = _vlm_class(raw.get("model_type", ""))
     weights = [p for p in (root / "model.safetensors", root / "model.safetensors.index.json") if p.is_file()]
     if not weights:
         raise VLMLoadError(f"{root / 'model.safetensors'} (or model.safetensors.index.json) is missing")
+    if not any(all((root / f).is_file() for f in files) for files in TOKENIZER_FILES):
+        raise VLMLoadError(f"{root}: the tokenizer files are missing (tokenizer.json, or vocab.json and merges.txt)")
+    missing_ids = [name for name in SPECIAL_IDS if not isinstance(raw.get(name), int)]
+    if missing_ids:  # transformers would fill in Qwen's own ids, which another vocabulary does not have
+        raise VLMLoadError(f"{config_path}: {', '.join(missing_ids)} must be set (integer token ids)")
     try:
-        model, info = cls.from_pretrained(str(root), local_files_only=True, output_loading_info=True,
-                                          dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise VLMLoadError(f"{weights[0]} does not load: {exc}") from exc
+        config = cls.config_class.from_pretrained(str(root), local_files_only=True)
+        model, info = cls.from_pretrained(str(root), config=config, local_files_only=True, output_loading_info=True,
+                                          ignore_mismatched_sizes=True, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 (transformers and safetensors raise many types for a damaged folder)
+        raise VLMLoadError(f"{root} does not load ({config_path.name}, {weights[0].name}): "
+                           f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
         raise VLMLoadError(f"{weights[0]}: missing keys {shown}")
+    mismatched = [f"{k} {tuple(found)} (expected {tuple(wanted)})" if isinstance(k, str) else str(k)
+                  for k, found, wanted in _mismatched(info)]
+    if mismatched:
+        raise VLMLoadError(f"{weights[0]}: tensors of the wrong shape for config.json: {', '.join(mismatched[:12])}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise VLMLoadError(f"{root}: the tokenizer files (tokenizer.json, tokenizer_config.json) do not load: "
-                           f"{exc}") from exc
-    for name in ("video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        if getattr(model.config, name, None) is None:
-            raise VLMLoadError(f"{config_path}: {name} is not set")
+    except Exception as exc:  # noqa: BLE001 (tokenizers raises its own exception type for a damaged file)
+        raise VLMLoadError(f"{root}: the tokenizer files do not load: {type(exc).__name__}: {exc}") from exc
+    vocab = model.config.get_text_config().vocab_size
+    outside = [f"{name} {raw[name]}" for name in SPECIAL_IDS if not 0 <= raw[name] < vocab]
+    if len(tokenizer) > vocab:
+        outside.append(f"the tokenizer's {len(tokenizer)} tokens")
+    if outside:
+        raise VLMLoadError(f"{config_path}: {', '.join(outside)} outside the model's vocabulary of {vocab}")
     return model, tokenizer
+
+
+def _mismatched(info: dict) -> list[tuple[str, tuple, tuple]]:
+    """(key, shape in the file, shape the model wants) from transformers' loading info."""
+    rows = []
+    for item in info.get("mismatched_keys") or []:
+        if isinstance(item, (tuple, list)) and len(item) == 3:
+            rows.append((item[0], item[1], item[2]))
+        else:
+            rows.append((item, (), ()))
+    return rows
 
 
 class VLMReward(nn.Module):
@@ -205,7 +249,7 @@ def encode_batch(tokenizer: Any, config: Any, clips: list[tuple[torch.Tensor, tu
     rows = []
     for (_, (t, h, w)), prompt in zip(clips, prompts, strict=True):
         n_video = t * h * w // merge**2
-        text = INSTRUCTION.format(prompt=prompt)
+        text = INSTRUCTION.format(prompt=_capped(tokenizer, prompt))
         if getattr(tokenizer, "chat_template", None):
             rendered = tokenizer.apply_chat_template(
                 [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}],
@@ -230,6 +274,14 @@ def encode_batch(tokenizer: Any, config: Any, clips: list[tuple[torch.Tensor, tu
             "video_grid_thw": torch.tensor([list(c[1]) for c in clips], dtype=torch.long)}
 
 
+def _capped(tokenizer: Any, prompt: str) -> str:
+    """``prompt`` cut to its first ``MAX_PROMPT_TOKENS`` tokens (unchanged when shorter)."""
+    if len(prompt) <= MAX_PROMPT_TOKENS:  # a token is at least one character
+        return prompt
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return prompt if len(ids) <= MAX_PROMPT_TOKENS else tokenizer.decode(ids[:MAX_PROMPT_TOKENS])
+
+
 # -- data ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VideoPair:
@@ -252,11 +304,20 @@ def read_videoalign(uri: str | Path) -> list[VideoPair]:
     kind, _, path = parse_uri(uri)
     if kind == "local" and not Path(path).is_file():
         raise RewardDataError(f"VideoAlign CSV not found: {uri}")
-    reader = csv.DictReader(io.StringIO(read_bytes(uri).decode("utf-8-sig")))
+    try:
+        text = read_bytes(uri).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RewardDataError(f"{uri} is not UTF-8 text (byte {exc.start}): not a VideoAlign CSV") from exc
+    try:
+        return _videoalign_rows(uri, csv.DictReader(io.StringIO(text)), Path(path).parent if kind == "local" else None)
+    except csv.Error as exc:
+        raise RewardDataError(f"{uri}: not a readable CSV: {exc}") from exc
+
+
+def _videoalign_rows(uri: str, reader: csv.DictReader, base: Path | None) -> list[VideoPair]:
     missing = [c for c in VIDEOALIGN_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise RewardDataError(f"{uri}: not a VideoAlign CSV, missing columns {missing}")
-    base = Path(path).parent if kind == "local" else None
     pairs = []
     for i, row in enumerate(reader, start=2):
         labels = {}
@@ -274,11 +335,14 @@ def read_videoalign(uri: str | Path) -> list[VideoPair]:
                 value = str(base / value)
             videos.append(value)
         pairs.append(VideoPair(videos[0], videos[1], row["prompt"] or "", labels, i))
+    if not pairs:
+        raise RewardDataError(f"{uri}: no pairs (a header and no rows)")
     return pairs
 
 
-def read_clip(uri: str) -> np.ndarray:
-    """A video (a path, file://, s3:// or an export's signed https:// link) decoded to uint8 (T, H, W, 3)."""
+def read_clip(uri: str, frames: int | None = None) -> np.ndarray:
+    """A video (a path, file://, s3:// or an export's signed https:// link) decoded to uint8 (T, H, W, 3): every
+    frame, or ``frames`` spread evenly over it (only those are kept in memory, whatever the video's length)."""
     from dpo.storage import parse_uri, read_bytes
     from model.media import VideoReadError, read_video_frames
 
@@ -291,12 +355,12 @@ def read_clip(uri: str) -> np.ndarray:
         else:
             kind, _, path = parse_uri(uri)
             if kind == "local":
-                return read_video_frames(path)
+                return read_video_frames(path, frames)
             data = read_bytes(uri)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "clip.mp4"
             local.write_bytes(data)
-            return read_video_frames(local)
+            return read_video_frames(local, frames)
     except VideoReadError as exc:
         raise RewardDataError(str(exc)) from exc
     except OSError as exc:
@@ -314,7 +378,7 @@ class ClipCache:
         if uri in self.items:
             self.items.move_to_end(uri)
             return self.items[uri]
-        item = clip_tensors(read_clip(uri), self.cfg, self.vision)
+        item = clip_inputs(read_clip(uri, self.cfg.frames), self.cfg, self.vision, name=uri)
         self.items[uri] = item
         if len(self.items) > self.size:
             self.items.popitem(last=False)
@@ -364,8 +428,7 @@ def train_vlm_reward(pairs: list[VideoPair], root: str | Path, cfg: VLMRewardCon
     (adapter/, vlm-head.safetensors, reward.json) and report accuracies. Resumes exactly from ``state.pt`` (saved
     every 25 steps, at the end and when ``on_step`` returns True to stop), like the latent reward model."""
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = begin_reward_dir(out_dir, resume=resume)
     train, test = heldout_split(pairs, cfg.holdout, cfg.seed, prompt=lambda p: p.prompt)
     if len(train) < MIN_PAIRS_PER_ASPECT:
         raise RewardDataError(f"{len(train)} training pairs after holding out {cfg.holdout:.0%} of the prompts: "
@@ -392,14 +455,18 @@ def train_vlm_reward(pairs: list[VideoPair], root: str | Path, cfg: VLMRewardCon
         metrics["heldout"] = _evaluate(model, tokenizer, cache, test, cfg.aspects, cfg.batch)
     metrics.update(loss_first=history[0] if history else None, loss_last=history[-1] if history else None,
                    total_s=round(time.time() - t0, 1))
-    model.vlm.save_pretrained(str(out / ADAPTER_DIR))
-    save_file({"head.weight": model.head.weight.detach().contiguous(), "head.bias": model.head.bias.detach(),
-               "raw_nu": model.raw_nu.detach()}, str(out / HEAD_FILE))
+    staged = out / (ADAPTER_DIR + ".partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    model.vlm.save_pretrained(str(staged))
+    shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
+    staged.rename(out / ADAPTER_DIR)
+    save_tensors({"head.weight": model.head.weight.detach().contiguous(), "head.bias": model.head.bias.detach(),
+                  "raw_nu": model.raw_nu.detach()}, out / HEAD_FILE)
     counts = {a: len(pairs) for a in cfg.aspects}
     meta = {"kind": "vlm", "vlm_root": str(Path(root).resolve()), "config": dataclasses.asdict(cfg),
             "nu": [round(float(v), 4) for v in model.nu.detach()], "pairs": {"train": len(train), "heldout": len(test)},
             "aspect_pairs": counts, "metrics": metrics, "lineage": lineage or {}}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_reward_meta(out, meta)  # last: the folder is a finished model once reward.json is there
     return RewardTraining(out, cfg, len(train), len(test), counts, metrics)
 
 
@@ -411,20 +478,23 @@ class VLMRewardModel:
         from peft import PeftModel
 
         d = Path(reward_dir)
-        for p in (d / META_FILE, d / HEAD_FILE, d / ADAPTER_DIR / "adapter_config.json"):
+        self.meta = read_reward_meta(d, "vlm")
+        for p in (d / HEAD_FILE, d / ADAPTER_DIR / "adapter_config.json"):
             if not p.is_file():
                 raise FileNotFoundError(f"not a VLM reward model directory: {p} is missing")
-        self.meta = json.loads((d / META_FILE).read_text())
-        if self.meta.get("kind") != "vlm":
-            raise RewardDataError(f"{d / META_FILE}: kind {self.meta.get('kind')!r}, not a VLM reward model")
-        self.cfg = VLMRewardConfig(**self.meta["config"])
-        vlm, self.tokenizer = load_vlm(vlm_root or self.meta["vlm_root"])
-        vlm = PeftModel.from_pretrained(vlm, str(d / ADAPTER_DIR))
-        self.model = VLMReward(vlm, vlm.config.get_text_config().hidden_size, len(self.cfg.aspects))
-        state = load_file(str(d / HEAD_FILE))
-        missing = sorted({"head.weight", "head.bias", "raw_nu"} - set(state))
-        if missing:
-            raise ValueError(f"{d / HEAD_FILE}: missing keys {missing}")
+        self.cfg = config_from_meta(VLMRewardConfig, self.meta, d)
+        root = vlm_root or self.meta.get("vlm_root")
+        if not isinstance(root, str) or not root:
+            raise RewardDataError(f"{d}: reward.json names no vlm_root; pass --vlm")
+        vlm, self.tokenizer = load_vlm(root)
+        try:
+            vlm = PeftModel.from_pretrained(vlm, str(d / ADAPTER_DIR))
+        except Exception as exc:  # noqa: BLE001 (peft raises many types for a damaged or foreign adapter)
+            raise VLMLoadError(f"{d / ADAPTER_DIR} does not fit {root}: {type(exc).__name__}: {exc}") from exc
+        hidden, n = vlm.config.get_text_config().hidden_size, len(self.cfg.aspects)
+        self.model = VLMReward(vlm, hidden, n)
+        state = load_weights(d / HEAD_FILE, {"head.weight": torch.Size([n, hidden]), "head.bias": torch.Size([n]),
+                                             "raw_nu": torch.Size([n])})
         self.model.head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
         self.model.raw_nu.data.copy_(state["raw_nu"])
         self.model.eval().requires_grad_(False)
@@ -435,10 +505,12 @@ class VLMRewardModel:
         return self.cfg.aspects
 
     @torch.no_grad()
-    def score(self, clips: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
-        """Decoded clips (each uint8 (T, H, W, 3)) and their prompts -> (B, A) scores."""
+    def score(self, clips: list[np.ndarray], prompts: list[str], names: list[str] | None = None) -> torch.Tensor:
+        """Decoded clips (each uint8 (T, H, W, 3)) and their prompts -> (B, A) scores (``names``: the clips' files,
+        for the refusal of one the vision tower cannot take)."""
         vision = self.model.vlm.config.vision_config
-        tensors = [clip_tensors(c, self.cfg, vision) for c in clips]
+        names = names or [f"clip {i}" for i in range(len(clips))]
+        tensors = [clip_inputs(c, self.cfg, vision, name=n) for c, n in zip(clips, names, strict=True)]
         return self.model(encode_batch(self.tokenizer, self.model.vlm.config, tensors, prompts))
 
     @torch.no_grad()

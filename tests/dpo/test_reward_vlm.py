@@ -189,9 +189,48 @@ def test_a_vlm_root_that_does_not_load_names_the_file_and_the_missing_keys(tiny_
     with pytest.raises(V.VLMLoadError, match=r"model\.safetensors: missing keys .*mlp") as err:
         V.load_vlm(broken)
     assert "down_proj" in str(err.value)
+    state[dropped[0]] = torch.zeros(3, 3)
+    save_file(state, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(V.VLMLoadError, match=rf"wrong shape .*{dropped[0]} \(3, 3\) \(expected \(32, 64\)\)"):
+        V.load_vlm(broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 1000)
+    with pytest.raises(V.VLMLoadError, match="does not load .*SafetensorError"):
+        V.load_vlm(broken)
     (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(V.VLMLoadError, match="'llama' is not a supported video language model"):
         V.load_vlm(broken)
+    (broken / "config.json").write_text("[1, 2]")
+    with pytest.raises(V.VLMLoadError, match="must hold a JSON object, got list"):
+        V.load_vlm(broken)
+
+
+def _edited_copy(src, dst, edit):
+    import shutil
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    edit(config)
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_a_vlm_config_or_tokenizer_that_does_not_fit_is_refused_before_training(tiny_vlm, tmp_path):
+    """transformers fills missing token ids with Qwen's own (outside a smaller vocabulary) and builds nothing from a
+    config whose sizes do not divide; a folder without tokenizer files used to train on a tokenizer made up from
+    the config. Each is refused by name."""
+    no_ids = _edited_copy(tiny_vlm, tmp_path / "no-ids", lambda c: c.pop("video_token_id"))
+    with pytest.raises(V.VLMLoadError, match="video_token_id must be set"):
+        V.load_vlm(no_ids)
+    big_id = _edited_copy(tiny_vlm, tmp_path / "big-id", lambda c: c.update(vision_end_token_id=10**6))
+    with pytest.raises(V.VLMLoadError, match="vision_end_token_id 1000000 outside the model's vocabulary of 5"):
+        V.load_vlm(big_id)
+    heads = _edited_copy(tiny_vlm, tmp_path / "heads", lambda c: c["text_config"].update(num_attention_heads=3))
+    with pytest.raises(V.VLMLoadError, match=r"heads does not load \(config.json, model.safetensors\)"):
+        V.load_vlm(heads)
+    no_tok = _edited_copy(tiny_vlm, tmp_path / "no-tok", lambda c: None)
+    (no_tok / "tokenizer.json").unlink()
+    with pytest.raises(V.VLMLoadError, match="tokenizer files are missing"):
+        V.load_vlm(no_tok)
 
 
 def test_bad_videoalign_files_and_settings_are_refused_in_words(videoalign, tiny_vlm, tmp_path, capsys):
@@ -215,3 +254,116 @@ def test_bad_videoalign_files_and_settings_are_refused_in_words(videoalign, tiny
     assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(bad), "--vlm", str(tiny_vlm),
                  "--holdout", "0", "--out", str(tmp_path / "o")]) == 1
     assert "is not a readable video" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_vlm, videoalign, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rm") / "vlm-rm"
+    assert main(["reward", "train", "--backbone", "vlm", "--videoalign", str(videoalign), "--vlm", str(tiny_vlm),
+                 "--out", str(out), "--frames", "4", "--steps", "3", "--holdout", "0", "--no-progress"]) == 0
+    return out
+
+
+def test_bad_csv_text_videos_and_output_folders_are_refused_in_words(trained, tiny_vlm, videoalign, tmp_path,
+                                                                     capsys):
+    import subprocess
+
+    capsys.readouterr()
+    train = ["reward", "train", "--backbone", "vlm", "--vlm", str(tiny_vlm), "--frames", "4", "--steps", "3",
+             "--holdout", "0", "--no-progress"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path_A,path_B,prompt,VQ,MQ,TA\na.mp4,b.mp4,caf\xe9,A,B,same\n".encode("latin-1"))
+    header = tmp_path / "header.csv"
+    header.write_text("path_A,path_B,prompt,VQ,MQ,TA\n")
+    thin = tmp_path / "thin.mp4"  # 404 x 2: an aspect ratio the vision tower refuses
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=404x2:d=1",
+                    "-pix_fmt", "yuv444p", str(thin)], check=True)
+    thin_csv = tmp_path / "thin.csv"
+    thin_csv.write_text("path_A,path_B,prompt,VQ,MQ,TA\n" + f"thin.mp4,{videoalign.parent / '0-dim.mp4'},p,A,B,same\n" * 9)
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        ([*train, "--videoalign", str(latin), "--out", str(tmp_path / "o")], "latin.csv is not UTF-8 text (byte 45)"),
+        (["reward", "eval", "--reward", str(trained), "--videoalign", str(header)], "no pairs (a header and no rows)"),
+        ([*train, "--videoalign", str(thin_csv), "--out", str(tmp_path / "o")],
+         f"video {thin}: aspect ratio over 200: 2x404"),
+        (["reward", "score", "--reward", str(trained), "--video", str(thin), "--prompt", "p"],
+         f"video {thin}: aspect ratio over 200"),
+        ([*train, "--videoalign", str(videoalign), "--out", str(tmp_path / "a-file")], "a-file is a file"),
+        ([*train, "--videoalign", str(videoalign), "--out", str(tmp_path / "a-file" / "sub")], "cannot be created"),
+    ]
+    for args, message in cases:
+        assert main(args) == 1, args
+        assert message in capsys.readouterr().err, message
+
+
+def test_a_damaged_reward_folder_is_refused_in_words(trained, videoalign, tmp_path, capsys):
+    import shutil
+
+    def damaged(name, edit_meta=None, head=None):
+        d = tmp_path / name
+        shutil.copytree(trained, d)
+        if edit_meta is not None:
+            meta = json.loads((d / "reward.json").read_text())
+            (d / "reward.json").write_text(edit_meta(meta) if isinstance(edit_meta(dict(meta)), str)
+                                           else json.dumps(edit_meta(meta)))
+        if head is not None:
+            (d / V.HEAD_FILE).write_bytes(head)
+        return d
+
+    cases = [
+        (damaged("json", lambda m: "{"), "reward.json is not valid JSON"),
+        (damaged("list", lambda m: [1]), "reward.json must hold a JSON object, got list"),
+        (damaged("kind", lambda m: {**m, "kind": "foo"}), "unknown reward model kind 'foo'"),
+        (damaged("extra", lambda m: {**m, "config": {**m["config"], "zzz": 1}}),
+         "config does not fit VLMRewardConfig: VLMRewardConfig.__init__() got an unexpected keyword argument 'zzz'"),
+        (damaged("aspects", lambda m: {**m, "config": {**m["config"], "aspects": ["vq"]}}),
+         "head.weight (3, 32) (expected (1, 32))"),
+        (damaged("head", head=b"garbage"), "vlm-head.safetensors does not load"),
+        (damaged("root", lambda m: {k: v for k, v in m.items() if k != "vlm_root"}), "names no vlm_root; pass --vlm"),
+    ]
+    capsys.readouterr()
+    for folder, message in cases:
+        assert main(["reward", "eval", "--reward", str(folder), "--videoalign", str(videoalign)]) == 1, folder
+        assert message in capsys.readouterr().err, message
+
+
+def test_resume_checks_the_settings_and_a_new_run_clears_the_old_one(tiny_vlm, videoalign, tmp_path, capsys):
+    out = tmp_path / "rm"
+    train = ["reward", "train", "--backbone", "vlm", "--videoalign", str(videoalign), "--vlm", str(tiny_vlm),
+             "--out", str(out), "--frames", "4", "--holdout", "0", "--no-progress"]
+    assert main([*train, "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main([*train, "--steps", "4", "--lora-rank", "4", "--lr", "1e-3", "--resume"]) == 1
+    assert "was saved with other settings (lora_rank 16 -> 4; lr 0.0002 -> 0.001)" in capsys.readouterr().err
+    assert main([*train, "--steps", "4", "--resume"]) == 0  # only steps changed: trains on from step 2
+    assert torch.load(out / "state.pt", weights_only=False)["step"] == 4
+    # a new run (no --resume) into the folder removes the finished model's reward.json and state.pt first, so a
+    # run that fails leaves no model that looks finished and no state for --resume to pick up
+    (out / "state.pt").write_bytes(b"not a state")
+    assert main([*train, "--steps", "2", "--lora-rank", "2", "--frames", "0"]) == 1  # refused before training
+    assert (out / "reward.json").is_file()  # a refused command changes nothing
+    seen = []
+    from dpo.reward import fit_btt  # noqa: F401 (the loop the CLI runs)
+
+    def on_step(metrics):
+        seen.append(sorted(p.name for p in out.iterdir()))
+        return False
+
+    from dpo.reward_vlm import read_videoalign, train_vlm_reward
+
+    train_vlm_reward(read_videoalign(videoalign), tiny_vlm, VLMRewardConfig(frames=4, steps=2, holdout=0.0), out,
+                     progress=False, on_step=on_step)
+    assert "reward.json" not in seen[0] and "state.pt" not in seen[0]
+    assert (out / "reward.json").is_file() and torch.load(out / "state.pt", weights_only=False)["step"] == 2
+
+
+def test_a_long_video_is_read_as_the_sampled_frames_only(tmp_path):
+    from model.media import read_video_frames
+
+    clip = np.arange(40)[:, None, None, None].repeat(16, 1).repeat(16, 2).repeat(3, 3).astype(np.uint8) * 6
+    encode_mp4(clip, tmp_path / "long.mp4", fps=8)
+    every = read_video_frames(tmp_path / "long.mp4")
+    some = read_video_frames(tmp_path / "long.mp4", 8)
+    assert len(every) == 40 and len(some) == 8
+    assert np.array_equal(some, V.sample_frames(every, 8))  # the frames the model would have sampled
+    assert len(read_video_frames(tmp_path / "long.mp4", 100)) == 40
