@@ -319,11 +319,13 @@ class RewardRunAdmin(ModelAdmin):
     """Reward-model runs are launched from the research page (``/research/reward-runs/new/``: the data check, the
     manifest export and the job); here they are listed, renamed and cancelled."""
 
-    list_display = ["name", "status", "init_checkpoint", "pairs_count", "progress_step", "progress_total", "created_at"]
+    list_display = ["name", "status", "backbone", "init_checkpoint", "pairs_count", "progress_step", "progress_total",
+                    "created_at"]
     list_filter = ["status"]
     search_fields = ["name"]
     raw_id_fields = ["init_checkpoint", "manifest_export"]
-    readonly_fields = ["status", "init_checkpoint", "data_rounds", "manifest_export", "pairs_count", "aspect_pairs",
+    readonly_fields = ["status", "backbone", "init_checkpoint", "vlm_root", "data_rounds", "manifest_export", "pairs_count",
+                       "aspect_pairs",
                        "config", "metrics_summary", "progress_step", "progress_total", "output_uri", "error",
                        "cancel_requested", "created_by", "started_at", "finished_at"]
     actions = [reward_run_cancel_action]

@@ -51,6 +51,7 @@ class VideoDPOSettings:
     screening: Mapping[str, float]  # overrides of generation_workers.screening.ScreeningThresholds fields
     # DPO runs
     runs_dir: Path  # run folders (manifest, checkpoints, final model root)
+    reward_vlm_root: str  # the VLM folder the new reward-run form offers (empty: none)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> VideoDPOSettings:

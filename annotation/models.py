@@ -629,13 +629,25 @@ class DPOMetric(models.Model):
 
 
 class RewardRun(TrainingRun):
-    """A latent reward model trained from preference pairs (``dpo.reward``): its data (rounds, manifest export), the
-    checkpoint whose DiT gives the features, its live curve (``RewardMetric``) and held-out accuracy per aspect
-    (``metrics_summary``; ``config``: dpo.reward_config.LatentRewardConfig fields; ``output_uri``: the folder)."""
+    """A reward model trained from preference pairs: its data (rounds, the data export), its backbone, its live curve
+    (``RewardMetric``) and held-out accuracy per aspect (``metrics_summary``; ``output_uri``: the folder).
 
-    init_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="reward_runs",
-                                        help_text="The model whose DiT features the reward head reads.")
+    Backbones: ``latent`` (``dpo.reward``: a head on ``init_checkpoint``'s DiT features, trained on a manifest export;
+    ``config``: LatentRewardConfig fields) and ``vlm`` (``dpo.reward_vlm``: a video language model read from
+    ``vlm_root``, LoRA-tuned on a VideoAlign export of the decoded videos; ``config``: VLMRewardConfig fields)."""
+
+    class Backbone(models.TextChoices):
+        LATENT = "latent", "Latent (the DiT's own features)"
+        VLM = "vlm", "Video language model (Qwen2-VL / Qwen2.5-VL)"
+
+    backbone = models.CharField(max_length=8, choices=Backbone.choices, default=Backbone.LATENT)
+    init_checkpoint = models.ForeignKey(Checkpoint, null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="reward_runs",
+                                        help_text="The model whose DiT features the reward head reads (latent runs).")
+    vlm_root = models.CharField(max_length=1024, blank=True, default="",
+                                help_text="The Hugging Face folder (a path or s3:// URI) of the VLM (vlm runs).")
     data_rounds = models.ManyToManyField(Round, blank=True, related_name="reward_runs")
+    # the run's data: a manifest export (latent) or a VideoAlign export (vlm) of its pair filter
     manifest_export = models.ForeignKey(Export, null=True, blank=True, on_delete=models.PROTECT, related_name="reward_runs")
     aspect_pairs = models.JSONField(default=dict, blank=True, help_text="Labelled pairs per trained aspect.")
 

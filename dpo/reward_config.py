@@ -17,12 +17,15 @@ class RewardDataError(ValueError):
 
 def aspect_shortfall(counts: dict[str, int], *, total: int) -> str:
     """The refusal for the first aspect with fewer than ``MIN_PAIRS_PER_ASPECT`` labelled pairs ("" when none)."""
+    if total < MIN_PAIRS_PER_ASPECT:  # too few pairs at all: no choice of aspects helps
+        return (f"only {total} usable preference pair{'s' if total != 1 else ''}: at least {MIN_PAIRS_PER_ASPECT} "
+                f"are needed; judge more groups (or add rounds) first")
     enough = [a for a, n in counts.items() if n >= MIN_PAIRS_PER_ASPECT]
     for aspect, n in counts.items():
         if n < MIN_PAIRS_PER_ASPECT:
             return (f"aspect {aspect!r} ({ASPECT_NAMES[aspect]}): {n} of {total} pairs carry it, at least "
-                    f"{MIN_PAIRS_PER_ASPECT} are needed; collect per-aspect judgments (a round setting) or train the "
-                    f"aspects the pairs have (--aspects {','.join(enough) or 'overall'})")
+                    f"{MIN_PAIRS_PER_ASPECT} are needed; collect per-aspect judgments (a round setting) or train "
+                    f"only the aspects the pairs have (aspects {','.join(enough) or 'overall'})")
     return ""
 
 

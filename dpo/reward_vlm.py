@@ -483,7 +483,7 @@ class VLMRewardModel:
             if not p.is_file():
                 raise FileNotFoundError(f"not a VLM reward model directory: {p} is missing")
         self.cfg = config_from_meta(VLMRewardConfig, self.meta, d)
-        root = vlm_root or self.meta.get("vlm_root")
+        root = str(vlm_root) if vlm_root else self.meta.get("vlm_root")
         if not isinstance(root, str) or not root:
             raise RewardDataError(f"{d}: reward.json names no vlm_root; pass --vlm")
         vlm, self.tokenizer = load_vlm(root)

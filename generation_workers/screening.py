@@ -1,7 +1,8 @@
 """Automatic screening of a decoded candidate before people see it.
 
 Flags (stored on ``Candidate.screening_flags``; the numbers on ``Candidate.screening_metrics``):
-- ``black``: most frames are near-black (mean luma under ``black_luma``);
+- ``black``: most frames are near-black (mean luma under ``black_luma`` and nothing in them brighter than
+  ``black_peak_luma``: the 99th percentile of their luma; a small bright object on a black background is content);
 - ``uniform``: most frames are near-uniform (per-frame luma standard deviation under ``uniform_std``);
 - ``static``: almost no motion (mean absolute difference between consecutive frames under ``static_diff``);
 - ``decode_failed`` / ``encode_failed``: the VAE output or the encoded file is unusable (NaN, wrong shape, an MP4 that
@@ -26,7 +27,8 @@ FLAGS = (BLACK, UNIFORM, STATIC, DECODE_FAILED, ENCODE_FAILED)
 
 @dataclass(frozen=True)
 class ScreeningThresholds:
-    black_luma: float = 16.0  # mean luma below this: a near-black frame
+    black_luma: float = 16.0  # mean luma below this ...
+    black_peak_luma: float = 12.0  # ... and a 99th-percentile luma below this (nothing lit in it): a near-black frame
     uniform_std: float = 4.0  # luma std below this: a near-uniform frame
     bad_frame_fraction: float = 0.5  # flag black/uniform when at least this fraction of frames is
     static_diff: float = 1.0  # mean |frame[t+1] - frame[t]| below this: no motion
@@ -61,11 +63,13 @@ def screen_frames(frames: np.ndarray, thresholds: ScreeningThresholds | None = N
         motion_max = float(diffs.max())
     else:
         motion = motion_max = 0.0
-    black_fraction = float((mean_luma < th.black_luma).mean())
+    peak_luma = np.percentile(luma.reshape(len(luma), -1), 99, axis=1)  # (T,): the frame's brightest 1%
+    black_fraction = float(((mean_luma < th.black_luma) & (peak_luma < th.black_peak_luma)).mean())
     uniform_fraction = float((std_luma < th.uniform_std).mean())
     metrics = {
         "mean_luma": round(float(mean_luma.mean()), 4),
         "min_frame_luma": round(float(mean_luma.min()), 4),
+        "max_frame_peak_luma": round(float(peak_luma.max()), 4),
         "mean_luma_std": round(float(std_luma.mean()), 4),
         "black_fraction": round(black_fraction, 4),
         "uniform_fraction": round(uniform_fraction, 4),

@@ -74,11 +74,14 @@ def _newest_checkpoint(out_dir: Path) -> Path | None:
 
 # -- data and model roots ---------------------------------------------------------------------------------------------
 def manifest_fetch(*, run: DPORun | RewardRun, out_dir: Path) -> Path:
-    """Run the run's (a DPO or a reward run's) manifest export and copy its artifact into the run folder (what the trainer reads)."""
+    """Run the run's data export (a DPO or a latent reward run's manifest, a VLM reward run's VideoAlign CSV) and copy
+    its artifact into the run folder (what the trainer reads)."""
+    from annotation.exports.formats import artifact_name
+
     if run.manifest_export_id is None:
-        raise ValueError(f"DPO run {run.name!r} has no manifest export (runs are created by dpo_run_create)")
+        raise ValueError(f"run {run.name!r} has no data export (runs are created by their services)")
     export = export_run(export_id=run.manifest_export_id)
-    path = out_dir / "manifest.parquet"
+    path = out_dir / artifact_name(format=export.format)[0]
     storage.object_download(key=export_artifact_key(export=export), path=path)
     return path
 
@@ -239,39 +242,29 @@ def dpo_run_execute(*, run_id: int) -> str:
 
 
 def reward_run_execute(*, run_id: int) -> str:
-    """Train one reward-model run: its manifest export -> ``dpo.reward`` on the starting checkpoint's DiT -> the curve
-    in RewardMetric rows -> the reward folder published (local, or under ``checkpoints/reward-run-<id>/`` on S3) with
-    its accuracies. Idempotent: a redelivered job resumes from the run folder's saved state; a closed run is left
-    alone; a cancel stops it at the next step (its state saved)."""
-    import torch
-
-    from dpo.data import read_manifest
-    from dpo.reward import LatentRewardConfig, train_latent_reward
-    from generation_workers.pipeline_cache import resolve_device
-    from model.checkpoint import load_dit
-
+    """Train one reward-model run: its data export -> ``dpo.reward`` on the starting checkpoint's DiT (latent) or
+    ``dpo.reward_vlm`` on the run's VLM (vlm) -> the curve in RewardMetric rows -> the reward folder published (local,
+    or under ``checkpoints/reward-run-<id>/`` on S3) with its accuracies. Idempotent: a redelivered job resumes from
+    the run folder's saved state; a closed run is left alone; a cancel stops it at the next step (its state saved)."""
     run = reward_run_mark_running(run_id=run_id)
     if run is None:
         return RewardRun.objects.values_list("status", flat=True).get(id=run_id)
     out_dir = runs_dir() / f"reward-{run.id}-{run.created_at:%Y%m%dT%H%M%S%f}"
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        manifest = manifest_fetch(run=run, out_dir=out_dir)
-        init = resolve_model_root(run.init_checkpoint.uri)
-        cfg = LatentRewardConfig(**{**run.config, "aspects": tuple(run.config["aspects"])})
-        dit = load_dit(init, device=resolve_device(), dtype=torch.float32)
-        records = read_manifest(str(manifest))
-        every = max(1, cfg.steps // 100)  # about 100 points on the curve
+        data = manifest_fetch(run=run, out_dir=out_dir)
+        every = max(1, int(run.config["steps"]) // 100)  # about 100 points on the curve
 
         def on_step(metrics: dict) -> bool:
-            if metrics["step"] % every and metrics["step"] != cfg.steps:
+            if metrics["step"] % every and metrics["step"] != int(run.config["steps"]):
                 return False
             return reward_run_record_metrics(run_id=run_id, metrics=metrics)
 
-        outcome = train_latent_reward(
-            records, dit, cfg, out_dir / "reward", resume=True, progress=False, on_step=on_step,
-            lineage={"reward_run": run.id, "init_checkpoint": run.init_checkpoint.name,
-                     "data_rounds": list(run.data_rounds.values_list("id", flat=True))})
+        lineage = {"reward_run": run.id, "data_rounds": list(run.data_rounds.values_list("id", flat=True)),
+                   **({"init_checkpoint": run.init_checkpoint.name} if run.init_checkpoint else {}),
+                   **({"vlm_root": run.vlm_root} if run.vlm_root else {})}
+        train = _train_vlm_reward if run.backbone == RewardRun.Backbone.VLM else _train_latent_reward
+        outcome = train(run, data, out_dir / "reward", on_step=on_step, lineage=lineage)
         if outcome.stopped:
             return reward_run_finish(run_id=run_id, status=RewardRun.Status.CANCELLED,
                                      error="cancelled by a researcher").status
@@ -284,32 +277,83 @@ def reward_run_execute(*, run_id: int) -> str:
                                  error=f"{type(exc).__name__}: {exc}").status
 
 
+def _train_latent_reward(run: RewardRun, manifest: Path, out: Path, **kw):
+    import torch
+
+    from dpo.data import read_manifest
+    from dpo.reward import LatentRewardConfig, train_latent_reward
+    from generation_workers.pipeline_cache import resolve_device
+    from model.checkpoint import load_dit
+
+    cfg = LatentRewardConfig(**{**run.config, "aspects": tuple(run.config["aspects"])})
+    dit = load_dit(resolve_model_root(run.init_checkpoint.uri), device=resolve_device(), dtype=torch.float32)
+    return train_latent_reward(read_manifest(str(manifest)), dit, cfg, out, resume=True, progress=False, **kw)
+
+
+def _vlm_config(run: RewardRun):
+    from dpo.reward_config import VLMRewardConfig
+
+    return VLMRewardConfig(**{**run.config, "aspects": tuple(run.config["aspects"]),
+                              "lora_targets": tuple(run.config["lora_targets"])})
+
+
+def _train_vlm_reward(run: RewardRun, videoalign: Path, out: Path, **kw):
+    from dpo.reward_vlm import read_videoalign, train_vlm_reward
+
+    return train_vlm_reward(read_videoalign(videoalign), resolve_model_root(run.vlm_root), _vlm_config(run), out,
+                            resume=True, progress=False, **kw)
+
+
 def reward_scores_round(*, run_id: int, round_id: int, batch: int = 16) -> int:
-    """Score a round's ready candidates with a finished reward run (its head on its checkpoint's DiT, from each
-    candidate's stored latent and text embedding; no decode) and store the scores; returns how many."""
+    """Score a round's ready candidates with a finished reward run and store the scores; returns how many. A latent
+    run reads each candidate's stored latent and text embedding (its head on its checkpoint's DiT, no decode); a VLM
+    run reads the video (the sampled frames) and the prompt."""
+    from model.layout import is_s3
+
+    run = RewardRun.objects.select_related("init_checkpoint").get(id=run_id)
+    folder = resolve_model_root(run.output_uri) if is_s3(run.output_uri) else Path(run.output_uri)
+    score = _vlm_scores if run.backbone == RewardRun.Backbone.VLM else _latent_scores
+    return reward_scores_store(run_id=run_id, scores=score(run, folder, round_id, batch))
+
+
+def _latent_scores(run: RewardRun, folder: Path, round_id: int, batch: int) -> dict[int, dict[str, float]]:
     import torch
 
     from dpo.data import PairDataset
     from dpo.reward import LatentRewardModel, candidate_batch
     from generation_workers.pipeline_cache import resolve_device
     from model.checkpoint import load_dit
-    from model.layout import is_s3
 
-    run = RewardRun.objects.select_related("init_checkpoint").get(id=run_id)
-    folder = resolve_model_root(run.output_uri) if is_s3(run.output_uri) else Path(run.output_uri)
     dit = load_dit(resolve_model_root(run.init_checkpoint.uri), device=resolve_device(), dtype=torch.float32)
     model = LatentRewardModel(dit, folder)
     candidates = list(scorable_candidates(round_id=round_id).order_by("id").values_list(
-        "id", "seed", "latent_uri", "text_embedding_uri"))
+        "id", "latent_uri", "text_embedding_uri"))
     texts, scores = PairDataset([]), {}
     for start in range(0, len(candidates), batch):
         chunk = candidates[start : start + batch]
-        keys = [(lat, txt) for _, _, lat, txt in chunk]
+        keys = [(lat, txt) for _, lat, txt in chunk]
         latents, text = candidate_batch(keys, texts)
         out = model.score(latents, text, keys=keys)  # (b, A)
-        for (cid, _, _, _), row in zip(chunk, out.tolist(), strict=True):
+        for (cid, _, _), row in zip(chunk, out.tolist(), strict=True):
             scores[cid] = {a: round(v, 5) for a, v in zip(model.aspects, row, strict=True)}
-    return reward_scores_store(run_id=run_id, scores=scores)
+    return scores
+
+
+def _vlm_scores(run: RewardRun, folder: Path, round_id: int, batch: int) -> dict[int, dict[str, float]]:
+    from dpo.reward_vlm import VLMRewardModel, read_clip
+
+    model = VLMRewardModel(folder, vlm_root=resolve_model_root(run.vlm_root))
+    candidates = list(scorable_candidates(round_id=round_id, backbone=run.backbone).order_by("id").values_list(
+        "id", "video_uri", "group__prompt__text"))
+    batch = min(batch, model.cfg.batch)
+    scores = {}
+    for start in range(0, len(candidates), batch):
+        chunk = candidates[start : start + batch]
+        clips = [read_clip(uri, model.cfg.frames) for _, uri, _ in chunk]
+        out = model.score(clips, [text for _, _, text in chunk], names=[uri for _, uri, _ in chunk])  # (b, A)
+        for (cid, _, _), row in zip(chunk, out.tolist(), strict=True):
+            scores[cid] = {a: round(v, 5) for a, v in zip(model.aspects, row, strict=True)}
+    return scores
 
 
 def checkpoint_average(*, checkpoint_ids: list[int], name: str, actor_id: int | None = None) -> int:

@@ -246,7 +246,7 @@ def round_new(request: HttpRequest) -> HttpResponse:
             gold_rate=problems.number("gold_rate", 0.0, kind=float),
             annotation_mode=form.get("annotation_mode") or Round.Mode.LABELS,
             aspect_judgments=form.get("aspect_judgments") == "1", segment_judgments=form.get("segment_judgments") == "1",
-            segment_seconds=problems.number("segment_seconds", 1.0, kind=float), **overrides, **sizes)
+            exclude_flagged=form.get("exclude_flagged") == "1", segment_seconds=problems.number("segment_seconds", 1.0, kind=float), **overrides, **sizes)
         round = None
         if checkpoint is not None:
             try:  # with problems already found, the service only checks the rest (nothing is saved)

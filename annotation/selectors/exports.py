@@ -118,6 +118,8 @@ def pair_queryset_for_export(*, flt: ExportFilter, format: str) -> QuerySet[Pref
     if format == Export.Format.MANIFEST:
         # the trainer cannot use a pair without both latents and the prompt's text embedding
         qs = qs.exclude(chosen__latent_uri="").exclude(rejected__latent_uri="").exclude(chosen__text_embedding_uri="")
+    elif format == Export.Format.VIDEOALIGN:  # a VideoAlign row names both videos
+        qs = qs.exclude(chosen__video_uri="").exclude(rejected__video_uri="")
     return qs
 
 

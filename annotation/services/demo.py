@@ -42,5 +42,6 @@ def demo_round_ensure(*, cache_dir: Path, prompts: int = 6, seeds: int = 3) -> s
         return f"demo round: {DEMO_ROUND} exists"
     prompt_ids = list(Prompt.objects.filter(is_active=True, tags__contains=["demo"]).order_by("id").values_list("id", flat=True)[:prompts])
     round = round_create(name=DEMO_ROUND, policy_checkpoint=checkpoint, prompt_ids=prompt_ids, seeds_per_prompt=seeds,
-                         annotators_per_group=1, max_annotators_per_group=2, launch=True)
+                         annotators_per_group=1, max_annotators_per_group=2, launch=True,
+                         exclude_flagged=False)  # the world's still shapes are "static" by design; show every clip
     return f"demo round: {round.name} launched ({len(prompt_ids)} prompts x {seeds} seeds on the tiny-world model)"

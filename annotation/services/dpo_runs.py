@@ -64,13 +64,14 @@ HUMAN_SOURCES = ["human", "reviewer"]  # pseudo-labels (source model) only when 
 
 
 def training_filter(*, round_ids: list[int], min_agreement: float = 0.0, min_annotators: int = 1,
-                    weighting: str = "agreement", include_pseudo_labels: bool = False) -> ExportFilter:
-    """The manifest-export filter of a run's pair selection (raises ValidationError for a bad one): the people's
-    pairs, and the reward model's pseudo-labels too with ``include_pseudo_labels``."""
+                    weighting: str = "agreement", include_pseudo_labels: bool = False,
+                    format: str = Export.Format.MANIFEST) -> ExportFilter:
+    """The export filter (a manifest by default) of a run's pair selection (raises ValidationError for a bad one):
+    the people's pairs, and the reward model's pseudo-labels too with ``include_pseudo_labels``."""
     try:
         return filter_parse({"rounds": round_ids, "min_agreement": min_agreement, "min_annotators": min_annotators,
                              "weighting": weighting, **({} if include_pseudo_labels else {"source": HUMAN_SOURCES})},
-                            format=Export.Format.MANIFEST)
+                            format=format)
     except ExportFilterError as exc:
         raise ValidationError(str(exc)) from exc
 

@@ -1,10 +1,13 @@
-"""Reward-model runs: choose pairs, validate, queue ``dpo.reward`` on ``train``, stream its curve, keep its accuracy.
+"""Reward-model runs: choose pairs, validate, queue the reward model's training on ``train``, stream its curve, keep
+its accuracy.
 
-Like a DPO run (``services.dpo_runs``), a reward run's data is a manifest export of its pair filter (versioned,
-content-hashed; the manifest carries each pair's per-aspect outcomes), created with the run. The job
-(``generation_workers.training.reward_run_execute``, by task name through ``services.dispatch``) runs that export,
-fits the latent reward head on the starting checkpoint's DiT features, copies its steps into RewardMetric rows (the run
-page draws the curve from them) and stores the reward model folder with the held-out accuracy per aspect."""
+Like a DPO run (``services.dpo_runs``), a reward run's data is an export of its pair filter (versioned,
+content-hashed), created with the run: a manifest export for the **latent** backbone (latents, text embeddings and
+each pair's per-aspect outcomes; the head reads the starting checkpoint's DiT features), a VideoAlign export for
+the **vlm** backbone (the decoded videos, the prompt and VQ / MQ / TA; a video language model from ``vlm_root`` is
+LoRA-tuned on it). The job (``generation_workers.training.reward_run_execute``, by task name through
+``services.dispatch``) runs that export, trains, copies its steps into RewardMetric rows (the run page draws the
+curve from them) and stores the reward model folder with the held-out accuracy per aspect."""
 
 from __future__ import annotations
 
@@ -19,13 +22,27 @@ from annotation.selectors.exports import pair_queryset_for_export
 from annotation.services import candidates, dispatch
 from annotation.services.dpo_runs import ERR_EVALUATION_ROUNDS, ERR_NO_NAME, ERR_NO_ROUNDS, training_filter
 from annotation.services.exports import export_create
-from dpo.reward_config import ASPECTS, LatentRewardConfig, aspect_shortfall  # torch-free
+from dpo.reward_config import (  # torch-free
+    ASPECTS,
+    MIN_PAIRS_PER_ASPECT,
+    LatentRewardConfig,
+    VLMRewardConfig,
+    aspect_shortfall,
+)
 
 ERR_NAME_TAKEN = "A reward run named {name!r} already exists."
 ERR_NO_PAIRS = "No usable preference pairs in rounds {rounds} (pairs need both latents and the text embedding)."
+ERR_NO_VIDEO_PAIRS = "No usable preference pairs in rounds {rounds} (a VLM reward model needs both videos of a pair)."
+ERR_BACKBONE = "Unknown backbone {backbone!r}: latent or vlm."
+ERR_NO_CHECKPOINT = "A latent reward model needs the checkpoint whose DiT gives the features."
+ERR_NO_VLM_ROOT = "A VLM reward model needs the folder of the video language model (a path or an s3:// URI)."
+ERR_VLM_ROOT_MISSING = "VLM folder {root} not found on this server (give an s3:// URI when the workers run elsewhere)."
+ERR_VLM_ROOT_FILE = "{path} is missing: not a Hugging Face model folder (config.json, weights and tokenizer files)."
+ERR_VLM_ROOT_SCHEME = "VLM folder {root!r}: give a local path or an s3:// URI."
 ERR_NOT_CANCELLABLE = "Reward run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NOT_DONE = "Reward run {name!r} is {status}: only a finished run can score candidates."
-ERR_NOTHING_TO_SCORE = "Round {round!r} has no ready candidate with a stored latent and text embedding to score."
+ERR_NOTHING_TO_SCORE = ("Round {round!r} has no ready candidate this reward model can score (a latent model needs "
+                        "the stored latent and text embedding, a VLM the video).")
 CLOSED = (RewardRun.Status.DONE, RewardRun.Status.FAILED, RewardRun.Status.CANCELLED)
 
 
@@ -35,13 +52,39 @@ def aspect_pair_counts(*, pairs) -> dict[str, int]:
             **{a: pairs.filter(aspects__has_key=a).count() for a in ASPECTS if a != "overall"}}
 
 
+def vlm_root_problem(root: str) -> str:
+    """Why a VLM folder cannot be used ("" when it can): an s3:// URI is taken as given (the worker downloads and
+    checks it); a local path must be a folder with config.json. The worker names any missing weights or keys."""
+    from pathlib import Path
+
+    if not root:
+        return ERR_NO_VLM_ROOT
+    if root.startswith("s3://"):
+        return "" if len(root) > len("s3://") else ERR_VLM_ROOT_SCHEME.format(root=root)
+    if "://" in root:
+        return ERR_VLM_ROOT_SCHEME.format(root=root)
+    path = Path(root)
+    if not path.is_dir():
+        return ERR_VLM_ROOT_MISSING.format(root=root)
+    if not (path / "config.json").is_file():
+        return ERR_VLM_ROOT_FILE.format(path=path / "config.json")
+    return ""
+
+
+def _reward_config(backbone: str, aspects: list[str] | None, overrides: dict | None):
+    cls = VLMRewardConfig if backbone == RewardRun.Backbone.VLM else LatentRewardConfig
+    return cls(**{**(overrides or {}), **({"aspects": tuple(aspects)} if aspects else {})})
+
+
 @transaction.atomic
-def reward_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoint,
+def reward_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoint | None = None,
                       aspects: list[str] | None = None, config_overrides: dict | None = None, actor=None,
-                      launch: bool = True, include_evaluation: bool = False) -> RewardRun:
-    """Validate everything (name, rounds, the config, usable pairs, enough labelled pairs per asked aspect, the
-    checkpoint) before anything is saved or queued; then create the run with its manifest export and queue it."""
-    name = (name or "").strip()
+                      launch: bool = True, include_evaluation: bool = False, backbone: str = "latent",
+                      vlm_root: str = "") -> RewardRun:
+    """Validate everything (name, backbone, rounds, the config, usable pairs, enough labelled pairs per asked aspect,
+    the checkpoint or the VLM folder) before anything is saved or queued; then create the run with its data export
+    (a manifest for ``latent``, a VideoAlign CSV for ``vlm``) and queue it."""
+    name, vlm_root = (name or "").strip(), (vlm_root or "").strip()
     errors: dict[str, str] = {}
     if not name:
         errors["name"] = ERR_NO_NAME
@@ -49,30 +92,43 @@ def reward_run_create(*, name: str, round_ids: list[int], init_checkpoint: Check
         errors["name"] = ERR_NAME_TAKEN.format(name=name)
     if not round_ids:
         errors["round_ids"] = ERR_NO_ROUNDS
+    if backbone not in RewardRun.Backbone.values:
+        raise ValidationError({"backbone": ERR_BACKBONE.format(backbone=backbone)})
+    vlm = backbone == RewardRun.Backbone.VLM
     try:
-        cfg = LatentRewardConfig(**{**(config_overrides or {}), **({"aspects": tuple(aspects)} if aspects else {})})
+        cfg = _reward_config(backbone, aspects, config_overrides)
     except (TypeError, ValueError) as exc:
-        errors["config"] = str(exc)
+        errors["aspects" if "aspects" in str(exc) else "config"] = str(exc)
+    if vlm:
+        problem = vlm_root_problem(vlm_root)
+        if problem:
+            errors["vlm_root"] = problem
+    elif init_checkpoint is None:
+        errors["init_checkpoint"] = ERR_NO_CHECKPOINT
     if errors:
         raise ValidationError(errors)
     evaluation = list(Round.objects.filter(id__in=round_ids, kind=Round.Kind.EVALUATION).values_list("name", flat=True))
     if evaluation and not include_evaluation:
         raise ValidationError({"round_ids": ERR_EVALUATION_ROUNDS.format(names=", ".join(sorted(evaluation)))})
-    flt = training_filter(round_ids=round_ids)
-    pairs = pair_queryset_for_export(flt=flt, format=Export.Format.MANIFEST)
+    fmt = Export.Format.VIDEOALIGN if vlm else Export.Format.MANIFEST
+    flt = training_filter(round_ids=round_ids, format=fmt)
+    pairs = pair_queryset_for_export(flt=flt, format=fmt)
     counts = aspect_pair_counts(pairs=pairs)
     if counts["overall"] == 0:
-        raise ValidationError(ERR_NO_PAIRS.format(rounds=round_ids))
+        raise ValidationError((ERR_NO_VIDEO_PAIRS if vlm else ERR_NO_PAIRS).format(rounds=round_ids))
     counts = {a: counts[a] for a in cfg.aspects}
-    problem = aspect_shortfall(counts, total=pairs.count())
+    total = pairs.count()
+    problem = aspect_shortfall(counts, total=total)
     if problem:
-        raise ValidationError({"aspects": problem})
-    candidates.checkpoint_validate(checkpoint=init_checkpoint)
+        raise ValidationError({"round_ids" if total < MIN_PAIRS_PER_ASPECT else "aspects": problem})
+    if init_checkpoint is not None:
+        candidates.checkpoint_validate(checkpoint=init_checkpoint)
     config = {**dataclasses.asdict(cfg), "aspects": list(cfg.aspects)}
-    run = RewardRun(name=name, init_checkpoint=init_checkpoint, created_by=actor, pairs_count=pairs.count(),
-                    aspect_pairs=counts, config=config, progress_total=cfg.steps)
+    run = RewardRun(name=name, backbone=backbone, init_checkpoint=init_checkpoint, vlm_root=vlm_root if vlm else "",
+                    created_by=actor, pairs_count=pairs.count(), aspect_pairs=counts, config=config,
+                    progress_total=cfg.steps)
     run.full_clean(exclude=["manifest_export"])
-    run.manifest_export = export_create(format=Export.Format.MANIFEST, filter=flt.as_json(), actor=actor, enqueue=False)
+    run.manifest_export = export_create(format=fmt, filter=flt.as_json(), actor=actor, enqueue=False)
     run.save()
     run.data_rounds.set(round_ids)
     if launch:
@@ -134,10 +190,13 @@ def reward_run_finish(*, run_id: int, status: str, error: str = "", output_uri: 
 
 
 
-def scorable_candidates(*, round_id: int):
-    """A round's candidates a latent reward model can score: ready, with the latent and the text embedding stored."""
-    return (Candidate.objects.filter(group__round_id=round_id, status=Candidate.Status.READY)
-            .exclude(latent_uri="").exclude(text_embedding_uri=""))
+def scorable_candidates(*, round_id: int, backbone: str = "latent"):
+    """A round's candidates a reward model can score: ready, with the latent and the text embedding stored (latent)
+    or the video (vlm; a ready candidate always has one)."""
+    ready = Candidate.objects.filter(group__round_id=round_id, status=Candidate.Status.READY)
+    if backbone == RewardRun.Backbone.VLM:
+        return ready.exclude(video_uri="")
+    return ready.exclude(latent_uri="").exclude(text_embedding_uri="")
 
 
 def reward_scores_request(*, run_id: int, round_id: int) -> int:
@@ -146,7 +205,7 @@ def reward_scores_request(*, run_id: int, round_id: int) -> int:
     round = Round.objects.get(id=round_id)
     if run.status != RewardRun.Status.DONE:
         raise ValidationError(ERR_NOT_DONE.format(name=run.name, status=run.status))
-    count = scorable_candidates(round_id=round.id).count()
+    count = scorable_candidates(round_id=round.id, backbone=run.backbone).count()
     if not count:
         raise ValidationError(ERR_NOTHING_TO_SCORE.format(round=round.name))
     dispatch.reward_scores_dispatch_on_commit(run_id=run.id, round_id=round.id)

@@ -135,7 +135,7 @@ def test_an_aspect_the_pairs_lack_is_refused_with_the_count(tmp_path, capsys):
     code = main(["reward", "train", "--manifest", str(manifest), "--init", str(default_root()), "--out",
                  str(tmp_path / "rm"), "--aspects", "overall,mq", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 1 and "aspect 'mq' (motion quality): 0 of 9 pairs carry it" in err and "--aspects overall" in err
+    assert code == 1 and "aspect 'mq' (motion quality): 0 of 9 pairs carry it" in err and "(aspects overall)" in err
     assert not (tmp_path / "rm" / R.HEAD_FILE).exists()
 
 

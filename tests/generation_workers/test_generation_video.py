@@ -75,6 +75,19 @@ def test_black_frames_are_flagged():
     assert set(flags) == {"black", "uniform", "static"} and metrics["black_fraction"] == 1.0
 
 
+def test_a_small_lit_object_on_a_black_background_is_not_black():
+    """The shapes world's "a red circle moving right on a black background": a dark frame with something lit in it
+    is content (its brightest 1% is far above the black level); a frame whose brightest pixels are near black too is
+    still a black frame."""
+    from model.world.render import render
+
+    clip = render("a small red circle moving right on a black background", seed=0, size=64)
+    flags, metrics = screening.screen_frames(clip)
+    assert metrics["mean_luma"] < 16 and "black" not in flags and metrics["black_fraction"] == 0.0
+    dim = np.clip(clip.astype(np.int16) // 12, 0, 255).astype(np.uint8)  # the same clip nearly unlit
+    assert "black" in screening.screen_frames(dim)[0]
+
+
 def test_uniform_but_bright_moving_color_is_uniform_only():
     frames = np.stack([np.full((32, 32, 3), 60 + 8 * t, np.uint8) for t in range(17)])
     flags, _ = screening.screen_frames(frames)

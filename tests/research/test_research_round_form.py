@@ -5,6 +5,7 @@ k never above the annotators who exist, the disagreement cap as a round setting.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.conf import settings as django_settings
@@ -51,6 +52,20 @@ def test_refusal_keeps_every_choice_in_users_words(client, researcher):
     assert f'<option value="{rnd.policy_checkpoint_id}" selected>' in page
     assert 'name="max_annotators_per_group" type="number" min="1" placeholder="k + 2" value="3"' in page
     assert 'value="no such words"' in page and Round.objects.count() == 1
+    assert 'name="exclude_flagged" value="1">' in page  # unticked in the refused form: kept unticked
+    assert 'name="exclude_flagged" value="1" checked' in client.get("/research/rounds/new/").content.decode()
+
+
+def test_screening_exclusion_is_a_choice_of_the_round_form(client, researcher, sent_tasks, monkeypatch):
+    monkeypatch.setattr("annotation.services.candidates.checkpoint_validate", lambda checkpoint: None)
+    client.force_login(researcher)
+    make_prompts(2)
+    checkpoint = RoundFactory().policy_checkpoint
+    data = {"checkpoint": str(checkpoint.pk), "seeds_per_prompt": "2", "annotators_per_group": "1"}
+    res = client.post("/research/rounds/new/", {**data, "name": "kept", "exclude_flagged": "1"})
+    assert res.status_code == 302, re.findall(r"<li>(.*?)</li>", res.content.decode())
+    assert client.post("/research/rounds/new/", {**data, "name": "shown"}).status_code == 302
+    assert Round.objects.get(name="kept").exclude_flagged and not Round.objects.get(name="shown").exclude_flagged
 
 
 def test_preview_counts_videos_and_estimates_from_recent_throughput(client, researcher):

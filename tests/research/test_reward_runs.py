@@ -127,6 +127,8 @@ def test_the_pages_launch_refuse_and_show_a_run(client, researcher, reward_round
         "train": {"overall": {"accuracy_no_ties": 1.0}, "ta": {"accuracy_no_ties": 0.99}}})
     detail = client.get(f"/research/reward-runs/{run.pk}/").content.decode()
     assert 'id="accuracy-ta"' in detail and "0.870" in detail and "0.670" in detail
+    assert "± 0.18 (95%) on this many pairs: too few to tell models apart" in detail  # 30 held-out pairs
+    assert '<tr id="accuracy-all"><td>all aspects</td><td>0.900</td><td>0.800</td><td>60 / 60 / 0</td>' in detail
     assert client.get("/research/").content.decode().count(f"/research/reward-runs/{run.pk}/") == 1
     assert client.get("/research/reward-runs/999999/").status_code == 404
     page = client.get(f"/research/rounds/{rnd.pk}/").content.decode()

@@ -240,6 +240,8 @@ VIDEODPO = {
     # DPO runs (generation_workers/training.py): run folders (manifest, checkpoints, final model root), by default
     # next to the model cache
     "RUNS_DIR": env("VIDEODPO_RUNS_DIR", default=str(Path(_model_cache_dir).parent / "dpo-runs")),
+    # reward runs: the video language model folder (a path or s3:// URI) the new-run form offers for the VLM backbone
+    "REWARD_VLM_ROOT": env("VIDEODPO_REWARD_VLM_ROOT", default=""),
 }
 
 from webapp.settings.components.celery import *  # noqa: E402,F401,F403
