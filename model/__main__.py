@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                        "background) than its caption says (default 0)")
     world.add_argument("--seeds-per-prompt", type=int, default=None,
                        help="rendered training clips per training prompt of the DiT stage (default 2)")
+    world.add_argument("--dit-object-weight", type=float, default=None,
+                       help="flow-loss weight of the latent cells objects occupy (default 1: every cell alike)")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
     enc.add_argument("--root", required=True, help="model root with the text encoders")
     enc.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         from model.world.train import WorldTrainConfig, train_tiny_world
 
         given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers,
-                 "caption_noise": args.caption_noise, "seeds_per_prompt": args.seeds_per_prompt}
+                 "caption_noise": args.caption_noise, "seeds_per_prompt": args.seeds_per_prompt,
+                 "dit_object_weight": args.dit_object_weight}
         extra = {k: v for k, v in given.items() if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
         try:

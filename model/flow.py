@@ -69,13 +69,16 @@ def velocity_target(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 
 def flow_matching_loss(
     velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, x1: torch.Tensor,
-    t: torch.Tensor,
+    t: torch.Tensor, weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The flow-matching (pre)training loss: mean ||velocity(x_t, t) - (x1 - x0)||^2 over every element (fp32).
 
-    x0 (noise), x1 (clean latents): (B, ...); t: (B,) in [0, 1]; ``velocity(x_t, t)`` is the network's prediction.
+    x0 (noise), x1 (clean latents): (B, ...); t: (B,) in [0, 1]; ``velocity(x_t, t)`` is the network's prediction;
+    ``weight``: optional per-element weights broadcastable to x1 (e.g. (B, F, 1, H, W) per latent cell), mean 1
+    keeps the loss's scale.
     """
-    return (velocity(interpolate(x0, x1, t), t).float() - velocity_target(x0, x1)).pow(2).mean()
+    err = (velocity(interpolate(x0, x1, t), t).float() - velocity_target(x0, x1)).pow(2)
+    return err.mean() if weight is None else (err * weight).mean()
 
 
 def sample_training_t(

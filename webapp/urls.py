@@ -1,11 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from annotation import apis_auth
 
 urlpatterns = [
+    # pages that name no icon (the admin, the API docs) make browsers ask for /favicon.ico
+    path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("annotation/favicon.svg"))),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # the split view serves Swagger UI's init script as a file (?script) and our template has no inline style: the

@@ -69,6 +69,8 @@ class WorldTrainConfig:
     dit_lr: float = 1e-3
     dit_t_sampling: str = "uniform"  # training t density (model.flow.sample_training_t)
     cfg_dropout: float = 0.1
+    dit_object_weight: float = 1.0  # flow-loss weight of the latent cells an object occupies (1: every cell alike;
+    # the objects fill a few of a clip's 48 cells, so the plain loss is mostly the background's)
     caption_noise: float = 0.0  # share of training clips whose rendered value of each ``noisy_attributes`` is another
     # value than the caption states (web captions are often wrong: the base then follows those words only partly)
     noisy_attributes: tuple[str, ...] = ("colour", "background")
@@ -82,6 +84,22 @@ class WorldTrainConfig:
 
         return cls(**{**dict(vae_from=str(default_root()), train_prompts=80, seeds_per_prompt=1, dit_steps=300,
                              dit_batch=16), **kw})
+
+
+def object_cell_weights(latents: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Per-cell flow-loss weights (N, F, 1, H, W) of latents (N, F, C, H, W): ``object_weight`` for the cells an
+    object occupies, 1 for the background, normalised to mean 1 per clip. A cell is an object's when its distance
+    to the frame's median cell (the background's latent) is above the clip's median distance plus half of its
+    range (the background cells of a frame are alike; an object's differ)."""
+    if object_weight == 1.0:
+        return torch.ones(latents.shape[0], latents.shape[1], 1, *latents.shape[3:])
+    bg = latents.flatten(3).median(dim=-1).values[..., None, None]  # (N, F, C, 1, 1)
+    dist = (latents - bg).pow(2).sum(2, keepdim=True).sqrt()  # (N, F, 1, H, W)
+    flat = dist.flatten(1)
+    lo, hi = flat.median(1).values, flat.max(1).values
+    cut = (lo + 0.5 * (hi - lo)).view(-1, 1, 1, 1, 1)
+    w = torch.where(dist > cut, torch.tensor(float(object_weight)), torch.tensor(1.0))
+    return w / w.flatten(1).mean(1).view(-1, 1, 1, 1, 1)
 
 
 def _video_tensor(clips: np.ndarray) -> torch.Tensor:
@@ -314,6 +332,7 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
             owner += [i] * cfg.seeds_per_prompt
         x1_all = torch.cat(latents)  # (N, 3, 8, 4, 4)
         owner = torch.tensor(owner)
+        cell_weight = object_cell_weights(x1_all, cfg.dit_object_weight)  # (N, 3, 1, 4, 4), mean 1 per clip
         summary["latents"] = {"n": len(x1_all), "std": round(float(x1_all.std()), 3),
                               "mean": round(float(x1_all.mean()), 3), "s": round(time.time() - t1, 1)}
 
@@ -342,7 +361,8 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
             clip_states = torch.where(drop[:, None, None], neg.clip_states, cond.clip_states)
             x0 = torch.randn(x1.shape, generator=g)
             t = sample_training_t(cfg.dit_batch, g, cfg.dit_t_sampling)
-            loss = flow_matching_loss(lambda xt, tt, s=llm_states, m=llm_mask, c=clip_states: dit(xt, tt, s, m, c), x0, x1, t)
+            loss = flow_matching_loss(lambda xt, tt, s=llm_states, m=llm_mask, c=clip_states: dit(xt, tt, s, m, c), x0, x1, t,
+                                      weight=cell_weight[idx])
             _step(loss, dit, opt, sched)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")

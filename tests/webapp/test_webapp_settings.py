@@ -73,3 +73,10 @@ def test_unreachable_database_fails_with_a_clear_message():
 def test_no_missing_migrations():
     result = run_manage(["makemigrations", "--check", "--dry-run"], PROD_ENV, "webapp.settings.test")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_pages_name_an_icon_and_favicon_ico_leads_to_it(client):
+    res = client.get("/favicon.ico")
+    assert res.status_code == 301 and res["Location"].endswith("annotation/favicon.svg")
+    assert 'rel="icon" type="image/svg+xml"' in client.get("/accounts/login/").content.decode()
