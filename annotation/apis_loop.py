@@ -186,7 +186,8 @@ class CheckpointEvaluateApi(_ResearcherApi):
         name = serializers.CharField(max_length=128)
         seeds_per_prompt = serializers.IntegerField(min_value=1, max_value=16, required=False, default=2)
         sample_size = serializers.IntegerField(min_value=0, required=False, default=0)
-        annotators_per_group = serializers.IntegerField(min_value=1, max_value=20, required=False, default=3)
+        # default: 3, or fewer when fewer annotators can judge now
+        annotators_per_group = serializers.IntegerField(min_value=1, max_value=20, required=False)
 
         class Meta:
             ref_name = "LoopEvaluateInput"

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotation.models import Checkpoint, Round
+from annotation.selectors.round_preview import default_annotators_per_group
 from annotation.services import candidates, dispatch
 from annotation.services.rounds import prompts_select, round_create
 
@@ -15,7 +16,9 @@ ERR_AVERAGE_COUNT = "Pick at least two checkpoints to average."
 ERR_AVERAGE_PRESETS = "Checkpoints to average must share one preset; got {presets}."
 ERR_NAME_TAKEN = "A checkpoint named {name!r} already exists."
 ERR_NO_REFERENCE = "Checkpoint {name!r} has no reference or parent to evaluate against."
-ERR_NO_HELD_OUT = "No active held-out prompt: mark some prompts 'held out' (admin) for evaluation rounds."
+ERR_NO_HELD_OUT = ("No active held-out prompt: evaluation rounds judge prompts kept out of training; mark some "
+                   "'held out' on the prompt pool page (/research/prompts/, the bulk action) or import them as held "
+                   "out.")
 
 
 def checkpoint_register(*, name: str, uri: str, preset: str, kind: str, parent: Checkpoint | None = None,
@@ -65,8 +68,9 @@ def checkpoint_average_create(*, checkpoint_ids: list[int], name: str, actor=Non
 
 
 def evaluation_round_create(*, checkpoint: Checkpoint, name: str, seeds_per_prompt: int = 2, sample_size: int = 0,
-                            annotators_per_group: int = 3, actor=None) -> Round:
-    """Policy vs its reference (or parent) on the held-out prompts, same seeds = same initial noise for both."""
+                            annotators_per_group: int | None = None, actor=None) -> Round:
+    """Policy vs its reference (or parent) on the held-out prompts, same seeds = same initial noise for both. k
+    annotators per group defaults to 3, or fewer when fewer annotators can judge now (else no group completes)."""
     reference = checkpoint.reference or checkpoint.parent
     if reference is None:
         raise ValidationError(ERR_NO_REFERENCE.format(name=checkpoint.name))
@@ -75,4 +79,5 @@ def evaluation_round_create(*, checkpoint: Checkpoint, name: str, seeds_per_prom
         raise ValidationError(ERR_NO_HELD_OUT)
     return round_create(name=name, kind=Round.Kind.EVALUATION, policy_checkpoint=checkpoint, reference_checkpoint=reference,
                         prompt_ids=prompt_ids, seeds_per_prompt=seeds_per_prompt, base_seed=2_000_000,
-                        annotators_per_group=annotators_per_group, actor=actor, launch=True)
+                        annotators_per_group=annotators_per_group or default_annotators_per_group(), actor=actor,
+                        launch=True)

@@ -155,6 +155,25 @@ def test_average_and_evaluate_refuse_bad_requests_with_messages(client, research
     assert not Round.objects.exists()
 
 
+def test_the_demo_pool_has_held_out_prompts_and_an_evaluation_round_fits_the_annotators(checkpoint, monkeypatch,
+                                                                                         sent_tasks):
+    """``seed_demo`` imports held-out world prompts (combinations the tiny-world model never trained on), so a
+    checkpoint can be evaluated out of the box; k defaults to 3, or to the annotators there are (the demo's 2)."""
+    from django.core.management import call_command
+
+    from annotation.services import checkpoints as ck
+    from model.world import grammar
+
+    call_command("seed_demo", no_round=True, stdout=open("/dev/null", "w"))  # noqa: SIM115
+    held = list(Prompt.objects.filter(is_held_out=True).values_list("text", flat=True))
+    assert len(held) == 4 and all(grammar.is_held_out(grammar.parse(t)) for t in held)
+    assert not Prompt.objects.filter(is_held_out=True, tags__contains=["demo"]).exists()  # not in the demo round
+    monkeypatch.setattr("annotation.services.candidates.checkpoint_validate", lambda checkpoint: None)
+    child = Checkpoint.objects.create(name="child", uri=checkpoint.uri, preset="tiny", parent=checkpoint, kind="dpo")
+    rnd = ck.evaluation_round_create(checkpoint=child, name="eval-child")
+    assert rnd.kind == Round.Kind.EVALUATION and rnd.annotators_per_group == 2  # annotator, annotator2
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_checkpoint_average_job_on_a_real_worker(start_worker, tmp_path):

@@ -266,3 +266,29 @@ def test_an_interrupted_recipe_leaves_the_folder_as_it_was(tmp_path, monkeypatch
     recipe = json.loads((root / "model_index.json").read_text())["_stepvideo_world"]["recipe"]
     assert recipe["dit_steps"] == 2
     assert (root / "transformer" / "config.json").is_file() and (root / "vae" / "vae_v2.safetensors").is_file()
+
+
+def test_object_cell_weights_pick_the_cells_an_object_occupies():
+    """The flow-loss weights of ``--dit-object-weight``: on the committed VAE's latents of a clip, the cells of its
+    moving object (where the rendered object is) get the weight and the background 1, normalised to mean 1."""
+    import numpy as np
+    import torch
+
+    from model.checkpoint import load_vae, read_vae_config
+    from model.world.render import render
+    from model.world.train import _video_tensor, object_cell_weights
+
+    root = default_root()
+    vae = load_vae(root, read_vae_config(root)).eval()
+    clip = render("a big red square moving right on a white background", seed=3)
+    with torch.no_grad():
+        latents = vae.encode_moments(_video_tensor(clip[None]), chunks_per_batch=None)[0].float()  # (1, 3, 8, 4, 4)
+    assert torch.equal(object_cell_weights(latents, 1.0), torch.ones(1, 3, 1, 4, 4))
+    w = object_cell_weights(latents, 5.0)[0, :, 0]  # (3, 4, 4)
+    assert abs(float(w.mean()) - 1.0) < 1e-5 and float(w.max()) / float(w.min()) == pytest.approx(5.0)
+    heavy = w > w.min()
+    assert 0 < int(heavy.sum()) <= 12  # a few of the 48 cells
+    # the heavy cells of the last latent frame cover where the object is in the clip's last frames (16 px cells)
+    mask = (np.abs(clip[-8:].astype(int) - 255).sum(-1) > 60).any(0)  # (64, 64) object pixels
+    cells = mask.reshape(4, 16, 4, 16).any(axis=(1, 3))
+    assert bool((heavy[-1].numpy() & cells).any())

@@ -39,9 +39,13 @@ class Command(BaseCommand):
         reference_data_ensure()
         accounts = demo_accounts_ensure()
         prompt_set, _ = PromptSet.objects.get_or_create(name="demo", defaults={"guidelines_md": GUIDELINES})
-        data = (Path(__file__).resolve().parents[2] / "fixtures" / "demo_prompts.jsonl").read_bytes()
-        report = prompts_import(data=data, fmt="jsonl", prompt_set=prompt_set)
-        self.stdout.write(f"prompt pool: {report.created} new, {report.duplicates} already there")
+        fixtures = Path(__file__).resolve().parents[2] / "fixtures"
+        report = prompts_import(data=(fixtures / "demo_prompts.jsonl").read_bytes(), fmt="jsonl", prompt_set=prompt_set)
+        # held-out prompts (combinations the tiny-world model never trained on): what evaluation rounds judge
+        held = prompts_import(data=(fixtures / "demo_prompts_held_out.jsonl").read_bytes(), fmt="jsonl",
+                              prompt_set=prompt_set, held_out=True)
+        self.stdout.write(f"prompt pool: {report.created + held.created} new ({held.created} held out for "
+                          f"evaluation rounds), {report.duplicates + held.duplicates} already there")
         if not no_round:
             self._demo_round()
         self.stdout.write(self.style.SUCCESS("Demo accounts (username / password):"))
