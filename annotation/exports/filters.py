@@ -74,6 +74,8 @@ class ExportFilter:
         parts = []
         if self.rounds:
             parts.append("rounds " + ", ".join(map(str, self.rounds)))
+        elif not self.include_evaluation:
+            parts.append("every round except evaluation rounds")
         if self.min_agreement is not None:
             parts.append(f"agreement >= {self.min_agreement:g}")
         if self.min_annotators is not None:
@@ -85,12 +87,12 @@ class ExportFilter:
         if self.weighting:
             parts.append(f"weight = {self.weighting}")
         if self.include_evaluation:
-            parts.append("with evaluation rounds")
+            parts.append("every round, evaluation rounds included" if not self.rounds else "with evaluation rounds")
         if self.media == "bundle":
             parts.append("videos bundled")
         elif self.media == "links":
             parts.append(f"video links valid {self.media_ttl_s} s")
-        return "; ".join(parts) or "everything except evaluation rounds"
+        return "; ".join(parts)
 
 
 def _as_list(value) -> list:

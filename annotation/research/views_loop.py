@@ -388,8 +388,10 @@ def _curve_charts(runs: list[tuple[int, str]], curves: dict[int, list[tuple[int,
 
 
 def _rounded_values(values: dict) -> list[tuple[str, object]]:
+    """A step's metrics for the last-values table: numbers rounded, unset ones (e.g. ``round`` outside a round's
+    data) left out."""
     return [(k, charts.rounded(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
-            for k, v in values.items()]
+            for k, v in values.items() if v is not None]
 
 
 @researcher_required

@@ -67,3 +67,13 @@ def test_pages_warn_and_the_dpo_form_keeps_every_choice(client, loop, checkpoint
     assert 'name="min_agreement" type="number" min="0" max="1" step="0.05" value="0.5"' in page
     exports_form = client.get("/research/exports/").content.decode()
     assert 'name="include_evaluation"' in exports_form
+    # an export's filter reads the same in people's words on the list and its own page, queued or finished
+    from annotation.services.exports import export_create, export_run
+
+    queued = export_create(format="videoalign", filter={"min_agreement": 0.5}, actor=None, enqueue=False)
+    for page in (client.get("/research/exports/"), client.get(f"/research/exports/{queued.pk}/")):
+        assert "every round except evaluation rounds; agreement &gt;= 0.5" in page.content.decode()
+        assert "{&#x27;min_agreement&#x27;" not in page.content.decode()
+    export_run(export_id=queued.pk)
+    assert "Filter: every round except evaluation rounds; agreement &gt;= 0.5" in client.get(
+        f"/research/exports/{queued.pk}/").content.decode()

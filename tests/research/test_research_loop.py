@@ -124,7 +124,7 @@ def test_dpo_run_reference_choice_is_validated(researcher, checkpoint):
 def test_dpo_run_page_draws_curves_and_lineage(client, researcher, checkpoint):
     run = DPORun.objects.create(name="run-1", init_checkpoint=checkpoint, reference_checkpoint=checkpoint, progress_total=3)
     for step, loss in enumerate([0.693, 0.65, 0.61], start=1):
-        assert dpo_runs.dpo_run_record_metrics(run_id=run.id, metrics={"step": step, "loss": loss, "rewards/accuracies": 0.5 + step / 10}) is False
+        assert dpo_runs.dpo_run_record_metrics(run_id=run.id, metrics={"step": step, "loss": loss, "rewards/accuracies": 0.5 + step / 10, "round": None}) is False
     assert DPOMetric.objects.filter(run=run).count() == 3
     run = dpo_runs.dpo_run_finish(run_id=run.id, status=DPORun.Status.DONE, output_uri="file:///nonexistent/run-1/final", summary={"loss": 0.61})
     assert run.output_checkpoint.parent == checkpoint and run.output_checkpoint.reference == checkpoint
@@ -134,6 +134,7 @@ def test_dpo_run_page_draws_curves_and_lineage(client, researcher, checkpoint):
     assert curves["kind"] == "line" and curves["x_label"] == "step" and curves["y_label"] == "loss"
     assert curves["series"] == [{"name": "run-1", "points": [[1.0, 0.693], [2.0, 0.65], [3.0, 0.61]]}]
     assert re.search(r"<td>loss</td><td>0\.61</td>", page)  # the last value, rounded for people
+    assert "<td>round</td>" not in page  # an unset value is left out, not shown as None
     lineage = client.get(f"/research/checkpoints/{run.output_checkpoint.id}/").content.decode()
     assert "run-1" in lineage and "base" in lineage
     # cancel of a finished run is refused with a message
