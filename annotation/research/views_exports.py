@@ -139,13 +139,17 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
                                         round_ids=rounds or None)
     for r in board["checkpoints"]:
         r["reward_mean"], r["reward_n"] = reward["means"].get(r["checkpoint_id"], (None, 0))
+    categories = list(category_choices())
+    names = dict(categories)
+    for c in board["categories"]:  # the category's name for people, its slug in the board's JSON
+        c["name"] = names.get(c["category"], c["category"] or "uncategorised")
     context = {
         "reward_run": reward["run"],
         "board": board,
         "chart": strength_chart(board["checkpoints"]),
         "matrix_rows": list(zip(matrix["names"], matrix["rates"], matrix["games"], strict=True)),
         "all_rounds": round_choices(),
-        "categories": category_choices(),
+        "categories": categories,
         "selected_rounds": rounds,
         "selected_category": category,
         "warnings": leaderboard_warnings(board),  # few prompts, mostly ties: say so before anyone acts on it

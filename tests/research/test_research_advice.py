@@ -28,6 +28,11 @@ def test_leaderboard_warns_on_few_prompts_and_many_ties(client):
     client.force_login(loop.researcher)
     page = client.get("/research/leaderboard/").content.decode()
     assert "Only 4 prompts" in page and 'hx-push-url="true"' in page
+    per_category = page.split("Per category")[1]
+    from annotation.models import Prompt
+
+    category = Prompt.objects.select_related("category").first().category
+    assert f"<td>{category.name}</td>" in per_category and f"<td>{category.slug}</td>" not in per_category
     board = {"checkpoints": [{"name": "a"}], "prompts": 50, "tie_share": MAX_TIE_SHARE + 0.36}
     (warning,) = leaderboard_warnings(board)
     assert "86% of the comparisons are ties" in warning
