@@ -98,6 +98,8 @@ def test_preview_is_live_in_the_browser(page, live_server):
     page.context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME,
                                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
                                "url": live_server.url}])
+    previews: list[str] = []
+    page.on("request", lambda r: previews.append(r.url) if "/rounds/new/preview/" in r.url else None)
     page.goto(f"{live_server.url}/research/rounds/new/")
     assert "5 prompts × 4 seeds = 20 videos" in page.inner_text("#round-preview")
     page.fill("input[name=search]", "boat")
@@ -105,3 +107,4 @@ def test_preview_is_live_in_the_browser(page, live_server):
     page.fill("input[name=seeds_per_prompt]", "3")
     page.dispatch_event("input[name=seeds_per_prompt]", "change")
     page.wait_for_function("() => document.querySelector('#round-preview').textContent.includes('= 6 videos')")
+    assert previews and not any("csrfmiddlewaretoken" in u for u in previews)  # the token stays out of URLs and logs
