@@ -67,7 +67,7 @@ def research_home(request: HttpRequest) -> HttpResponse:
 def _import_limits() -> dict:
     from django.conf import settings
 
-    return {"async_mb": f"{settings.PROMPT_IMPORT_ASYNC_BYTES / 1e6:g}", "max_mb": f"{settings.PROMPT_IMPORT_MAX_BYTES / 1e6:g}"}
+    return {"async_mb": f"{settings.PROMPT_IMPORT_ASYNC_BYTES / 2**20:.3g}", "max_mb": f"{settings.PROMPT_IMPORT_MAX_BYTES / 2**20:.3g}"}
 
 
 def _prompt_import_job_start(request: HttpRequest, upload, fmt: str) -> HttpResponse:
@@ -124,7 +124,8 @@ def prompt_import(request: HttpRequest) -> HttpResponse:
                 if report.ok and not request.POST.get("dry_run"):
                     messages.success(request, f"Imported {report.created} prompts ({report.duplicates} already in the pool).")
                 elif not report.ok:
-                    messages.error(request, f"Nothing imported: {len(report.rejected)} rows rejected.")
+                    messages.error(request, f"Nothing imported: {len(report.rejected)} "
+                                            f"row{'' if len(report.rejected) == 1 else 's'} rejected.")
                 else:
                     messages.info(request, f"Valid, nothing imported (dry run): {report.would_create} new prompts, "
                                            f"{report.duplicates} already in the pool.")

@@ -63,7 +63,7 @@ def test_big_upload_is_stored_queued_and_imported_in_batches(researcher_client, 
     assert job.report["rejected"] == [{"line": 42, "error": "duplicate of line 4 in this file"}]
     assert job.report["total"] == 41 and not Prompt.objects.exists()  # all or nothing
     page = researcher_client.get(f"/research/prompts/import/{job.pk}/").content.decode()
-    assert "Nothing imported: 1 rows rejected" in page and "<td>42</td>" in page
+    assert "Nothing imported: 1 row rejected" in page and "<td>42</td>" in page
 
     job = queued_job(upload(researcher_client, txt(40)))
     prompt_import_run(import_id=job.pk)
