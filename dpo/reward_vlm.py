@@ -176,6 +176,7 @@ def load_vlm(root: str | Path) -> tuple[nn.Module, Any]:
     try:
         config = cls.config_class.from_pretrained(str(root), local_files_only=True)
         model, info = cls.from_pretrained(str(root), config=config, local_files_only=True, output_loading_info=True,
+                                          use_safetensors=True,  # never a pickle (.bin) beside it
                                           ignore_mismatched_sizes=True, dtype=torch.float32)
     except Exception as exc:  # noqa: BLE001 (transformers and safetensors raise many types for a damaged folder)
         raise VLMLoadError(f"{root} does not load ({config_path.name}, {weights[0].name}): "

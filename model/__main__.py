@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                        "background) than its caption says (default 0)")
     world.add_argument("--seeds-per-prompt", type=int, default=None,
                        help="rendered training clips per training prompt of the DiT stage (default 2)")
+    world.add_argument("--dit-rope-theta", type=float, default=None,
+                       help="the DiT's RoPE base (default 10000, the released model's)")
     world.add_argument("--dit-object-weight", type=float, default=None,
                        help="flow-loss weight of the latent cells objects occupy (default 1: every cell alike)")
     enc = sub.add_parser("encode-text", help="write one prompt's text-encoder outputs in the stored format")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
         given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers,
                  "caption_noise": args.caption_noise, "seeds_per_prompt": args.seeds_per_prompt,
-                 "dit_object_weight": args.dit_object_weight}
+                 "dit_object_weight": args.dit_object_weight, "dit_rope_theta": args.dit_rope_theta}
         extra = {k: v for k, v in given.items() if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)
         try:

@@ -69,6 +69,7 @@ class WorldTrainConfig:
     dit_lr: float = 1e-3
     dit_t_sampling: str = "uniform"  # training t density (model.flow.sample_training_t)
     cfg_dropout: float = 0.1
+    dit_rope_theta: float = 10000.0  # the DiT's RoPE base (the released model's 10000); positions here span 3 x 4 x 4
     dit_object_weight: float = 1.0  # flow-loss weight of the latent cells an object occupies (1: every cell alike;
     # the objects fill a few of a clip's 48 cells, so the plain loss is mostly the background's)
     caption_noise: float = 0.0  # share of training clips whose rendered value of each ``noisy_attributes`` is another
@@ -340,7 +341,7 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
         t2 = time.time()
         g, _ = stage_seed(3)
         dit_cfg = dataclasses.replace(preset.dit, in_channels=vae_cfg.z_channels, out_channels=vae_cfg.z_channels,
-                                      num_layers=cfg.dit_layers)
+                                      num_layers=cfg.dit_layers, rope_theta=cfg.dit_rope_theta)
         dit = StepVideoDiT(dit_cfg)
         dit.init_weights(zero_out=True)
         opt = torch.optim.AdamW(dit.parameters(), lr=cfg.dit_lr, weight_decay=0.0)
