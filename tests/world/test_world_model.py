@@ -216,9 +216,11 @@ def test_the_dit_depth_is_a_recipe_setting_the_loader_reads_back(tmp_path):
 
     out = tmp_path / "deep"
     train_tiny_world(out, WorldTrainConfig(vae_from=str(default_root()), train_prompts=2, seeds_per_prompt=1,
-                                           dit_steps=1, dit_batch=2, dit_layers=3, threads=1), progress=False, log=None)
+                                           dit_steps=1, dit_batch=2, dit_layers=3, threads=1, dit_rope_theta=100.0,
+                                           dit_object_weight=4.0), progress=False, log=None)
     dit = load_dit(out)
     assert dit.cfg.num_layers == 3 and len(dit.transformer_blocks) == 3
+    assert dit.cfg.rope_theta == 100.0  # the RoPE base too is stored in transformer/config.json and read back
 
 
 def test_the_dit_stage_trains_on_the_mislabelled_clips(tmp_path):
