@@ -90,6 +90,14 @@ def test_api_create_status_and_leaderboard(researcher_client, loop, sent_tasks, 
     assert schema.status_code == 200 and b"research_leaderboard" in schema.content
 
 
+def test_an_empty_leaderboard_says_why_instead_of_an_empty_chart(client):
+    from annotation.services.accounts import user_create
+
+    client.force_login(user_create(username="res-empty", password="pw-research-1", roles=["researcher"]))
+    html = client.get(reverse("research-leaderboard")).content.decode()
+    assert 'id="leaderboard-empty"' in html and 'id="chart-strengths"' not in html
+
+
 def test_leaderboard_page(researcher_client, loop):
     page = researcher_client.get(reverse("research-leaderboard"))
     assert page.status_code == 200
