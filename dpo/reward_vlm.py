@@ -168,6 +168,8 @@ def load_vlm(root: str | Path) -> tuple[nn.Module, Any]:
     weights = [p for p in (root / "model.safetensors", root / "model.safetensors.index.json") if p.is_file()]
     if not weights:
         raise VLMLoadError(f"{root / 'model.safetensors'} (or model.safetensors.index.json) is missing")
+    if weights[0].name.endswith(".index.json"):
+        _check_shards(weights[0])
     if not any(all((root / f).is_file() for f in files) for files in TOKENIZER_FILES):
         raise VLMLoadError(f"{root}: the tokenizer files are missing (tokenizer.json, or vocab.json and merges.txt)")
     missing_ids = [name for name in SPECIAL_IDS if not isinstance(raw.get(name), int)]
@@ -200,6 +202,22 @@ def load_vlm(root: str | Path) -> tuple[nn.Module, Any]:
     if outside:
         raise VLMLoadError(f"{config_path}: {', '.join(outside)} outside the model's vocabulary of {vocab}")
     return model, tokenizer
+
+
+def _check_shards(index: Path) -> None:
+    """A sharded folder's index must name only .safetensors files beside it: never a pickle (.bin) that
+    transformers would hand to torch.load, never a path out of the folder."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise VLMLoadError(f"{index} is not a safetensors index (a JSON object with a weight_map): {exc}") from exc
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise VLMLoadError(f"{index}: weight_map must be a non-empty JSON object")
+    bad = sorted({str(f) for f in weight_map.values()
+                  if not (isinstance(f, str) and f.endswith(".safetensors") and "/" not in f and "\\" not in f
+                          and f not in (".", ".."))})
+    if bad:
+        raise VLMLoadError(f"{index}: shards must be .safetensors files in the folder, got {', '.join(bad[:5])}")
 
 
 def _mismatched(info: dict) -> list[tuple[str, tuple, tuple]]:

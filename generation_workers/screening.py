@@ -2,7 +2,8 @@
 
 Flags (stored on ``Candidate.screening_flags``; the numbers on ``Candidate.screening_metrics``):
 - ``black``: most frames are near-black (mean luma under ``black_luma`` and nothing in them brighter than
-  ``black_peak_luma``: the 99th percentile of their luma; a small bright object on a black background is content);
+  ``black_peak_luma``: the 99th percentile of their luma after a 3x3 median filter; a small lit object on a black
+  background is content, scattered hot pixels and dim noise are not);
 - ``uniform``: most frames are near-uniform (per-frame luma standard deviation under ``uniform_std``);
 - ``static``: almost no motion (mean absolute difference between consecutive frames under ``static_diff``);
 - ``decode_failed`` / ``encode_failed``: the VAE output or the encoded file is unusable (NaN, wrong shape, an MP4 that
@@ -28,7 +29,7 @@ FLAGS = (BLACK, UNIFORM, STATIC, DECODE_FAILED, ENCODE_FAILED)
 @dataclass(frozen=True)
 class ScreeningThresholds:
     black_luma: float = 16.0  # mean luma below this ...
-    black_peak_luma: float = 12.0  # ... and a 99th-percentile luma below this (nothing lit in it): a near-black frame
+    black_peak_luma: float = 20.0  # ... and a 99th percentile below this (3x3 median-filtered: nothing lit): near-black
     uniform_std: float = 4.0  # luma std below this: a near-uniform frame
     bad_frame_fraction: float = 0.5  # flag black/uniform when at least this fraction of frames is
     static_diff: float = 1.0  # mean |frame[t+1] - frame[t]| below this: no motion
@@ -48,6 +49,17 @@ def _luma(frames: np.ndarray) -> np.ndarray:
     return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
 
 
+def _peak_luma(luma: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """(T, H, W) luma -> (T,) the 99th percentile of each frame after a 3x3 median filter (on a copy subsampled to
+    at most ``max_side`` pixels a side): a lit object of a few pixels across counts, scattered hot pixels and
+    pixel noise do not."""
+    from scipy.ndimage import median_filter
+
+    step = max(1, -(-max(luma.shape[1:]) // max_side))
+    small = luma[:, ::step, ::step]
+    return np.percentile(median_filter(small, size=(1, 3, 3)).reshape(len(small), -1), 99, axis=1)
+
+
 def screen_frames(frames: np.ndarray, thresholds: ScreeningThresholds | None = None) -> tuple[list[str], dict]:
     """Flags and metrics for uint8 frames (T, H, W, 3). Metrics are plain floats (JSON)."""
     th = thresholds or ScreeningThresholds()
@@ -63,7 +75,7 @@ def screen_frames(frames: np.ndarray, thresholds: ScreeningThresholds | None = N
         motion_max = float(diffs.max())
     else:
         motion = motion_max = 0.0
-    peak_luma = np.percentile(luma.reshape(len(luma), -1), 99, axis=1)  # (T,): the frame's brightest 1%
+    peak_luma = _peak_luma(luma)  # (T,): the frame's brightest 1%, isolated hot pixels left out
     black_fraction = float(((mean_luma < th.black_luma) & (peak_luma < th.black_peak_luma)).mean())
     uniform_fraction = float((std_luma < th.uniform_std).mean())
     metrics = {

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,29 @@ def is_s3(uri: str) -> bool:
     return str(uri).strip().startswith("s3://")
 
 
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]{0,254}")  # bucket names (S3's, and the looser ones of S3-compatible stores)
+
+
 def split_s3(uri: str) -> tuple[str, str]:
-    """A model root ``s3://bucket/some/prefix/`` -> ``("bucket", "some/prefix")`` (the prefix may be empty)."""
-    parsed = urlparse(str(uri).strip())
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"malformed S3 URI (want s3://bucket/prefix): {uri}")
+    """A model root ``s3://bucket/some/prefix/`` -> ``("bucket", "some/prefix")`` (the prefix may be empty).
+
+    Raises ValueError for anything else: no bucket, a bucket that is not a bucket name, a ``.`` or ``..`` segment,
+    or control characters (the prefix becomes a folder of the model cache: it must stay inside it)."""
+    text = str(uri).strip()
+    parsed = urlparse(text)  # (which silently drops tabs and newlines: checked on the text itself)
+    if any(ord(c) < 32 or c == "\x7f" for c in text) or parsed.scheme != "s3" or not _BUCKET.fullmatch(parsed.netloc or "") or not _safe_relative(parsed.path.strip("/")):
+        raise ValueError(f"malformed S3 URI (want s3://bucket/prefix, no '.' or '..' segments): {text[:200]!r}")
     return parsed.netloc, parsed.path.strip("/")
+
+
+def _safe_relative(rel: str) -> bool:
+    """A relative key path that stays where it is put: no ``.``/``..``/empty inner segments, no control characters,
+    not absolute."""
+    if rel == "":
+        return True
+    if rel.startswith("/") or any(ord(c) < 32 or c == "\x7f" or c == "\\" for c in rel):
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 def local_path(uri: str) -> Path:
@@ -110,6 +128,9 @@ def s3_objects(uri: str, *, client=None) -> list[dict[str, Any]]:
         for obj in page.get("Contents", []):
             rel = obj["Key"][len(prefix) + 1 :] if prefix else obj["Key"]
             if rel and not rel.endswith("/"):
+                if not _safe_relative(rel):  # a key that would be written outside the root's cache folder
+                    raise ValueError(f"{uri}: object key {obj['Key'][:200]!r} has a '.', '..' or empty segment or "
+                                     "control characters: refusing to download it")
                 objects.append({"key": obj["Key"], "rel": rel, "size": obj["Size"], "etag": obj.get("ETag", "")})
     return objects
 
@@ -174,8 +195,11 @@ def resolve_root(uri: str, *, cache_dir: Path, client=None) -> Path:
             return local
         logger.info("downloading model root %s (%d files, %.1f MB) to %s", uri, len(objects),
                     sum(o["size"] for o in objects) / 1e6, local)
+        inside = local.resolve()
         for obj in objects:
             dest = local / obj["rel"]
+            if not dest.resolve().is_relative_to(inside):  # belt and braces: split_s3 / s3_objects already refuse it
+                raise ValueError(f"{uri}: object {obj['key'][:200]!r} would be written outside {local}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(dest.name + ".part")
             client.download_file(bucket, obj["key"], str(tmp))

@@ -17,7 +17,12 @@ from annotation.models import Checkpoint, RewardRun
 from annotation.permissions import researcher_required
 from annotation.research.views_loop import FormErrors, action_view
 from annotation.selectors.research import checkpoint_list, reward_run_curve, reward_run_get, rounds_for_reward_runs
-from annotation.services.reward_runs import reward_run_cancel, reward_run_create, reward_scores_request
+from annotation.services.reward_runs import (
+    ERR_BACKBONE,
+    reward_run_cancel,
+    reward_run_create,
+    reward_scores_request,
+)
 from annotation.services.selection import round_release_held, round_select_for_labels
 from dpo.reward_config import ASPECT_NAMES, ASPECTS
 
@@ -35,9 +40,11 @@ def reward_run_new(request: HttpRequest) -> HttpResponse:
         problems = FormErrors(form, REWARD_LABELS)
         backbone = form.get("backbone", RewardRun.Backbone.LATENT)
         vlm = backbone == RewardRun.Backbone.VLM
+        if backbone not in RewardRun.Backbone.values:
+            problems.add("backbone", ERR_BACKBONE.format(backbone=backbone[:40]))
         init_id = form.get("init_checkpoint", "")
         init = Checkpoint.objects.filter(id=int(init_id)).first() if is_int(init_id) else None
-        if init is None and not vlm:
+        if init is None and backbone == RewardRun.Backbone.LATENT:
             problems.add("init_checkpoint", "choose the checkpoint whose DiT gives the features")
         aspects = [a for a in form.getlist("aspects") if a in ASPECTS]
         if not aspects:

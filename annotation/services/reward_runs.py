@@ -36,9 +36,11 @@ ERR_NO_VIDEO_PAIRS = "No usable preference pairs in rounds {rounds} (a VLM rewar
 ERR_BACKBONE = "Unknown backbone {backbone!r}: latent or vlm."
 ERR_NO_CHECKPOINT = "A latent reward model needs the checkpoint whose DiT gives the features."
 ERR_NO_VLM_ROOT = "A VLM reward model needs the folder of the video language model (a path or an s3:// URI)."
-ERR_VLM_ROOT_MISSING = "VLM folder {root} not found on this server (give an s3:// URI when the workers run elsewhere)."
-ERR_VLM_ROOT_FILE = "{path} is missing: not a Hugging Face model folder (config.json, weights and tokenizer files)."
-ERR_VLM_ROOT_SCHEME = "VLM folder {root!r}: give a local path or an s3:// URI."
+ERR_VLM_ROOT_MISSING = ("VLM folder {root}: no model folder with a config.json there on this server (a Hugging Face "
+                        "folder: config.json, weights, tokenizer; give an s3:// URI when the workers run elsewhere).")
+ERR_VLM_ROOT_SCHEME = ("VLM folder {root!r}: give a local path or an s3://bucket/prefix URI (no '.' or '..' "
+                       "segments).")
+ERR_VLM_ROOT_TEXT = "VLM folder: at most 1024 characters, without control characters (tabs, newlines)."
 ERR_NOT_CANCELLABLE = "Reward run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NOT_DONE = "Reward run {name!r} is {status}: only a finished run can score candidates."
 ERR_NOTHING_TO_SCORE = ("Round {round!r} has no ready candidate this reward model can score (a latent model needs "
@@ -53,22 +55,31 @@ def aspect_pair_counts(*, pairs) -> dict[str, int]:
 
 
 def vlm_root_problem(root: str) -> str:
-    """Why a VLM folder cannot be used ("" when it can): an s3:// URI is taken as given (the worker downloads and
-    checks it); a local path must be a folder with config.json. The worker names any missing weights or keys."""
+    """Why a VLM folder cannot be used ("" when it can): at most 1,024 characters without control characters; an
+    ``s3://bucket/prefix`` URI is checked for its form only (the worker downloads it and names what is missing); a
+    local path must be a folder with config.json (one message whether the path is missing or is not a model
+    folder, so the form does not tell which server paths exist)."""
     from pathlib import Path
+
+    from model.layout import split_s3
 
     if not root:
         return ERR_NO_VLM_ROOT
+    if len(root) > RewardRun._meta.get_field("vlm_root").max_length or any(ord(c) < 32 for c in root):
+        return ERR_VLM_ROOT_TEXT
     if root.startswith("s3://"):
-        return "" if len(root) > len("s3://") else ERR_VLM_ROOT_SCHEME.format(root=root)
+        try:
+            split_s3(root)
+        except ValueError:
+            return ERR_VLM_ROOT_SCHEME.format(root=root)
+        return ""
     if "://" in root:
         return ERR_VLM_ROOT_SCHEME.format(root=root)
-    path = Path(root)
-    if not path.is_dir():
-        return ERR_VLM_ROOT_MISSING.format(root=root)
-    if not (path / "config.json").is_file():
-        return ERR_VLM_ROOT_FILE.format(path=path / "config.json")
-    return ""
+    try:
+        found = (Path(root) / "config.json").is_file()
+    except OSError:  # a name the filesystem refuses (too long a component)
+        found = False
+    return "" if found else ERR_VLM_ROOT_MISSING.format(root=root)
 
 
 def _reward_config(backbone: str, aspects: list[str] | None, overrides: dict | None):

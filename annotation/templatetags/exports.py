@@ -15,10 +15,14 @@ def filter_words(export) -> str:
     that no longer parses is shown as its JSON."""
     from annotation.exports.filters import ExportFilterError, filter_parse
 
-    described = (export.datasheet or {}).get("filter_description")
-    if described:  # a finished export's datasheet says it (no query per row of the list)
+    sheet = export.datasheet if isinstance(export.datasheet, dict) else {}
+    described = sheet.get("filter_description")
+    if isinstance(described, str) and described:  # a finished export's datasheet says it (no query per list row)
         return described
-    try:
-        return filter_parse(export.filter or {}, format=export.format).describe()
-    except ExportFilterError:
-        return json.dumps(export.filter, ensure_ascii=False, sort_keys=True)
+    stored = export.filter or {}
+    if isinstance(stored, dict):
+        try:
+            return filter_parse(stored, format=export.format).describe()
+        except (ExportFilterError, TypeError, ValueError, AttributeError):
+            pass
+    return json.dumps(stored, ensure_ascii=False, sort_keys=True, default=str)[:500]

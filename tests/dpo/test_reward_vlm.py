@@ -182,6 +182,13 @@ def test_a_vlm_root_that_does_not_load_names_the_file_and_the_missing_keys(tiny_
     (broken / "model.safetensors").unlink()
     with pytest.raises(V.VLMLoadError, match=r"model\.safetensors.*is missing"):
         V.load_vlm(broken)
+    # a sharded folder whose index names a pickle or a file outside the folder: refused before transformers reads it
+    index = broken / "model.safetensors.index.json"
+    for shard in ("pytorch_model.bin", "../outside.safetensors"):
+        index.write_text(json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": shard}}))
+        with pytest.raises(V.VLMLoadError, match="shards must be .safetensors files in the folder"):
+            V.load_vlm(broken)
+    index.unlink()
     state = load_file(str(tiny_vlm / "model.safetensors"))
     dropped = sorted(k for k in state if "layers.0.mlp" in k)
     save_file({k: v for k, v in state.items() if k not in dropped}, str(broken / "model.safetensors"),

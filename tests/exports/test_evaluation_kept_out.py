@@ -77,3 +77,9 @@ def test_pages_warn_and_the_dpo_form_keeps_every_choice(client, loop, checkpoint
     export_run(export_id=queued.pk)
     assert "Filter: every round except evaluation rounds; agreement &gt;= 0.5" in client.get(
         f"/research/exports/{queued.pk}/").content.decode()
+    from annotation.models import Export
+
+    Export.objects.filter(pk=queued.pk).update(filter=["<b>x</b>"], datasheet="junk")  # rows no form writes
+    for url in ("/research/exports/", f"/research/exports/{queued.pk}/"):
+        res = client.get(url)
+        assert res.status_code == 200 and "[&quot;&lt;b&gt;x&lt;/b&gt;&quot;]" in res.content.decode()

@@ -86,6 +86,16 @@ def test_a_small_lit_object_on_a_black_background_is_not_black():
     assert metrics["mean_luma"] < 16 and "black" not in flags and metrics["black_fraction"] == 0.0
     dim = np.clip(clip.astype(np.int16) // 12, 0, 255).astype(np.uint8)  # the same clip nearly unlit
     assert "black" in screening.screen_frames(dim)[0]
+    # a black clip does not escape the flag through scattered hot pixels or dim pixel noise
+    rng = np.random.default_rng(0)
+    hot = np.zeros((16, 64, 64, 3), np.uint8)
+    for t in range(16):
+        hot[t].reshape(-1, 3)[rng.choice(64 * 64, 50, replace=False)] = 255  # 1.2% of the pixels, moving
+    noise = rng.integers(0, 21, (16, 64, 64, 1)).repeat(3, -1).astype(np.uint8)
+    assert "black" in screening.screen_frames(hot)[0] and "black" in screening.screen_frames(noise)[0]
+    caption = np.zeros((16, 64, 64, 3), np.uint8)
+    caption[:, 56:62, 8:56] = 255  # a lit caption bar on black is content
+    assert "black" not in screening.screen_frames(caption)[0]
 
 
 def test_uniform_but_bright_moving_color_is_uniform_only():

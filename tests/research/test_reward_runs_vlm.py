@@ -68,9 +68,14 @@ def test_a_vlm_run_is_validated_trained_from_its_videoalign_export_and_scores_a_
     rnd, _ = vlm_round
     refusals = {
         "vlm_root": [{}, "needs the folder of the video language model"],
-        "missing": [{"vlm_root": str(tmp_path / "nowhere")}, "not found on this server"],
-        "no config": [{"vlm_root": str(tmp_path)}, "config.json is missing"],
-        "scheme": [{"vlm_root": "https://example.com/qwen"}, "give a local path or an s3:// URI"],
+        "missing": [{"vlm_root": str(tmp_path / "nowhere")}, "no model folder with a config.json there"],
+        "no config": [{"vlm_root": str(tmp_path)}, "no model folder with a config.json there"],  # the same words
+        "too long": [{"vlm_root": "/tmp/" + "a" * 300}, "no model folder with a config.json there"],
+        "longer than the field": [{"vlm_root": "a" * 5000}, "at most 1024 characters"],
+        "newline": [{"vlm_root": "s3://bucket/m\nINJECT"}, "without control characters"],
+        "scheme": [{"vlm_root": "https://example.com/qwen"}, "give a local path or an s3://bucket/prefix URI"],
+        "s3 traversal": [{"vlm_root": "s3://bucket/../../../tmp/x"}, "no '.' or '..' segments"],
+        "s3 no bucket": [{"vlm_root": "s3:///"}, "give a local path or an s3://bucket/prefix URI"],
         "overall": [{"vlm_root": str(tiny_vlm), "aspects": ["overall", "vq"]}, "has no overall column"],
         "mq": [{"vlm_root": str(tiny_vlm), "aspects": ["vq", "mq"]}, "aspect 'mq' (motion quality): 0 of 40 pairs"],
         "backbone": [{"backbone": "clip"}, "Unknown backbone 'clip'"],
@@ -135,6 +140,8 @@ def test_the_new_run_page_offers_both_backbones(client, vlm_round, tiny_vlm, sen
             "steps": "20", "frames": "4", "lora_rank": "x"}
     res = client.post("/research/reward-runs/new/", form)
     assert res.status_code == 200 and "LoRA rank: enter a whole number" in res.content.decode()
+    res = client.post("/research/reward-runs/new/", {**form, "lora_rank": "4", "backbone": "VLM"})
+    assert "Unknown backbone &#x27;VLM&#x27;" in res.content.decode()  # not taken for the latent one
     res = client.post("/research/reward-runs/new/", {**form, "lora_rank": "4"})
     body = res.content.decode()
     assert res.status_code == 200 and "needs the folder of the video language model" in body

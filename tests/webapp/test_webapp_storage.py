@@ -75,3 +75,28 @@ def test_local_signed_url_expires(client, settings, tmp_path):
     expired = storage.object_url(key="a/b.bin", ttl_s=-1)
     response = client.get(expired)
     assert response.status_code == 404 and b"expired" in response.content
+
+
+def test_an_s3_model_root_is_downloaded_only_inside_the_cache(s3_server, s3_bucket, tmp_path):
+    """A root URI or an object key with '..' segments would land outside the model cache: refused before anything
+    is written (a VLM folder or checkpoint URI is typed by a researcher; the keys come from whoever can write the
+    bucket)."""
+    import boto3
+
+    from model.layout import resolve_root, split_s3
+
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], aws_access_key_id=s3_server["access_key"],
+                          aws_secret_access_key=s3_server["secret_key"], region_name=s3_server["region_name"])
+    for uri in ("s3://b/../../../../tmp/x", "s3://../x", "s3:///", "s3://b/m\nINJECT", "s3://b b/m", "s3://b/a//c"):
+        with pytest.raises(ValueError, match="malformed S3 URI"):
+            split_s3(uri)
+    cache = tmp_path / "a" / "b" / "cache"
+    client.put_object(Bucket=s3_bucket, Key="good/config.json", Body=b"{}")
+    assert (resolve_root(f"s3://{s3_bucket}/good", cache_dir=cache, client=client) / "config.json").read_bytes() == b"{}"
+    client.put_object(Bucket=s3_bucket, Key="m/config.json", Body=b"{}")
+    client.put_object(Bucket=s3_bucket, Key="m/../../../../escaped-by-key.txt", Body=b"x")
+    with pytest.raises(ValueError, match="refusing to download it"):
+        resolve_root(f"s3://{s3_bucket}/m", cache_dir=cache, client=client)
+    with pytest.raises(ValueError, match="malformed S3 URI"):
+        resolve_root(f"s3://{s3_bucket}/../../../escaped-by-prefix", cache_dir=cache, client=client)
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["cache"]  # nothing written beside it
