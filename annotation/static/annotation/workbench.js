@@ -298,6 +298,8 @@
         wb.errorPlayback = !!$("[data-error-playback]", e.target) || /play every video/i.test(e.target.textContent);
       }
     });
+    var toast = q("#submit-error");  // a refusal sits over the videos' headers: a click puts it away
+    if (toast) toast.addEventListener("click", function () { clearError(); focusPage(); });
     form.addEventListener("change", function (e) {
       if (e.target.name && (e.target.name.indexOf("label_") === 0 || e.target.name.indexOf("rank_") === 0)) q("#outcome").value = "labelled";
       if (e.target.id === "skip-reason" && e.target.value) q("#outcome").value = "skipped";

@@ -198,6 +198,13 @@ def test_refusal_shows_over_the_videos_and_clears_when_resolved(page, live_serve
     page.wait_for_selector("#submit-error .error")
     page.select_option("#skip-reason", index=1)
     page.wait_for_function("() => document.querySelector('#submit-error').textContent.trim() === ''")
+    # a refusal that sits over the videos' headers goes away with a click, and the keys act on the page again
+    page.keyboard.press("Escape")
+    page.evaluate("document.querySelector('#skip-reason').value = ''")
+    page.keyboard.press("Enter")
+    page.click("#submit-error .error")
+    page.wait_for_function("() => document.querySelector('#submit-error').textContent.trim() === ''")
+    assert page.evaluate("document.activeElement.id").startswith(("cand-", "grid"))
 
 
 def test_still_generating_then_the_group_appears_without_reload(page, live_server, media_group):
