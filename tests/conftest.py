@@ -273,3 +273,15 @@ def browser_type_launch_args(browser_type_launch_args):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# -- a tiny random video language model ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    """A random Qwen2-VL folder (``tests.dpo.test_reward_vlm.write_tiny_vlm``), written once per session: the VLM
+    reward model's tests in dpo/ and in the app share it."""
+    from tests.dpo.test_reward_vlm import write_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny-vlm")
+    write_tiny_vlm(root)
+    return root

@@ -57,13 +57,6 @@ def write_tiny_vlm(root, kind: str = "qwen2_vl") -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-vlm")
-    write_tiny_vlm(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def videoalign(tmp_path_factory):
     """A VideoAlign CSV of world clips: on VQ the undimmed clip of each pair wins (a planted, learnable preference),
     MQ is always "same", TA is a coin flip (nothing to learn); the winner's column alternates like the export's."""

@@ -18,17 +18,9 @@ from generation_workers.video import encode_mp4
 from model.world import default_root, grammar
 from model.world.render import render
 from tests.annotation.factories import CandidateFactory, GroupFactory, PromptFactory, RoundFactory
-from tests.dpo.test_reward_vlm import write_tiny_vlm
 
 pytestmark = pytest.mark.django_db
 QUICK = {"steps": 80, "frames": 4, "lora_rank": 4, "batch": 8, "lr": 3e-3}
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-vlm")
-    write_tiny_vlm(root)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +66,7 @@ def test_a_vlm_run_is_validated_trained_from_its_videoalign_export_and_scores_a_
         "longer than the field": [{"vlm_root": "a" * 5000}, "at most 1024 characters"],
         "newline": [{"vlm_root": "s3://bucket/m\nINJECT"}, "without control characters"],
         "scheme": [{"vlm_root": "https://example.com/qwen"}, "give a local path or an s3://bucket/prefix URI"],
-        "s3 traversal": [{"vlm_root": "s3://bucket/../../../tmp/x"}, "no '.' or '..' segments"],
+        "s3 traversal": [{"vlm_root": "s3://bucket/../../../outside/x"}, "no '.' or '..' segments"],
         "s3 no bucket": [{"vlm_root": "s3:///"}, "give a local path or an s3://bucket/prefix URI"],
         "overall": [{"vlm_root": str(tiny_vlm), "aspects": ["overall", "vq"]}, "has no overall column"],
         "mq": [{"vlm_root": str(tiny_vlm), "aspects": ["vq", "mq"]}, "aspect 'mq' (motion quality): 0 of 40 pairs"],
