@@ -18,8 +18,10 @@ from annotation.agreement import label_aspects, label_segments, pair_aspects, pa
 
 
 def segment_count(*, seconds: float, segment_seconds: float) -> int:
-    """How many segments of ``segment_seconds`` cover a clip of ``seconds`` (the last one may be shorter)."""
-    return max(1, math.ceil(seconds / segment_seconds - 1e-6))
+    """How many equal segments tile a clip of ``seconds``: the count whose length is nearest ``segment_seconds``
+    (at least one). Equal segments are what the trainer assumes (``dpo.losses.segment_frame_weights``), and no
+    segment is a sliver: a 2.13 s clip in 1 s segments has 2 of 1.06 s, not a third of 0.13 s."""
+    return max(1, math.floor(seconds / segment_seconds + 0.5 + 1e-9))
 
 
 def validate_label_segments(value) -> None:
@@ -205,7 +207,17 @@ class Round(TimeStamped):
         """Segments of this round's clips (0 without segment judgments): the clip length over the segment length."""
         if not self.segment_judgments:
             return 0
-        return segment_count(seconds=self.num_frames / max(self.fps, 1), segment_seconds=self.segment_seconds)
+        return segment_count(seconds=self.clip_seconds, segment_seconds=self.segment_seconds)
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.num_frames / max(self.fps, 1)
+
+    @property
+    def segment_length(self) -> float:
+        """The length of each of the round's equal segments (s): the clip over ``segment_count``, near the asked
+        ``segment_seconds``."""
+        return self.clip_seconds / max(self.segment_count, 1)
 
     class Meta:
         constraints = [

@@ -51,7 +51,7 @@ ERR_ASPECT_LABEL = "Unknown {aspect} label {value!r} for video {video}: expected
 ERR_ASPECTS_SKIPPED = "A skipped group cannot carry per-aspect judgments."
 ERR_SEGMENTS_OFF = "This round does not collect per-segment judgments: send the overall labels only."
 ERR_SEGMENT_AFTER_END = ("Video {video}: segment {segment} would start at {start:.2f} s, after the end of the clip "
-                         "({clip:.2f} s: {count} segments of {seconds:g} s).")
+                         "({clip:.2f} s: {count} segments of {seconds:.3g} s).")
 ERR_SEGMENT_LABEL = "Unknown label {value!r} for segment {segment} of video {video}: expected preferred, neutral or non_preferred."
 ERR_SEGMENTS_SKIPPED = "A skipped group cannot carry per-segment judgments."
 ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip})."
@@ -139,8 +139,8 @@ def _validate_segments(*, assignment: Assignment, outcome: str, lab: LabelInput)
     count = round_.segment_count
     if len(lab.segments) > count:
         raise JudgmentError(ERR_SEGMENT_AFTER_END.format(
-            video=video, segment=count + 1, start=count * round_.segment_seconds, count=count,
-            clip=round_.num_frames / max(round_.fps, 1), seconds=round_.segment_seconds))
+            video=video, segment=count + 1, start=count * round_.segment_length, count=count,
+            clip=round_.clip_seconds, seconds=round_.segment_length))
     for k, value in enumerate(lab.segments, start=1):
         if value not in CandidateLabel.Label.values:
             raise JudgmentError(ERR_SEGMENT_LABEL.format(value=str(value)[:20], segment=k, video=video))

@@ -18,7 +18,13 @@ P, U, N = "preferred", "neutral", "non_preferred"
 
 def test_segment_count_and_the_pure_majority():
     assert segment_count(seconds=2.0, segment_seconds=1.0) == 2
-    assert segment_count(seconds=2.04, segment_seconds=1.0) == 3 and segment_count(seconds=0.5, segment_seconds=1) == 1
+    # equal segments, the count nearest the asked length: never a sliver at the end (a 17-frame clip at 8 fps is
+    # 2.125 s: two segments of 1.06 s, not a third of 0.125 s)
+    assert segment_count(seconds=2.04, segment_seconds=1.0) == 2 and segment_count(seconds=0.5, segment_seconds=1) == 1
+    assert segment_count(seconds=2.125, segment_seconds=1.0) == 2 and segment_count(seconds=2.6, segment_seconds=1) == 3
+    assert segment_count(seconds=0.1, segment_seconds=1.0) == 1 and segment_count(seconds=1.49, segment_seconds=1) == 1
+    world = RoundFactory.build(num_frames=17, fps=8, segment_judgments=True, segment_seconds=1.0)
+    assert (world.segment_count, world.segment_length) == (2, 1.0625)
     assert RoundFactory.build(num_frames=50, fps=25, segment_judgments=True, segment_seconds=0.5).segment_count == 4
     assert RoundFactory.build(segment_judgments=False).segment_count == 0
     a, b = 1, 2
