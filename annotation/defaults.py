@@ -27,6 +27,17 @@ FLAW_TAGS = [
     ("artifacts", "Artifacts"),
 ]
 
+# The demo's shapes world: what can go wrong in its clips (added by ``seed_demo``; the tags no shapes clip can show,
+# faces, hands and rendered text, are hidden when the demo first sets up a database)
+WORLD_FLAW_TAGS = [
+    ("wrong-colour", "Wrong colour", "The objects (or the background) are not the colour the prompt asks for."),
+    ("wrong-count", "Wrong count", "More or fewer objects than the prompt asks for."),
+    ("wrong-shape", "Wrong shape", "Not the shape the prompt asks for, or a shape that cannot be told."),
+    ("wrong-motion", "Wrong motion", "The objects move another way (or stay still) than the prompt asks for."),
+    ("broken-object", "Broken object", "An object smears, splits, melts into the background or vanishes."),
+]
+WORLD_HIDDEN_FLAW_TAGS = ("distorted-face", "distorted-hands", "text-rendering")
+
 # Role -> the model permissions (app label "annotation") its group gets.
 ROLE_PERMISSIONS = {
     "annotator": [],

@@ -8,8 +8,15 @@ from __future__ import annotations
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
-from annotation.defaults import ADMIN_EXTRA_PERMISSIONS, CATEGORIES, FLAW_TAGS, ROLE_PERMISSIONS
-from annotation.models import Category, FlawTag
+from annotation.defaults import (
+    ADMIN_EXTRA_PERMISSIONS,
+    CATEGORIES,
+    FLAW_TAGS,
+    ROLE_PERMISSIONS,
+    WORLD_FLAW_TAGS,
+    WORLD_HIDDEN_FLAW_TAGS,
+)
+from annotation.models import Category, FlawMark, FlawTag
 
 
 @transaction.atomic
@@ -31,3 +38,15 @@ def reference_data_ensure() -> None:
         Category.objects.get_or_create(slug=slug, defaults={"name": name})
     for order, (slug, name) in enumerate(FLAW_TAGS):
         FlawTag.objects.get_or_create(slug=slug, defaults={"name": name, "order": order})
+
+
+def demo_flaw_tags_ensure(*, hide_unseen: bool) -> None:
+    """The shapes world's flaw tags (wrong colour, count, shape, motion; a broken object), after the defaults. With
+    ``hide_unseen`` (the demo setting up a database) the default tags no shapes clip can show are deactivated,
+    unless a judgment already used them; an admin can turn them back on."""
+    start = len(FLAW_TAGS)
+    for order, (slug, name, description) in enumerate(WORLD_FLAW_TAGS, start=start):
+        FlawTag.objects.get_or_create(slug=slug, defaults={"name": name, "description": description, "order": order})
+    if hide_unseen:
+        FlawTag.objects.filter(slug__in=WORLD_HIDDEN_FLAW_TAGS, is_active=True).exclude(
+            pk__in=FlawMark.objects.values("tag_id")).update(is_active=False)

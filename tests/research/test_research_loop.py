@@ -169,6 +169,15 @@ def test_the_demo_pool_has_held_out_prompts_and_an_evaluation_round_fits_the_ann
     held = list(Prompt.objects.filter(is_held_out=True).values_list("text", flat=True))
     assert len(held) == 4 and all(grammar.is_held_out(grammar.parse(t)) for t in held)
     assert not Prompt.objects.filter(is_held_out=True, tags__contains=["demo"]).exists()  # not in the demo round
+    # the shapes world's flaw tags; the ones no shapes clip can show are hidden on the demo's first run only
+    from annotation.models import FlawTag
+
+    active = set(FlawTag.objects.filter(is_active=True).values_list("slug", flat=True))
+    assert {"wrong-colour", "wrong-count", "wrong-shape", "wrong-motion", "broken-object", "flicker"} <= active
+    assert not active & {"distorted-face", "distorted-hands", "text-rendering"}
+    FlawTag.objects.filter(slug="distorted-hands").update(is_active=True)  # an admin turns one back on
+    call_command("seed_demo", no_round=True, stdout=open("/dev/null", "w"))  # noqa: SIM115
+    assert FlawTag.objects.get(slug="distorted-hands").is_active and FlawTag.objects.filter(slug="wrong-count").count() == 1
     monkeypatch.setattr("annotation.services.candidates.checkpoint_validate", lambda checkpoint: None)
     child = Checkpoint.objects.create(name="child", uri=checkpoint.uri, preset="tiny", parent=checkpoint, kind="dpo")
     rnd = ck.evaluation_round_create(checkpoint=child, name="eval-child")

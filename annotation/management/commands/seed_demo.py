@@ -14,7 +14,7 @@ from annotation.management.schema import schema_ensure
 from annotation.models import PromptSet
 from annotation.services.accounts import demo_accounts_ensure
 from annotation.services.prompts import prompts_import
-from annotation.services.reference_data import reference_data_ensure
+from annotation.services.reference_data import demo_flaw_tags_ensure, reference_data_ensure
 
 GUIDELINES = """\
 ## How to judge a group
@@ -23,7 +23,8 @@ GUIDELINES = """\
 2. Mark the clips you **prefer** and the ones you do **not** prefer. Leave a clip *neutral* when it is neither.
 3. Judge, in this order: does it follow the prompt, is the motion natural, is the picture clean?
    Do not reward a clip only because it moves less.
-4. Tag visible flaws (flicker, distorted hands, morphing...) and, if you can, the moment they appear.
+4. Tag visible flaws (wrong colour, count, shape or motion, a broken object, flicker...) and, if you can,
+   the moment they appear.
 5. Use **all equally good** or **all bad** when no clip stands out; skip (with a reason) if you cannot judge.
 """
 
@@ -38,7 +39,8 @@ class Command(BaseCommand):
         schema_ensure(stdout=self.stdout)
         reference_data_ensure()
         accounts = demo_accounts_ensure()
-        prompt_set, _ = PromptSet.objects.get_or_create(name="demo", defaults={"guidelines_md": GUIDELINES})
+        prompt_set, first_run = PromptSet.objects.get_or_create(name="demo", defaults={"guidelines_md": GUIDELINES})
+        demo_flaw_tags_ensure(hide_unseen=first_run)
         fixtures = Path(__file__).resolve().parents[2] / "fixtures"
         report = prompts_import(data=(fixtures / "demo_prompts.jsonl").read_bytes(), fmt="jsonl", prompt_set=prompt_set)
         # held-out prompts (combinations the tiny-world model never trained on): what evaluation rounds judge
