@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     world.add_argument("--caption-noise", type=float, default=None,
                        help="in [0, 1): the chance that a training clip shows another colour (and, apart, another "
                        "background) than its caption says (default 0)")
+    world.add_argument("--train-prompts", type=int, default=None,
+                       help="training prompts of the DiT stage (default 300; 1500 with --dit-steps 2400 follows the "
+                       "count word twice as often, docs/world.md)")
     world.add_argument("--seeds-per-prompt", type=int, default=None,
                        help="rendered training clips per training prompt of the DiT stage (default 2)")
     world.add_argument("--dit-rope-theta", type=float, default=None,
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
         given = {"vae_from": args.vae_from, "dit_steps": args.dit_steps, "dit_layers": args.dit_layers,
                  "caption_noise": args.caption_noise, "seeds_per_prompt": args.seeds_per_prompt,
+                 "train_prompts": args.train_prompts,
                  "dit_object_weight": args.dit_object_weight, "dit_rope_theta": args.dit_rope_theta}
         extra = {k: v for k, v in given.items() if v is not None}
         cfg = (WorldTrainConfig.quick if args.quick else WorldTrainConfig)(seed=args.seed, threads=args.threads, **extra)

@@ -227,7 +227,7 @@ def train_tiny_world(out: str | Path, cfg: WorldTrainConfig | None = None, *, pr
 
     cfg = cfg or WorldTrainConfig()
     out = Path(out)
-    for name in ("dit_steps", "dit_layers", "seeds_per_prompt"):  # checked before anything is written to ``out``
+    for name in ("dit_steps", "dit_layers", "seeds_per_prompt", "train_prompts"):  # checked before writing ``out``
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not 1 <= cfg.threads <= 256:

@@ -165,6 +165,7 @@ def test_the_dit_stage_refuses_a_missing_or_its_own_vae_root_before_writing(tmp_
                    "must be a tuple of distinct names": [dict(noisy_attributes="colour"),
                                                          dict(noisy_attributes=("colour", "colour"))],
                    "seeds-per-prompt must be at least 1": [dict(seeds_per_prompt=0)],
+                   "train-prompts must be at least 1": [dict(train_prompts=0)],
                    "threads must be from 1 to 256": [dict(threads=0), dict(threads=1000)],
                    "dit-layers must be at most 48": [dict(dit_layers=49)]}
     for message, configs in bad_configs.items():
