@@ -8,8 +8,10 @@ periodic scheduler). Ctrl-C stops everything it started. A second run reuses the
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +41,56 @@ def wait_until_answering(url: str, server: subprocess.Popen, timeout_s: float = 
     return False
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def network_settings(host: str, environ: dict, names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The settings a quick start listening on ``host`` needs that the environment does not give: on a loopback
+    host nothing (the local settings: DEBUG on, this machine's names); beyond this machine DEBUG off (a debug page
+    shows the code, the settings and every URL to whoever can reach the server) unless ``DJANGO_DEBUG`` says
+    otherwise, and the allowed hosts are this machine's ``names`` (and ``host``) unless ``DJANGO_ALLOWED_HOSTS`` is
+    set. -> (environment variables to set, lines to log)."""
+    if is_loopback(host):
+        return {}, []
+    extra: dict[str, str] = {}
+    lines: list[str] = []
+    if "DJANGO_DEBUG" not in environ:
+        extra["DJANGO_DEBUG"] = "false"
+        lines.append(f"listening on {host}, beyond this machine: DEBUG off (error pages would show code and "
+                     "settings to anyone who can reach it; DJANGO_DEBUG=true to keep them)")
+    if "DJANGO_ALLOWED_HOSTS" not in environ:
+        hosts = ["127.0.0.1", "localhost", "[::1]"]
+        specific = host not in ("0.0.0.0", "::", "[::]")
+        for name in ([host] if specific else []) + names:
+            if name and name not in hosts:
+                hosts.append(f"[{name}]" if ":" in name and not name.startswith("[") else name)
+        extra["DJANGO_ALLOWED_HOSTS"] = ",".join(hosts)
+        lines.append(f"allowed host names: {', '.join(hosts)} (DJANGO_ALLOWED_HOSTS to name others)")
+    return extra, lines
+
+
+def this_machine_names() -> list[str]:
+    """This machine's host names and the addresses they resolve to (what a browser elsewhere may type)."""
+    names = [socket.gethostname(), socket.getfqdn()]
+    try:
+        names += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
+    except OSError:
+        pass
+    try:  # the address of the interface this machine's traffic leaves by (a UDP "connect" sends nothing)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.254.254.254", 1))
+            names.append(probe.getsockname()[0])
+    except OSError:
+        pass
+    return list(dict.fromkeys(n for n in names if n and n != "0.0.0.0"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("VIDEODPO_HOST", "127.0.0.1"))
@@ -47,6 +99,10 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
+    network, lines = network_settings(args.host, dict(os.environ), this_machine_names())
+    os.environ.update(network)
+    for line in lines:
+        log(line)
     from webapp.embedded import embedded_database_running, embedded_database_stop, embedded_database_url
     from webapp.env import DATA_DIR
 
@@ -71,9 +127,14 @@ def main() -> int:
     children.append(subprocess.Popen([*celery, "-Q", "gpu,text,vae", "-n", "gpu@%h"], cwd=REPO))
     children.append(subprocess.Popen([*celery, "-Q", "default,train", "-n", "default@%h", "-B",
                                       "--schedule", str(DATA_DIR / "celerybeat-schedule")], cwd=REPO))
-    server = subprocess.Popen([*manage, "runserver", f"{args.host}:{args.port}", "--noreload"], cwd=REPO)
+    # with DEBUG off runserver serves the static files only when told to (the quick start has no other server)
+    from environ import Env
+
+    debug = os.environ.get("DJANGO_DEBUG", "true").strip().lower() in Env.BOOLEAN_TRUE_STRINGS
+    insecure = [] if debug else ["--insecure"]
+    server = subprocess.Popen([*manage, "runserver", f"{args.host}:{args.port}", "--noreload", *insecure], cwd=REPO)
     children.append(server)
-    url = f"http://{args.host}:{args.port}/"
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::', '[::]') else args.host}:{args.port}/"
     if wait_until_answering(url, server):  # the line a user clicks: only once the server listens
         log(f"web on {url}  (admin: /admin/, API docs: /api/docs/); Ctrl-C stops everything")
     else:
