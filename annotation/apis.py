@@ -74,7 +74,9 @@ class GroupNextApi(APIView):
         aspects = serializers.ListField(child=serializers.CharField(), help_text="Aspects to mark per candidate "
                                         "(vq, mq, ta), empty when the round collects the overall answer only.")
         segment_count = serializers.IntegerField(help_text="Segments of the timeline to mark (0: no segment judgments).")
-        segment_seconds = serializers.FloatField(help_text="Length of each segment in seconds: the clip's length over segment_count (equal segments, the nearest to the round's segment setting).")
+        segment_seconds = serializers.FloatField(allow_null=True, help_text=(
+            "Length of each segment in seconds: the clip's length over segment_count (equal segments, the nearest "
+            "to the round's segment setting); null without segment judgments."))
         require_full_playback = serializers.BooleanField()
         guidelines_html = serializers.CharField()
         candidates = ShownCandidateSerializer(many=True)

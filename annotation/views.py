@@ -198,7 +198,8 @@ def annotate_submit(request: HttpRequest) -> HttpResponse:
 
 
 def _media_user(request: HttpRequest):
-    """The signed-in user, or the API token's (a script downloading an export with ``Authorization: Token``)."""
+    """The signed-in user, or the API token's (a script downloading an export, or an API annotator client playing its
+    group's videos, with ``Authorization: Token``)."""
     if request.user.is_authenticated:
         return request.user
     if not request.headers.get("Authorization"):
@@ -239,7 +240,8 @@ def media(request: HttpRequest, token: str) -> HttpResponse:
             cache.set(cache_key, grant, 30)  # short: a renewed reservation is read again soon
         key, annotator_id, live_until = grant
         # bound to the annotator who holds the reservation, while it lives (and a short grace after)
-        if request.user.pk != annotator_id or time.time() > live_until:
+        user = _media_user(request)  # the page's session, or the API client's token (``/api/groups/next/`` links)
+        if user is None or user.pk != annotator_id or time.time() > live_until:
             raise MediaLinkError(ERR_LINK_NOT_YOURS)
     if storage.is_s3():
         response = HttpResponseRedirect(storage.object_url(key=key))

@@ -42,7 +42,7 @@ class GroupPage:
     candidates: list[ShownCandidate]
     aspects: list[str] = field(default_factory=list)  # aspects marked per candidate (empty: overall answer only)
     segment_count: int = 0  # segments of the timeline marked per candidate (0: no segment judgments)
-    segment_seconds: float = 1.0  # the length of each (equal) segment: the clip over segment_count
+    segment_seconds: float | None = None  # each (equal) segment's length: the clip over segment_count (None: none)
     guidelines_html: str = ""
     prefetch: list[ShownCandidate] = field(default_factory=list)
 
@@ -108,7 +108,8 @@ def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | 
         require_full_playback=group.round.require_full_playback,
         candidates=_shown(current, candidates),
         aspects=list(ASPECTS) if group.round.aspect_judgments else [],
-        segment_count=group.round.segment_count, segment_seconds=group.round.segment_length,
+        segment_count=group.round.segment_count,
+        segment_seconds=group.round.segment_length if group.round.segment_judgments else None,
         guidelines_html=guidelines_html(prompt_set.guidelines_md) if prompt_set else "",
         prefetch=_shown(assignments[1], candidates) if len(assignments) > 1 else [],
     )

@@ -50,11 +50,13 @@ ERR_UNKNOWN_ASPECT = "Unknown aspect {value!r}: expected vq (visual quality), mq
 ERR_ASPECT_LABEL = "Unknown {aspect} label {value!r} for video {video}: expected preferred, neutral or non_preferred."
 ERR_ASPECTS_SKIPPED = "A skipped group cannot carry per-aspect judgments."
 ERR_SEGMENTS_OFF = "This round does not collect per-segment judgments: send the overall labels only."
-ERR_SEGMENT_AFTER_END = ("Video {video}: segment {segment} would start at {start:.2f} s, after the end of the clip "
+ERR_SEGMENT_AFTER_END = ("Video {video}: segment {segment} would start at {start:.2f} s, where the clip has ended "
                          "({clip:.2f} s: {count} segments of {seconds:.3g} s).")
 ERR_SEGMENT_LABEL = "Unknown label {value!r} for segment {segment} of video {video}: expected preferred, neutral or non_preferred."
 ERR_SEGMENTS_SKIPPED = "A skipped group cannot carry per-segment judgments."
-ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip})."
+ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip:g} s)."
+ERR_ALL_MARKED = ("Contradictory answer: every video is marked {side} {where}; mark only the videos that are better or "
+                  "worse than the others there (the same ones stay unmarked).")
 ERR_TIME_SPENT = "Invalid time spent {value!r}: expected milliseconds from 0 to 86400000."
 FLAW_TIME_SLACK_S = 1.0
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
@@ -148,6 +150,23 @@ def _validate_segments(*, assignment: Assignment, outcome: str, lab: LabelInput)
             raise JudgmentError(ERR_SEGMENTS_SKIPPED)
 
 
+def _refuse_all_marked(*, assignment: Assignment, labels: list[LabelInput]) -> None:
+    """Per aspect and per segment a mark says "better (worse) than the others here": every video of the group marked
+    the same way there says nothing and contradicts itself (as "all preferred" does overall)."""
+    shown = len(assignment.shown_order)
+    if shown < 2 or len(labels) < shown:
+        return
+    places = [(f"for {ASPECT_NAMES[a]}", lambda lab, a=a: lab.aspects.get(a)) for a in ASPECTS]
+    segments = max((len(lab.segments) for lab in labels), default=0)
+    places += [(f"in segment {k + 1}", lambda lab, k=k: lab.segments[k] if k < len(lab.segments) else None)
+               for k in range(segments)]
+    for where, value in places:
+        marks = {value(lab) for lab in labels}
+        for mark, side in ((CandidateLabel.Label.PREFERRED, "better"), (CandidateLabel.Label.NON_PREFERRED, "worse")):
+            if marks == {mark}:
+                raise JudgmentError(ERR_ALL_MARKED.format(side=side, where=where))
+
+
 def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput], skip_reason: str) -> dict[str, FlawTag]:
     if outcome not in Judgment.Outcome.values:
         raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=outcome))
@@ -169,8 +188,9 @@ def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput],
             raise JudgmentError(ERR_BAD_NUMBER.format(name="playback coverage", value=lab.playback_coverage))
         for flaw in lab.flaws:
             if flaw.time_s is not None and not (math.isfinite(flaw.time_s) and 0 <= flaw.time_s <= clip_s):
-                raise JudgmentError(ERR_FLAW_TIME.format(value=flaw.time_s, clip=clip_s))
+                raise JudgmentError(ERR_FLAW_TIME.format(value=flaw.time_s, clip=assignment.group.round.clip_seconds))
             slugs.add(flaw.tag)
+    _refuse_all_marked(assignment=assignment, labels=labels)
     tags = {t.slug: t for t in FlawTag.objects.filter(slug__in=slugs, is_active=True)} if slugs else {}
     for slug in sorted(slugs - set(tags)):
         raise JudgmentError(ERR_UNKNOWN_FLAW_TAG.format(value=slug))

@@ -94,3 +94,27 @@ def test_export_link_needs_its_researcher_or_their_token(local_storage):
     assert theirs.get(link).status_code == 404
     assert Client(HTTP_AUTHORIZATION="Token not-a-token").get(link).status_code == 404
     assert logged_in(other).get(link).status_code == 404
+
+
+def test_an_api_annotator_plays_its_groups_videos_with_its_token(local_storage):
+    """``/api/groups/next/`` gives blind media links; a client that signs its calls with a token (no browser session)
+    plays them with the same token, another annotator's token or none gets a 404."""
+    from tests.annotation.factories import RoundFactory, annotator
+
+    group = GroupFactory(round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
+    for i in range(2):
+        cand = CandidateFactory(group=group)
+        key = storage.candidate_key(round_id=group.round_id, group_id=group.pk, candidate_id=cand.pk,
+                                    filename="video.mp4")
+        cand.video_uri = storage.object_save(key=key, data=PAYLOAD + bytes([i]), content_type="video/mp4")
+        cand.save(update_fields=["video_uri"])
+    holder, other = annotator(), annotator()
+    mine = Client(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=holder)[1]}")
+    theirs = Client(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=other)[1]}")
+    page = mine.get("/api/groups/next/").json()
+    link = page["candidates"][0]["video_url"]
+    res = mine.get(link)
+    assert res.status_code == 200 and b"".join(res.streaming_content).startswith(PAYLOAD)
+    for client in (theirs, Client(), Client(HTTP_AUTHORIZATION="Token not-a-token")):
+        res = client.get(link)
+        assert res.status_code == 404 and media.ERR_LINK_NOT_YOURS in res.content.decode()

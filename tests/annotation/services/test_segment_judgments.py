@@ -79,7 +79,7 @@ def test_bad_segments_are_refused_and_nothing_is_stored(segments_on, segments, o
     with pytest.raises(JudgmentError) as exc:
         judgment_submit(annotator=user, assignment_id=a.pk, outcome=outcome, labels=labels, skip_reason="x")
     assert exc.value.message == message and exc.value.status == 400
-    assert "after the end of the clip" not in message or "segment 3 would start at 2.00 s" in message
+    assert "where the clip has ended" not in message or "segment 3 would start at 2.00 s" in message
     assert not Judgment.objects.exists() and not CandidateLabel.objects.exists()
 
 
@@ -139,3 +139,35 @@ def test_odd_form_keys_and_nul_characters_are_refused_with_a_400(client):
     with pytest.raises(Exception, match="must be from 0.2 to 60 seconds"):
         round_create(name="seg", policy_checkpoint=group.round.policy_checkpoint, prompt_ids=[group.prompt_id],
                      segment_judgments=True, segment_seconds=0.1, dry_run=True)
+
+
+@pytest.mark.parametrize("first, second, where", [
+    (dict(segments=(P, U)), dict(segments=(P, N)), "better in segment 1"),
+    (dict(segments=(U, N)), dict(segments=(P, N)), "worse in segment 2"),
+    (dict(aspects={"mq": P}), dict(aspects={"mq": P, "ta": N}), "better for motion quality"),
+])
+def test_every_video_marked_the_same_way_in_a_segment_or_aspect_is_refused(first, second, where):
+    """"Better than the others here" on every video says nothing and contradicts itself (as "all preferred" does
+    overall): 400, nothing stored; one video marked and the other not is fine."""
+    group_with_candidates(k=2, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1, num_frames=50,
+                                                  fps=25, segment_judgments=True, aspect_judgments=True))
+    user = annotator()
+    a = assignment_reserve_next(annotator=user)
+    one, two = a.shown_order
+    labels = [LabelInput(candidate_id=one, label=P, playback_coverage=1.0, **first),
+              LabelInput(candidate_id=two, label=N, playback_coverage=1.0, **second)]
+    with pytest.raises(JudgmentError) as exc:
+        judgment_submit(annotator=user, assignment_id=a.pk, outcome="labelled", labels=labels)
+    assert exc.value.status == 400 and f"every video is marked {where}" in exc.value.message
+    assert not Judgment.objects.exists()
+    labels[1] = LabelInput(candidate_id=two, label=N, playback_coverage=1.0)  # the second unmarked: accepted
+    judgment_submit(annotator=user, assignment_id=a.pk, outcome="labelled", labels=labels)
+    assert Judgment.objects.count() == 1
+
+
+def test_a_round_without_segments_gives_no_segment_length(client):
+    group_with_candidates(k=2, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
+    client.force_login(annotator())
+    page = client.get("/api/groups/next/").json()
+    assert (page["segment_count"], page["segment_seconds"]) == (0, None)
+    assert 'data-segment-seconds=""' in client.get("/annotate/").content.decode()

@@ -33,6 +33,12 @@ def test_whole_annotator_flow_with_the_keyboard_only(page, live_server, media_gr
     media_group(k=2, round=rnd)
     media_group(k=2, round=rnd)
     user = annotator()
+    from annotation.services.reference_data import demo_flaw_tags_ensure, reference_data_ensure
+
+    reference_data_ensure()  # the flaw tags (a transactional test starts without the data migration's rows)
+    demo_flaw_tags_ensure(hide_unseen=True)
+    console_errors = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     open_workbench(page, live_server, user)
     assert page.is_visible("#legend") and "frame" in page.inner_text("#legend")
     first = page.input_value("input[name=assignment]")
@@ -65,6 +71,8 @@ def test_whole_annotator_flow_with_the_keyboard_only(page, live_server, media_gr
     assert min(lab.playback_coverage for lab in labels.values()) >= 0.9
     pair = PreferencePair.objects.get()
     assert (pair.chosen_id, pair.rejected_id) == (labels[0].candidate_id, labels[1].candidate_id)
+    # the next groups are swapped in by htmx: nothing they carry breaks the Content Security Policy
+    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors[:3]
 
 
 def test_per_aspect_judgments_with_the_keyboard(page, live_server, media_group, artifacts_dir):
