@@ -214,10 +214,10 @@ class Round(TimeStamped):
         return self.num_frames / max(self.fps, 1)
 
     @property
-    def segment_length(self) -> float:
+    def segment_length(self) -> float | None:
         """The length of each of the round's equal segments (s): the clip over ``segment_count``, near the asked
-        ``segment_seconds``."""
-        return self.clip_seconds / max(self.segment_count, 1)
+        ``segment_seconds``; None without segment judgments."""
+        return self.clip_seconds / self.segment_count if self.segment_count else None
 
     class Meta:
         constraints = [

@@ -41,11 +41,15 @@ def wait_until_answering(url: str, server: subprocess.Popen, timeout_s: float = 
     return False
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")  # every interface
+
+
 def is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
+    bare = host.strip("[]")
+    if bare.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(bare).is_loopback
     except ValueError:
         return False  # a host name: it may resolve beyond this machine
 
@@ -66,8 +70,7 @@ def network_settings(host: str, environ: dict, names: list[str]) -> tuple[dict[s
                      "settings to anyone who can reach it; DJANGO_DEBUG=true to keep them)")
     if "DJANGO_ALLOWED_HOSTS" not in environ:
         hosts = ["127.0.0.1", "localhost", "[::1]"]
-        specific = host not in ("0.0.0.0", "::", "[::]")
-        for name in ([host] if specific else []) + names:
+        for name in ([] if host in WILDCARD_HOSTS else [host]) + names:
             if name and name not in hosts:
                 hosts.append(f"[{name}]" if ":" in name and not name.startswith("[") else name)
         extra["DJANGO_ALLOWED_HOSTS"] = ",".join(hosts)
@@ -99,7 +102,9 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
-    network, lines = network_settings(args.host, dict(os.environ), this_machine_names())
+    # the names are looked up (DNS) only when the server listens beyond this machine
+    names = [] if is_loopback(args.host) else this_machine_names()
+    network, lines = network_settings(args.host, dict(os.environ), names)
     os.environ.update(network)
     for line in lines:
         log(line)
@@ -134,7 +139,7 @@ def main() -> int:
     insecure = [] if debug else ["--insecure"]
     server = subprocess.Popen([*manage, "runserver", f"{args.host}:{args.port}", "--noreload", *insecure], cwd=REPO)
     children.append(server)
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::', '[::]') else args.host}:{args.port}/"
+    url = f"http://{'127.0.0.1' if args.host in WILDCARD_HOSTS else args.host}:{args.port}/"
     if wait_until_answering(url, server):  # the line a user clicks: only once the server listens
         log(f"web on {url}  (admin: /admin/, API docs: /api/docs/); Ctrl-C stops everything")
     else:

@@ -108,8 +108,7 @@ def group_page_for_assignments(*, assignments: list[Assignment]) -> GroupPage | 
         require_full_playback=group.round.require_full_playback,
         candidates=_shown(current, candidates),
         aspects=list(ASPECTS) if group.round.aspect_judgments else [],
-        segment_count=group.round.segment_count,
-        segment_seconds=group.round.segment_length if group.round.segment_judgments else None,
+        segment_count=group.round.segment_count, segment_seconds=group.round.segment_length,
         guidelines_html=guidelines_html(prompt_set.guidelines_md) if prompt_set else "",
         prefetch=_shown(assignments[1], candidates) if len(assignments) > 1 else [],
     )

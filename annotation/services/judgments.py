@@ -113,7 +113,7 @@ def _resolve_positions(*, assignment: Assignment, labels: list[LabelInput]) -> l
 
 def _clip_seconds(round_) -> float:
     """The longest a clip of the round can be (frames / fps, with a little slack for the decoder's rounding)."""
-    return round(round_.num_frames / max(round_.fps, 1) + FLAW_TIME_SLACK_S, 3)
+    return round(round_.clip_seconds + FLAW_TIME_SLACK_S, 3)
 
 
 def _validate_aspects(*, assignment: Assignment, outcome: str, lab: LabelInput) -> None:

@@ -29,15 +29,20 @@ def local_storage(settings, tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def review_link(local_storage):
-    group = GroupFactory()
-    for i in range(2):
+def add_stored_videos(group, k: int = 2) -> None:
+    """``k`` candidates whose videos are stored objects (PAYLOAD plus the candidate's index)."""
+    for i in range(k):
         cand = CandidateFactory(group=group)
         key = storage.candidate_key(round_id=group.round_id, group_id=group.pk, candidate_id=cand.pk,
                                     filename="video.mp4")
         cand.video_uri = storage.object_save(key=key, data=PAYLOAD + bytes([i]), content_type="video/mp4")
         cand.save(update_fields=["video_uri"])
+
+
+@pytest.fixture
+def review_link(local_storage):
+    group = GroupFactory()
+    add_stored_videos(group)
     item = ReviewItem.objects.create(group=group, reason="disagreement")
     owner = UserFactory(roles=["reviewer"])
     client = Client()
@@ -102,12 +107,7 @@ def test_an_api_annotator_plays_its_groups_videos_with_its_token(local_storage):
     from tests.annotation.factories import RoundFactory, annotator
 
     group = GroupFactory(round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
-    for i in range(2):
-        cand = CandidateFactory(group=group)
-        key = storage.candidate_key(round_id=group.round_id, group_id=group.pk, candidate_id=cand.pk,
-                                    filename="video.mp4")
-        cand.video_uri = storage.object_save(key=key, data=PAYLOAD + bytes([i]), content_type="video/mp4")
-        cand.save(update_fields=["video_uri"])
+    add_stored_videos(group)
     holder, other = annotator(), annotator()
     mine = Client(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=holder)[1]}")
     theirs = Client(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=other)[1]}")
