@@ -17,6 +17,11 @@ JSON keys: ``ta_base``, ``ta_round1``, ``ta_round2``, ``win_rate``, ``mq_delta``
 
     python benchmarks/dpo_closed_loop.py [--seed 0] [--prompts 48] [--seeds 8] [--eval-prompts 32] [--root DIR]
 
+Diagnostics: ``--in-sample`` also scores every round's policy on round 1's own prompts and seeds (the same initial
+noise it trained on: JSON ``ta_in_sample`` per round); ``--oracle`` fine-tunes the base with the same ``--steps`` and
+``--lr`` on the rendered ground truth of round 1's prompts and seeds (what no preference method on one round can
+beat: JSON ``oracle``). docs/world.md has what they showed.
+
 ``--world latent``: the random tiny model with a taste planted as a latent factor (the issue-6 proof), below.
 
 
@@ -471,6 +476,60 @@ def _attributes(rates: dict) -> str:
     return " ".join(f"{k} {v:.2f}" for k, v in rates.items())
 
 
+def round_prompts_seeds(args, rnd: int) -> tuple[list[str], list[int]]:
+    """Round ``rnd``'s training prompts (fresh draws from the training split) and its K seeds."""
+    from model.world.grammar import sample_prompts
+
+    first = args.seed * 1000 + rnd * 100
+    return sample_prompts(args.prompts, seed=args.seed * 100 + rnd, held_out=False), list(range(first, first + args.seeds))
+
+
+def shapes_oracle(args, gen: ShapesGenerator, base_root: Path, work: Path) -> dict:
+    """The ceiling of one round: fine-tune the base with the same steps and learning rate on the *rendered ground
+    truth* of round 1's prompts and seeds (VAE posterior means; flow matching on them alone: the DPO term is switched
+    off by a vanishing beta and the SFT term weighs 1), then score round 1's prompts with the same initial noise (in
+    sample) and the held-out prompts. No preference method that fine-tunes on one round's prompts is expected to beat
+    supervision by the right clips of those very prompts."""
+    import numpy as np
+
+    from model.checkpoint import load_dit
+    from model.world.evaluate import summarize
+    from model.world.render import render
+
+    prompts, seeds = round_prompts_seeds(args, 1)
+    store, rows = work / "store", []
+    for pi, prompt in enumerate(prompts):
+        text_path = store / f"prompts/{pi}/text-embeddings/tiny.safetensors"
+        _save_text(gen, prompt, text_path)
+        video = torch.from_numpy(np.stack([render(prompt, s) for s in seeds])).permute(0, 1, 4, 2, 3).float()
+        with torch.no_grad():  # (K, T, 3, H, W) in [-1, 1] -> (K, t, C, h, w)
+            truth = gen.pipe.vae.encode(video / 127.5 - 1.0, sample=False, chunks_per_batch=None)
+        truth_uris = store_latents(store / "truth", 1, pi, seeds, truth)
+        sampled_uris = store_latents(store, 1, pi, seeds, gen.run(gen.base_dit, prompt, seeds)[0])
+        rows += [{"pair_id": f"oracle-{pi}-{s}", "round": 1, "prompt_id": str(pi), "chosen_candidate": f"truth-{s}",
+                  "rejected_candidate": str(s), "chosen_latent_uri": truth_uris[k], "rejected_latent_uri": sampled_uris[k],
+                  "text_embedding_uri": str(text_path), "weight": 1.0, "source": "model", "agreement": 1.0}
+                 for k, s in enumerate(seeds)]
+    manifest = store / "oracle.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = FlowDPOConfig(beta=1e-3, sft_weight=1.0, learning_rate=args.lr, max_steps=args.steps,
+                           per_device_train_batch_size=args.batch, save_steps=0, bf16=False, seed=args.seed * 1000 + 1,
+                           final_dtype="float32", round_id=1, warmup_steps=5, t_sampling=args.t_sampling,
+                           t_shift=args.t_shift)
+    shutil.rmtree(work / "run", ignore_errors=True)
+    dit = load_dit(train(config, manifest=manifest, init=base_root, out_dir=work / "run").final_dir, dtype=torch.float32)
+    before = summarize(shapes_eval(gen, gen.base_dit, prompts, seeds))["ta"]
+    inside = summarize(shapes_eval(gen, dit, prompts, seeds))
+    held = summarize(shapes_eval(gen, dit, args.eval_prompts_list, list(range(10_000, 10_000 + args.eval_seeds))))
+    out = {"clips": len(rows), "ta_in_sample_base": round(before, 4), "ta_in_sample": round(inside["ta"], 4),
+           "ta_held_out": round(held["ta"], 4), "vq_held_out": round(held["vq"], 4)}
+    print(f"\n######## oracle (round 1's {len(prompts)} prompts x {len(seeds)} seeds, rendered ground truth, "
+          f"{args.steps} steps at lr {args.lr:g}): in-sample TA {before:.3f} -> {inside['ta']:.3f}; held-out TA "
+          f"{held['ta']:.3f}, VQ {held['vq']:.3f}")
+    gen.forget(dit)
+    return out
+
+
 def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, random_labels: bool) -> list[dict]:
     """All rounds with the scripted text-alignment annotator (or, ``random_labels``, one who ignores the videos)."""
     import numpy as np
@@ -478,7 +537,6 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
     from model.checkpoint import load_dit
     from model.world.annotators import AnnotatorPolicy, RandomAnnotator
     from model.world.evaluate import summarize
-    from model.world.grammar import sample_prompts
 
     kind = RandomAnnotator if random_labels else AnnotatorPolicy
     policy = kind(weights={"ta": 1.0}, noise=args.annotator_noise, tie_margin=0.05)
@@ -489,14 +547,14 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
     label = "random labels" if random_labels else "scripted text-alignment annotator"
     base = summarize(base_scores)
     print(f"\n######## {label}: base held-out TA {base['ta']:.3f} ({_attributes(base['per_attribute'])})")
-    manifests = []
+    manifests, in_sample = [], None
     for rnd in range(1, args.rounds + 1):
         # each round's training prompts are fresh draws from the training split (never the held-out combinations)
-        prompts = sample_prompts(args.prompts, seed=args.seed * 100 + rnd, held_out=False)
-        first = args.seed * 1000 + rnd * 100
-        manifest, stats = shapes_round_data(gen, dit, prompts, list(range(first, first + args.seeds)), rnd,
-                                            work / "store", policy, args.annotators, rng, args.min_majority,
-                                            args.mode)
+        prompts, seeds = round_prompts_seeds(args, rnd)
+        manifest, stats = shapes_round_data(gen, dit, prompts, seeds, rnd, work / "store", policy, args.annotators,
+                                            rng, args.min_majority, args.mode)
+        if rnd == 1 and args.in_sample:  # round 1's own prompts and initial noise (the base's clips are cached)
+            in_sample = (prompts, seeds, summarize(shapes_eval(gen, gen.base_dit, prompts, seeds))["ta"])
         manifests.append(manifest)
         if args.data == "cumulative" and rnd > 1:
             manifest = _concat_manifests(manifests, work / "store" / f"rounds-1-{rnd}.jsonl")
@@ -528,12 +586,18 @@ def shapes_loop(args, gen: ShapesGenerator, base_root: Path, work: Path, *, rand
                                                       for k, v in vs_base.items()},
              "final_accuracy": round(sum(m["rewards/accuracies"] for m in tail) / len(tail), 3) if tail else None,
              "train_s": round(train_s, 1), "per_attribute": summary["per_attribute"]}
+        if in_sample:
+            r["ta_in_sample"] = round(summarize(shapes_eval(gen, dit, in_sample[0], in_sample[1]))["ta"], 4)
+            r["ta_in_sample_base"] = round(in_sample[2], 4)
         rounds.append(r)
         print(f"== round {rnd}: {r['pairs']} pairs (trained on {r['trained_on']}; data TA {r['data_ta']:.3f}), "
               f"train {train_s:.0f}s, DPO accuracy {r['final_accuracy']} | held-out TA {r['ta']:.3f} "
               f"MQ {r['mq']:.3f} VQ {r['vq']:.3f} | win rate vs base {r['win_rate']:.3f} "
               f"({r['wins']}W/{r['losses']}L/{r['ties']}T)")
         print(f"   per attribute: {_attributes(r['per_attribute'])}")
+        if in_sample:
+            print(f"   in sample (round 1's {len(in_sample[0])} prompts x {len(in_sample[1])} seeds, same noise): "
+                  f"TA {r['ta_in_sample_base']:.3f} (base) -> {r['ta_in_sample']:.3f}")
     return [{"base": {**{a: base[a] for a in ("ta", "mq", "vq", "per_attribute")},
                       "sem": {a: _sem(base_scores, a) for a in ("ta", "mq", "vq")}}}] + rounds
 
@@ -570,6 +634,10 @@ def shapes_main(argv: list[str]) -> None:
     ap.add_argument("--data", choices=["round", "cumulative"], default="cumulative")
     ap.add_argument("--seed", type=int, default=0, help="repetition: training prompts/seeds, (t, noise) draws")
     ap.add_argument("--no-control", action="store_true", help="skip the random-label control")
+    ap.add_argument("--in-sample", action="store_true",
+                    help="also score every round's policy on round 1's own prompts and seeds (same initial noise)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also fine-tune the base on the rendered ground truth of round 1's prompts (same steps, lr)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -582,6 +650,7 @@ def shapes_main(argv: list[str]) -> None:
     main_run = shapes_loop(args, gen, base_root, work / "scripted", random_labels=False)
     base, rounds = main_run[0]["base"], main_run[1:]
     control = None if args.no_control else shapes_loop(args, gen, base_root, work / "random", random_labels=True)[1:]
+    oracle = shapes_oracle(args, gen, base_root, work / "oracle") if args.oracle else None
     last = rounds[-1]
     result = {
         "world": "shapes", "ta_base": round(base["ta"], 4),
@@ -591,7 +660,7 @@ def shapes_main(argv: list[str]) -> None:
         "mq_delta": round(last["mq"] - base["mq"], 4), "vq_delta": round(last["vq"] - base["vq"], 4),
         "noise_sem": {k: round(v, 4) for k, v in base["sem"].items()},
         "random_label_ta_delta": None if control is None else round(control[-1]["ta"] - base["ta"], 4),
-        "rounds": rounds, "control": control,
+        "rounds": rounds, "control": control, "oracle": oracle,
     }
     gain = last["ta"] - base["ta"]
     result["target"] = {

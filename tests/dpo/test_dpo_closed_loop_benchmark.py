@@ -47,12 +47,19 @@ def test_closed_loop_benchmark_runs_both_tastes_and_reports_the_target(tmp_path)
 @pytest.mark.slow
 def test_closed_loop_on_the_shapes_world_reports_text_alignment_and_the_random_label_control(tmp_path):
     cmd = [sys.executable, "benchmarks/dpo_closed_loop.py", "--prompts", "2", "--seeds", "3", "--eval-prompts", "2",
-           "--eval-seeds", "2", "--steps", "2", "--batch", "2", "--num-steps", "2", "--workdir", str(tmp_path)]
+           "--eval-seeds", "2", "--steps", "2", "--batch", "2", "--num-steps", "2", "--in-sample", "--oracle",
+           "--workdir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["world"] == "shapes"
+    # round 1's own prompts x seeds, scored again after each round; the base's score there is the same every round
+    assert {r["ta_in_sample_base"] for r in result["rounds"]} == {result["oracle"]["ta_in_sample_base"]}
+    assert all(0.0 <= r["ta_in_sample"] <= 1.0 for r in result["rounds"])
+    assert result["oracle"]["clips"] == 2 * 3  # every (prompt, seed) of round 1 has its rendered ground truth
+    oracle_rows = [json.loads(line) for line in (tmp_path / "oracle" / "store" / "oracle.jsonl").read_text().splitlines()]
+    assert {row["chosen_candidate"] for row in oracle_rows} == {f"truth-{s}" for s in (100, 101, 102)}
     for key in ("ta_base", "ta_round1", "ta_round2", "win_rate", "mq_delta", "vq_delta", "random_label_ta_delta"):
         assert isinstance(result[key], float), key
     assert 0.0 <= result["ta_base"] <= 1.0 and 0.0 <= result["win_rate"] <= 1.0
