@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from annotation import permissions
 from annotation.agreement import label_aspects, label_segments, pair_aspects, pair_segments
-from annotation.errors import ApplicationError
+from annotation.errors import ApplicationError, is_int
 from annotation.models import CandidateLabel, Prompt, PromptImport
 from annotation.permissions import IsAnnotator, IsResearcher
 from annotation.selectors.groups import group_page_for_assignments
@@ -42,6 +42,14 @@ class IdCursorPagination(CursorPagination):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"
+
+    def decode_cursor(self, request):
+        """DRF's cursor, refused (404 "Invalid cursor", as DRF answers a cursor it cannot read) when its position is
+        not an id: DRF passes the text on to the query, where "abc" or "1.5" was a 500."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None and not is_int(cursor.position):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
 
     @classmethod
     def respond(cls, view: APIView, queryset, serializer) -> Response:
@@ -100,16 +108,29 @@ class JudgmentOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class StrictSerializer(serializers.Serializer):
+    """A serializer that refuses fields it does not have (400 naming them) instead of dropping them: a misspelt
+    ``segmnts`` or ``flaw`` would otherwise be an answer stored without what the annotator marked."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(str(key)[:64] for key in data if key not in self.fields)
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown[:10]})
+        return super().to_internal_value(data)
+
+
 class JudgmentSubmitApi(APIView):
-    """Submit the answer for one reserved group. Repeating a submit returns the first result (200)."""
+    """Submit the answer for one reserved group. Repeating a submit returns the first result (200). Unknown fields
+    are refused (400), never dropped."""
 
     permission_classes = [IsAuthenticated, IsAnnotator]
     throttle_scope = "annotate"
     renderer_classes = [JSONRenderer]
 
-    class InputSerializer(serializers.Serializer):
-        class LabelSerializer(serializers.Serializer):
-            class FlawSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
+        class LabelSerializer(StrictSerializer):
+            class FlawSerializer(StrictSerializer):
                 tag = serializers.CharField(max_length=64)
                 time_s = serializers.FloatField(required=False, allow_null=True, min_value=0)
 
@@ -167,8 +188,8 @@ class JudgmentListApi(APIView):
     pagination_class = IdCursorPagination  # so the schema documents the page (results, next, previous)
 
     class FilterSerializer(serializers.Serializer):
-        round = serializers.IntegerField(required=False)
-        annotator = serializers.IntegerField(required=False)
+        round = serializers.IntegerField(required=False, help_text="Reviewers and researchers only (ignored otherwise).")
+        annotator = serializers.IntegerField(required=False, help_text="Reviewers and researchers only (ignored otherwise).")
 
     class OutputSerializer(serializers.Serializer):
         """``group`` and each label's ``candidate`` id: for reviewers and researchers only (an annotator's own list

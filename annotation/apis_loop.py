@@ -25,7 +25,7 @@ from annotation.selectors.loop import (
 from annotation.services.candidates import round_generation_cancel
 from annotation.services.checkpoints import evaluation_round_create
 from annotation.services.dpo_runs import CONFIG_PRESETS, dpo_run_cancel, dpo_run_create, dpo_run_warnings
-from annotation.services.rounds import prompts_select, round_create
+from annotation.services.rounds import MAX_SAMPLE_SIZE, prompts_select, round_create
 
 ERR_NO_PROMPTS = "No active prompt matches this filter: change the category, tags or search, or list prompt ids."
 ERR_NOT_CANCELLABLE = "Round {name} is {status}: only a draft or generating round can be cancelled."
@@ -55,7 +55,7 @@ class RoundCreateApi(_ResearcherApi):
         category = serializers.CharField(required=False, allow_blank=True, default="")
         tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
         search = serializers.CharField(required=False, allow_blank=True, default="")
-        sample_size = serializers.IntegerField(min_value=0, required=False, default=0)
+        sample_size = serializers.IntegerField(min_value=0, max_value=MAX_SAMPLE_SIZE, required=False, default=0)
         sample_seed = serializers.IntegerField(min_value=0, required=False, default=0)
         held_out = serializers.BooleanField(required=False, default=False)
         seeds_per_prompt = serializers.IntegerField(min_value=2, max_value=16, required=False, default=4)
@@ -185,7 +185,7 @@ class CheckpointEvaluateApi(_ResearcherApi):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=128)
         seeds_per_prompt = serializers.IntegerField(min_value=1, max_value=16, required=False, default=2)
-        sample_size = serializers.IntegerField(min_value=0, required=False, default=0)
+        sample_size = serializers.IntegerField(min_value=0, max_value=MAX_SAMPLE_SIZE, required=False, default=0)
         # default: 3, or fewer when fewer annotators can judge now
         annotators_per_group = serializers.IntegerField(min_value=1, max_value=20, required=False)
 

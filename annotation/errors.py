@@ -14,6 +14,7 @@ message written for the person who sees it and the HTTP status to answer with; m
 
 from __future__ import annotations
 
+import re
 from functools import wraps
 
 from django.contrib import messages
@@ -101,6 +102,16 @@ def flash_result(request: HttpRequest, action, *, success: str):
 
 
 def is_int(text: str) -> bool:
-    """Whether ``text`` is a non-negative integer that ``int()`` and a bigint column take: decimal digits only
-    (``str.isdigit`` also accepts "²", on which ``int`` fails) and at most 18 of them."""
-    return isinstance(text, str) and text.isdecimal() and len(text) <= 18
+    """Whether ``text`` is a non-negative integer that ``int()`` and a bigint column take: ASCII digits only
+    (``str.isdigit`` also accepts "²", on which ``int`` fails, and ``str.isdecimal`` "١٢", which ``int`` reads as 12)
+    and at most 18 of them."""
+    return isinstance(text, str) and text.isascii() and text.isdecimal() and len(text) <= 18
+
+
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+
+
+def is_decimal(text: str) -> bool:
+    """Whether ``text`` is a plain decimal number ("2", "-0.5", ".25", "1e-3"): ASCII only, none of the spellings
+    ``float()`` also takes ("1_0", "١٢", "nan", "inf", surrounding spaces)."""
+    return isinstance(text, str) and len(text) <= 40 and text.isascii() and _DECIMAL.fullmatch(text) is not None

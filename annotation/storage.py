@@ -74,6 +74,23 @@ def s3_client():
     return default_storage.connection.meta.client if is_s3() else None
 
 
+def is_storage_uri(uri: str) -> bool:
+    """Whether ``uri`` names an object of this app's storage, as ``uri_for`` writes them: ``s3://<its bucket>/<key>``
+    or a ``file://`` path inside ``MEDIA_ROOT``, with no ``..`` step (a run's settings may name such objects, never a
+    file elsewhere on a worker)."""
+    if not isinstance(uri, str) or "\x00" in uri:
+        return False
+    if uri.startswith("s3://"):
+        parts = uri[len("s3://"):].split("/", 1)
+        return (is_s3() and len(parts) == 2 and parts[0] == default_storage.bucket_name and bool(parts[1])
+                and ".." not in parts[1].split("/"))
+    if uri.startswith("file://") and not is_s3():
+        path = Path(uri[len("file://"):])
+        root = Path(settings.MEDIA_ROOT).resolve()
+        return path.is_absolute() and ".." not in path.parts and path.resolve().is_relative_to(root)
+    return False
+
+
 def key_from_uri(uri: str) -> str:
     if uri.startswith("s3://"):
         return uri.split("/", 3)[3]

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotation import charts, permissions, storage
 from annotation.agreement import ASPECTS
-from annotation.errors import ApplicationError, error_messages, html_errors, is_int
+from annotation.errors import ApplicationError, error_messages, html_errors, is_decimal, is_int
 from annotation.media import ERR_LINK_NOT_YOURS, ERR_NO_OBJECT, MediaLinkError, media_target, ranged_file_response
 from annotation.models import CandidateGroup, CandidateLabel, ReviewItem, Round
 from annotation.permissions import ERR_NOT_ANNOTATOR, annotator_required, reviewer_required
@@ -109,10 +109,9 @@ def annotate(request: HttpRequest) -> HttpResponse:
 def _float(value: str | None, name: str) -> float | None:
     if value in (None, ""):
         return None
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise JudgmentError(ERR_BAD_FORM.format(detail=f"{name}={value!r}")) from exc
+    if not is_decimal(value):  # float() would also read "1_0" as 10 and "١٢" as 12
+        raise JudgmentError(ERR_BAD_FORM.format(detail=f"{name}={value[:20]!r}"))
+    return float(value)
 
 
 def _time_spent(value: str) -> int:

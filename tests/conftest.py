@@ -69,6 +69,44 @@ def reference_data(request):
     reference_data_ensure()
 
 
+def _transactional(item) -> tuple[bool, bool]:
+    """(whether the test ran on a transactional database, whether with serialized rollback)."""
+    marker = item.get_closest_marker("django_db")
+    names = getattr(item, "fixturenames", ())
+    transactional = bool(marker and marker.kwargs.get("transaction")) or any(
+        name in names for name in ("transactional_db", "live_server", "django_db_serialized_rollback"))
+    serialized = bool(marker and marker.kwargs.get("serialized_rollback")) or "django_db_serialized_rollback" in names
+    return transactional, serialized
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a transactional test without serialized rollback: the migrated rows again, with their own ids.
+
+    Its closing flush runs ``post_migrate``, which writes the content types and permissions again under new ids; a
+    later ``serialized_rollback`` test then loads the migration snapshot's rows under their old ids into that table
+    and fails on the (app_label, model) unique key, depending on test order. Here those recreated rows give way to
+    the snapshot's (the same rows, their first ids), so both kinds of tests find the database as migrated."""
+    yield
+    transactional, serialized = _transactional(item)
+    if not transactional or serialized:
+        return
+    from django.db import connection
+    from pytest_django.plugin import blocking_manager_key
+
+    snapshot = getattr(connection, "_test_serialized_contents", None)
+    if not snapshot:
+        return
+    with item.config.stash[blocking_manager_key].unblock():
+        from django.contrib.auth.models import Permission
+        from django.contrib.contenttypes.models import ContentType
+
+        Permission.objects.all().delete()
+        ContentType.objects.all().delete()
+        connection.creation.deserialize_db_from_string(snapshot)
+        ContentType.objects.clear_cache()
+
+
 # -- S3 ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def s3_server():

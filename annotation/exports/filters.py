@@ -188,8 +188,8 @@ def _media(data: dict, *, format: str | None) -> tuple[str | None, int | None, s
             raise ExportFilterError(ERR_MEDIA_TTL_NOT_LINKS)
         return (None if media == "none" else media), None, None
     try:
-        if isinstance(ttl, float) and not ttl.is_integer():
-            raise ValueError
+        if isinstance(ttl, bool) or (isinstance(ttl, float) and not ttl.is_integer()):
+            raise ValueError  # int(True) is 1: a boolean is no number of seconds
         ttl = DEFAULT_TTL_S if ttl is None else int(ttl)
     except (TypeError, ValueError) as exc:
         raise ExportFilterError(ERR_MEDIA_TTL) from exc

@@ -11,12 +11,13 @@ from annotation.models import CandidateGroup, Judgment, PreferencePair, Prompt, 
 
 
 def judgment_list(*, user, round_id: int | None = None, annotator_id: int | None = None) -> QuerySet[Judgment]:
-    """Judgments with their labels and flaw tags: reviewers and researchers see all (optionally one annotator's),
-    anyone else only their own."""
+    """Judgments with their labels and flaw tags: reviewers and researchers see all (optionally one annotator's or one
+    round's), anyone else only their own, unfiltered (a round filter would tell an annotator which round, so which
+    checkpoint, each group they judged came from)."""
     qs = Judgment.objects.prefetch_related("labels__flaws__tag")
     if not permissions.is_reviewer(user):
-        qs = qs.filter(annotator=user)
-    elif annotator_id is not None:
+        return qs.filter(annotator=user)
+    if annotator_id is not None:
         qs = qs.filter(annotator_id=annotator_id)
     if round_id is not None:
         qs = qs.filter(group__round_id=round_id)

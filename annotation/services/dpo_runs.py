@@ -23,6 +23,8 @@ from annotation.services.exports import export_create
 from annotation.services.round_states import round_transition_apply
 from dpo.config import FlowDPOConfig  # torch-free validation of every field (unknown/LLM-only rejected)
 
+ERR_OVERRIDE_URI = ("{field} must name an object of this app's storage (s3://<its bucket>/<key>, or a file:// path inside "
+                    "its media folder); got {value!r}.")
 ERR_NO_PAIRS = "No usable preference pairs: rounds {rounds}, min agreement {min_agreement}, min annotators {min_annotators}."
 ERR_RUN_NOT_CANCELLABLE = "DPO run {name!r} is {status}; only queued or running runs can be cancelled."
 ERR_NAME_TAKEN = "A DPO run named {name!r} already exists."
@@ -104,6 +106,9 @@ def dpo_run_create(*, name: str, round_ids: list[int], init_checkpoint: Checkpoi
         raise ValidationError({"round_ids": ERR_EVALUATION_ROUNDS.format(names=", ".join(sorted(evaluation)))})
     if config_preset not in CONFIG_PRESETS:
         raise ValidationError({"config_preset": f"Unknown trainer preset {config_preset!r}: one of {', '.join(CONFIG_PRESETS)}."})
+    for field, value in (config_overrides or {}).items():
+        if str(field).endswith("_uri") and value is not None and not storage.is_storage_uri(value):
+            raise ValidationError({"config_overrides": ERR_OVERRIDE_URI.format(field=str(field)[:64], value=str(value)[:200])})
     config = {**CONFIG_PRESETS[config_preset], **(config_overrides or {})}
     if use_lora:
         config["use_lora"] = True

@@ -57,8 +57,11 @@ ERR_SEGMENTS_SKIPPED = "A skipped group cannot carry per-segment judgments."
 ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip:g} s)."
 ERR_ALL_MARKED = ("Contradictory answer: every video is marked {side} {where}; mark only the videos that are better or "
                   "worse than the others there (the same ones stay unmarked).")
+ERR_DUPLICATE_FLAW = "Video {video}: the flaw {tag!r} is marked twice; mark each flaw once per video."
+ERR_SKIP_REASON_LONG = "The skip reason is too long ({length} characters): at most {limit}."
 ERR_TIME_SPENT = "Invalid time spent {value!r}: expected milliseconds from 0 to 86400000."
-FLAW_TIME_SLACK_S = 1.0
+MAX_SKIP_REASON = 2000  # characters, reason and note together (the API's field says the same)
+FLAW_TIME_SLACK_S = 0.1  # a player's last currentTime may pass frames / fps by a frame's rounding
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
 
@@ -169,7 +172,9 @@ def _refuse_all_marked(*, assignment: Assignment, labels: list[LabelInput]) -> N
 
 def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput], skip_reason: str) -> dict[str, FlawTag]:
     if outcome not in Judgment.Outcome.values:
-        raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=outcome))
+        raise JudgmentError(ERR_UNKNOWN_OUTCOME.format(value=str(outcome)[:32]))
+    if len(skip_reason) > MAX_SKIP_REASON:
+        raise JudgmentError(ERR_SKIP_REASON_LONG.format(length=len(skip_reason), limit=MAX_SKIP_REASON))
     shown = set(assignment.shown_order)
     clip_s = _clip_seconds(assignment.group.round)
     seen: set[int] = set()
@@ -186,10 +191,15 @@ def _validate(*, assignment: Assignment, outcome: str, labels: list[LabelInput],
         _validate_segments(assignment=assignment, outcome=outcome, lab=lab)
         if not (math.isfinite(lab.playback_coverage) and 0.0 <= lab.playback_coverage <= 1.0):
             raise JudgmentError(ERR_BAD_NUMBER.format(name="playback coverage", value=lab.playback_coverage))
+        video_tags: set[str] = set()
         for flaw in lab.flaws:
             if flaw.time_s is not None and not (math.isfinite(flaw.time_s) and 0 <= flaw.time_s <= clip_s):
                 raise JudgmentError(ERR_FLAW_TIME.format(value=flaw.time_s, clip=assignment.group.round.clip_seconds))
-            slugs.add(flaw.tag)
+            if flaw.tag in video_tags:
+                raise JudgmentError(ERR_DUPLICATE_FLAW.format(
+                    video=assignment.shown_order.index(lab.candidate_id) + 1, tag=str(flaw.tag)[:64]))
+            video_tags.add(flaw.tag)
+        slugs |= video_tags
     _refuse_all_marked(assignment=assignment, labels=labels)
     tags = {t.slug: t for t in FlawTag.objects.filter(slug__in=slugs, is_active=True)} if slugs else {}
     for slug in sorted(slugs - set(tags)):

@@ -15,7 +15,8 @@ from model.presets import PRESET_NAMES, get_preset
 ERR_NO_PROMPTS_SELECTED = "No active prompt matches the selection (category {category!r}, tags {tags}, search {search!r})."
 ERR_SEGMENT_SECONDS = "must be from 0.2 to 60 seconds, got {value}"
 ERR_NAME_TAKEN = "A round named {name!r} already exists."
-ERR_SAMPLE_SIZE = "Sample size must be a whole number between 1 and {n} (the prompts that match), or 0 for all; got {size}."
+MAX_SAMPLE_SIZE = 100_000  # prompts in one round (as many as a round may list by id)
+ERR_SAMPLE_SIZE = ("Sample size must be a whole number from 1 to {limit} (at most every one of the {n} prompts that match is drawn), or 0 for all; got {size}.")
 
 
 def prompts_select(*, category: str = "", tags: list[str] | None = None, search: str = "", sample_size: int = 0,
@@ -33,8 +34,9 @@ def prompts_select(*, category: str = "", tags: list[str] | None = None, search:
     elif exclude_held_out:
         qs = qs.filter(is_held_out=False)
     ids = list(qs.order_by("id").values_list("id", flat=True))
-    if sample_size < 0:
-        raise ValidationError({"sample_size": ERR_SAMPLE_SIZE.format(n=len(ids), size=sample_size)})
+    if not 0 <= sample_size <= MAX_SAMPLE_SIZE:
+        raise ValidationError({"sample_size": ERR_SAMPLE_SIZE.format(
+            limit=MAX_SAMPLE_SIZE, n=len(ids), size=str(sample_size)[:24])})
     if sample_size and sample_size < len(ids):
         ids = sorted(random.Random(sample_seed).sample(ids, sample_size))
     return ids

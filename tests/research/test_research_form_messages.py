@@ -61,8 +61,8 @@ def test_round_form_reports_every_field_at_once_with_labels(client, researcher, 
 
 
 @pytest.mark.parametrize("extra, expected", [
-    ({"sample_size": "-3"}, "Sample size must be a whole number between 1 and 5 (the prompts that match), or 0 for "
-                            "all; got -3."),
+    ({"sample_size": "-3"}, "Sample size must be a whole number from 1 to 100000 (at most every one of the 5 prompts "
+                            "that match is drawn), or 0 for all; got -3."),
     ({"sampler": "custom", "num_steps": "", "cfg_scale": "5", "shift": "13"}, "Steps: enter a whole number"),
     ({"seeds_per_prompt": "two"}, "Seeds per prompt (K): enter a whole number"),
     ({"gold_rate": "nan"}, "Gold rate: enter a number"),
