@@ -121,8 +121,8 @@ class StrictSerializer(serializers.Serializer):
 
 
 class JudgmentSubmitApi(APIView):
-    """Submit the answer for one reserved group. Repeating a submit returns the first result (200). Unknown fields
-    are refused (400), never dropped."""
+    """Submit the answer for one reserved group. Repeating the same answer returns the first result (200); another
+    answer for a submitted group is a 409. Unknown fields are refused (400), never dropped."""
 
     permission_classes = [IsAuthenticated, IsAnnotator]
     throttle_scope = "annotate"

@@ -1,6 +1,7 @@
 """Submitting a judgment: validate everything first, then write everything in one transaction (or nothing).
 
-Idempotent: a second submit for an assignment returns the first judgment unchanged. After the write the group's
+Idempotent: a second submit of the same answer returns the first judgment unchanged; a different one is refused
+(409: the first answer stands). After the write the group's
 pairs are re-aggregated; a disagreement adds one more annotator (adaptive k) up to the round's cap, and at the cap
 opens a review item. Gold judgments feed the annotator's quality check (automatic pause)."""
 
@@ -13,7 +14,15 @@ from dataclasses import dataclass, field, replace
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.agreement import ASPECT_NAMES, ASPECTS, MODE_BEST_WORST, MODE_LABELS, MODE_RANKING
+from annotation.agreement import (
+    ASPECT_NAMES,
+    ASPECTS,
+    MODE_BEST_WORST,
+    MODE_LABELS,
+    MODE_RANKING,
+    label_aspects,
+    label_segments,
+)
 from annotation.conf import conf
 from annotation.errors import ApplicationError
 from annotation.models import (
@@ -57,6 +66,8 @@ ERR_SEGMENTS_SKIPPED = "A skipped group cannot carry per-segment judgments."
 ERR_FLAW_TIME = "Invalid flaw time {value!r}: expected seconds within the clip (0 to {clip:g} s)."
 ERR_ALL_MARKED = ("Contradictory answer: every video is marked {side} {where}; mark only the videos that are better or "
                   "worse than the others there (the same ones stay unmarked).")
+ERR_ALREADY_SUBMITTED = ("This group was already submitted with another answer; the first answer stands (answers are "
+                         "not changed once sent). Load the next group.")
 ERR_DUPLICATE_FLAW = "Video {video}: the flaw {tag!r} is marked twice; mark each flaw once per video."
 ERR_SKIP_REASON_LONG = "The skip reason is too long ({length} characters): at most {limit}."
 ERR_TIME_SPENT = "Invalid time spent {value!r}: expected milliseconds from 0 to 86400000."
@@ -74,6 +85,10 @@ class JudgmentForbidden(JudgmentError):
 
 
 class JudgmentExpired(JudgmentError):
+    status = 409
+
+
+class JudgmentAlreadySubmitted(JudgmentError):
     status = 409
 
 
@@ -100,6 +115,36 @@ class LabelInput:
 def _shown_number(pos) -> str:
     """A position as the page numbers it (1-based); anything else as given, shortened."""
     return str(pos + 1) if isinstance(pos, int) and 0 <= pos < 10**6 else repr(pos)[:20]
+
+
+def _marks(rows) -> dict[int, tuple]:
+    """What an answer says of each video, from (candidate id, label, rank, aspects, segments, flaw tags) rows: the
+    videos it marks in any way (a neutral video with nothing else is left out, as a form leaves it out)."""
+    neutral = CandidateLabel.Label.NEUTRAL
+    out = {}
+    for candidate_id, label, rank, aspects, segments, tags in rows:
+        mark = (label, rank, tuple(sorted((a, v) for a, v in aspects.items() if v != neutral)),
+                tuple((k, v) for k, v in enumerate(segments) if v != neutral), tuple(sorted(set(tags))))
+        if mark != (neutral, None, (), (), ()):
+            out[candidate_id] = mark
+    return out
+
+
+def _same_answer(*, judgment: Judgment, assignment: Assignment, outcome: str, labels: list[LabelInput],
+                 skip_reason: str) -> bool:
+    """Whether a repeated submit says what the stored judgment says (outcome, skip reason, each video's label, rank,
+    aspects, segments and flaw tags; not the playback, timing or flaw times a retry may measure anew)."""
+    if outcome != judgment.outcome or (outcome == Judgment.Outcome.SKIPPED and skip_reason.strip() != judgment.skip_reason):
+        return False
+    try:
+        given = _resolve_positions(assignment=assignment, labels=labels)
+    except JudgmentError:
+        return False
+    stored = judgment.labels.prefetch_related("flaws__tag")
+    return _marks((lab.candidate_id, lab.label, lab.rank, label_aspects(lab.aspects), label_segments(lab.segments),
+                   [f.tag.slug for f in lab.flaws.all()]) for lab in stored) == _marks(
+        (lab.candidate_id, lab.label, lab.rank, dict(lab.aspects), list(lab.segments), [f.tag for f in lab.flaws])
+        for lab in given)
 
 
 def _resolve_positions(*, assignment: Assignment, labels: list[LabelInput]) -> list[LabelInput]:
@@ -339,7 +384,7 @@ def judgment_submit(
 ) -> tuple[Judgment, bool]:
     """Store one annotator's answer for one reserved group, named by its id (internal callers) or by its public
     handle (what annotator pages and the API send). Returns (judgment, created): a repeated submit of the
-    same assignment returns the first judgment with created=False. Raises ``JudgmentError`` (4xx) and stores nothing."""
+    same answer returns the first judgment with created=False (another answer: ``JudgmentAlreadySubmitted``, 409). Raises ``JudgmentError`` (4xx) and stores nothing."""
     now = now or timezone.now()
     lookup = {"pk": assignment_id} if public_id is None else {"public_id": _uuid_or_none(public_id)}
     assignment = (
@@ -351,8 +396,12 @@ def judgment_submit(
     )
     if assignment is None or assignment.annotator_id != annotator.pk:
         raise JudgmentForbidden(ERR_ASSIGNMENT_NOT_YOURS)
-    if assignment.status == Assignment.Status.SUBMITTED:
-        return Judgment.objects.get(assignment=assignment), False
+    if assignment.status == Assignment.Status.SUBMITTED:  # a retry answers as the first submit did; a change is refused
+        judgment = Judgment.objects.get(assignment=assignment)
+        if not _same_answer(judgment=judgment, assignment=assignment, outcome=outcome, labels=labels,
+                            skip_reason=skip_reason):
+            raise JudgmentAlreadySubmitted(ERR_ALREADY_SUBMITTED)
+        return judgment, False
     if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
         raise JudgmentExpired(ERR_RESERVATION_EXPIRED)
     if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or not 0 <= time_spent_ms <= MAX_TIME_SPENT_MS:

@@ -43,8 +43,10 @@ def test_next_and_submit_over_the_api_with_token_auth(django_assert_max_num_quer
     with django_assert_max_num_queries(15):
         first = client.post("/api/judgments/submit/", payload, format="json")
     assert first.status_code == 201, first.content
-    again = client.post("/api/judgments/submit/", {**payload, "outcome": "all_bad", "labels": []}, format="json")
+    again = client.post("/api/judgments/submit/", payload, format="json")  # a retry: the first answer again
     assert again.status_code == 200 and again.json() == first.json()
+    changed = client.post("/api/judgments/submit/", {**payload, "outcome": "all_bad", "labels": []}, format="json")
+    assert changed.status_code == 409 and "already submitted with another answer" in changed.json()["detail"]
     assert Judgment.objects.count() == 1 and PreferencePair.objects.count() == 1
     assert client.get("/api/groups/next/").status_code == 204
 

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -51,13 +52,19 @@ def test_labels_store_judgment_labels_flaws_and_pairs():
     assert (group.judgments_count, group.active_reservations) == (1, 0)
 
 
-def test_submit_is_idempotent():
+def test_submit_is_idempotent_and_a_changed_answer_is_refused():
     user, a, group = reserve()
     labels = by_position(a, {0: "preferred", 1: "non_preferred"})
     first, created = judgment_submit(annotator=user, assignment_id=a.pk, outcome="labelled", labels=labels)
-    again, created_again = judgment_submit(annotator=user, assignment_id=a.pk, outcome="all_bad", labels=[])
-    assert created and not created_again and again.pk == first.pk and again.outcome == "labelled"
-    assert Judgment.objects.count() == 1
+    # a retry (the same marks; the neutral video named or not, playback measured anew) answers as the first did
+    retry = [replace(lab, playback_coverage=0.5) for lab in labels] + by_position(a, {2: "neutral"})
+    again, created_again = judgment_submit(annotator=user, assignment_id=a.pk, outcome="labelled", labels=retry)
+    assert created and not created_again and again.pk == first.pk
+    for outcome, changed in (("all_bad", []), ("labelled", by_position(a, {0: "non_preferred", 1: "preferred"}))):
+        with pytest.raises(JudgmentError, match="already submitted with another answer") as refused:
+            judgment_submit(annotator=user, assignment_id=a.pk, outcome=outcome, labels=changed)
+        assert refused.value.status == 409
+    assert Judgment.objects.get().outcome == "labelled" and Judgment.objects.count() == 1
     group.refresh_from_db()
     assert group.judgments_count == 1
 
