@@ -74,9 +74,10 @@ def test_real_worker_with_two_gpus_per_job_makes_the_same_candidates(broker, sta
     for seed in (100, 101):
         # the two process groups reduce in another order, so the fp32 sums may differ in their last bits; stored in
         # bf16, such a value can round to the neighbouring bf16 number: at most one bf16 step (2^-7 relative, 8
-        # significant bits) and on a few elements only; anything else is a real difference
+        # significant bits) and on a few elements only (2 or 2%); anything else is a real difference
         two, one = latents[("2", seed)].float(), latents[("1", seed)].float()
         diff = (two - one).abs()
         one_step = one.abs() * 2.0**-7 + 1e-30
         assert bool((diff <= one_step).all()), f"seed {seed}: max difference {diff.max().item():.3g}"
-        assert (diff == 0).float().mean().item() >= 0.99, f"seed {seed}: {(diff > 0).sum().item()} elements differ"
+        differ = int((diff > 0).sum().item())
+        assert differ <= max(2, diff.numel() // 50), f"seed {seed}: {differ} of {diff.numel()} elements differ"
