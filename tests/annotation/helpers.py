@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import re
 
+from django.test import Client
+from rest_framework.test import APIClient
+
 from annotation.services.judgments import FlawInput, LabelInput
+
+
+def login(user) -> Client:
+    """A page client signed in as ``user``."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def api(user) -> APIClient:
+    """An API client authenticated as ``user``."""
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
 
 
 def by_position(assignment, answers: dict[int, str] | None = None, *, coverage: float = 1.0, ranks: dict[int, int] | None = None,

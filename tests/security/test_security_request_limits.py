@@ -7,13 +7,12 @@ from __future__ import annotations
 import base64
 
 import pytest
-from django.test import Client
-from rest_framework.test import APIClient
 
 from annotation.models import FlawMark, FlawTag, Judgment
 from annotation.services.assignments import assignment_reserve_next
 from annotation.services.judgments import judgment_submit
 from tests.annotation.factories import PromptFactory, RoundFactory, UserFactory, annotator, group_with_candidates
+from tests.annotation.helpers import api, login
 
 pytestmark = pytest.mark.django_db
 
@@ -22,18 +21,6 @@ def reserve(user=None):
     group_with_candidates(k=2, round=RoundFactory(annotators_per_group=1, max_annotators_per_group=1))
     user = user or annotator()
     return user, assignment_reserve_next(annotator=user)
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def form(a, **extra):
@@ -89,14 +76,14 @@ def test_an_annotator_cannot_ask_which_round_a_judged_group_came_from():
 
 def test_a_skip_reason_past_2000_characters_is_refused_on_the_page_and_the_api():
     user, a = reserve()
-    page = logged_in(user).post("/annotate/submit/", {"assignment": str(a.public_id), "outcome": "skipped",
+    page = login(user).post("/annotate/submit/", {"assignment": str(a.public_id), "outcome": "skipped",
                                                        "skip_reason": "other", "skip_note": "x" * 200_000},
                                 HTTP_HX_REQUEST="true")
     assert page.status_code == 400 and "too long" in page.content.decode() and page["HX-Retarget"] == "#submit-error"
     res = api(user).post("/api/judgments/submit/", {"assignment": str(a.public_id), "outcome": "skipped",
                                                     "skip_reason": "x" * 2001}, format="json")
     assert res.status_code == 400 and "skip_reason" in res.json()
-    ok = logged_in(user).post("/annotate/submit/", {"assignment": str(a.public_id), "outcome": "skipped",
+    ok = login(user).post("/annotate/submit/", {"assignment": str(a.public_id), "outcome": "skipped",
                                                      "skip_reason": "other", "skip_note": "x" * 1990})
     assert ok.status_code == 302 and len(Judgment.objects.get().skip_reason) == len("other: ") + 1990
 
@@ -106,7 +93,7 @@ def test_the_same_flaw_twice_on_one_video_is_refused():
     tag = FlawTag.objects.order_by("order").first().slug
     res = api(user).post("/api/judgments/submit/", body(a, flaws=[{"tag": tag, "time_s": 0.1}] * 50), format="json")
     assert res.status_code == 400 and f"the flaw '{tag}' is marked twice" in res.json()["detail"], res.json()
-    page = logged_in(user).post("/annotate/submit/", {**form(a), "flaw_0": [tag] * 20}, HTTP_HX_REQUEST="true")
+    page = login(user).post("/annotate/submit/", {**form(a), "flaw_0": [tag] * 20}, HTTP_HX_REQUEST="true")
     assert page.status_code == 400 and "marked twice" in page.content.decode()
     assert not Judgment.objects.exists() and not FlawMark.objects.exists()
     other = FlawTag.objects.order_by("order")[1].slug  # one mark per tag and video: two tags, or one on each video
@@ -131,7 +118,7 @@ def test_the_form_takes_plain_ascii_numbers_only(field, value):
     user, a = reserve()
     tag = FlawTag.objects.order_by("order").first().slug
     data = {**form(a), "flaw_0": tag, field.format(tag=tag): value}
-    res = logged_in(user).post("/annotate/submit/", data, HTTP_HX_REQUEST="true")
+    res = login(user).post("/annotate/submit/", data, HTTP_HX_REQUEST="true")
     assert res.status_code == 400 and "malformed" in res.content.decode(), res.content.decode()[:300]
     assert not Judgment.objects.exists()
 
@@ -154,7 +141,7 @@ def test_a_form_with_too_many_fields_is_a_400_in_the_apps_format(settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
     user, a = reserve()
     data = {**form(a), **{f"pad_{k}": "x" for k in range(60)}}
-    page = logged_in(user).post("/annotate/submit/", data, HTTP_HX_REQUEST="true")
+    page = login(user).post("/annotate/submit/", data, HTTP_HX_REQUEST="true")
     assert page.status_code == 400 and page["HX-Retarget"] == "#submit-error"
     assert "too many fields (over 50)" in page.content.decode()
     res = api(user).post("/api/judgments/submit/", data)  # form-encoded to the API: JSON back
@@ -168,7 +155,7 @@ def test_a_body_over_the_limit_is_a_413_in_the_apps_format(settings):
     data = {**form(a), "pad": "x" * 2000}
     res = api(user).post("/api/judgments/submit/", data)
     assert res.status_code == 413 and "too large (over 1000 bytes" in res.json()["detail"]
-    page = logged_in(user).post("/annotate/submit/", data, HTTP_HX_REQUEST="true")
+    page = login(user).post("/annotate/submit/", data, HTTP_HX_REQUEST="true")
     assert page.status_code == 413 and "too large" in page.content.decode()
     assert not Judgment.objects.exists()
 

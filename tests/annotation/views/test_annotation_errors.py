@@ -8,7 +8,6 @@ import time
 
 import pytest
 from django.test import Client
-from rest_framework.test import APIClient
 
 from annotation import errors, media, permissions
 from annotation.models import DPORun, ReviewItem, Round
@@ -19,20 +18,9 @@ from annotation.services.judgments import JudgmentError, JudgmentExpired, Judgme
 from annotation.services.prompt_edits import PromptError
 from annotation.services.reviews import ERR_REVIEW_CANDIDATE, ERR_REVIEW_RESOLVED, ReviewError
 from tests.annotation.factories import CheckpointFactory, RoundFactory, UserFactory, group_with_candidates
+from tests.annotation.helpers import api, login
 
 pytestmark = pytest.mark.django_db
-
-
-def login(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def test_every_service_refusal_is_an_application_error_with_its_status():
